@@ -1,0 +1,175 @@
+"""The PC board: wires memory, buses, interrupt lines and devices together.
+
+This is the one place that knows the PC's fixed facts: where RAM and the
+holes are, which port each device answers on and which IRQ it raises.  The
+board is engine-neutral; every engine runs the guest on the same board.
+
+Physical layout (the classic PC/AT map):
+
+    0x00000000-0x0009FFFF  conventional RAM ("ram-low")
+    0x000A0000-0x000FFFFF  hole: VGA window and option/BIOS ROM (ROM when --bios)
+    0x00100000-RAM end     extended RAM ("ram-high")
+    4 GiB - ROM size       the BIOS ROM again (reset vector at 0xFFFFFFF0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from pyvmm.devices.cmos import CmosRtc
+from pyvmm.devices.debug import DebugConsole, DebugExit
+from pyvmm.devices.i8042 import I8042, SystemControlPortA
+from pyvmm.devices.pic8259 import Pic8259Pair
+from pyvmm.devices.pit8254 import Pit8254, SystemControlPortB
+from pyvmm.devices.uart16550 import Uart16550
+from pyvmm.engines.base import StopKind, StopReason
+from pyvmm.errors import ConfigError
+from pyvmm.machine.bus import MmioBus, PortBus
+from pyvmm.machine.clock import ClockSource, VirtualClock
+from pyvmm.machine.events import HostEvents
+from pyvmm.machine.interrupts import IrqLine
+from pyvmm.machine.memory import GuestMemory, allocate_backing
+from pyvmm.stats import Stats
+
+MIB = 1 << 20
+LOW_RAM_END = 0xA0000
+HIGH_RAM_START = 0x100000
+MIN_RAM = 2 * MIB
+MAX_RAM = 3 * 1024 * MIB  # below the 32-bit PCI/ROM hole
+
+# Port assignments (IBM PC/AT Technical Reference; QEMU's pc machine agrees).
+PORT_PIC_MASTER = 0x20
+PORT_PIT = 0x40
+PORT_KBD_DATA = 0x60
+PORT_SYSTEM_CONTROL_B = 0x61
+PORT_KBD_COMMAND = 0x64
+PORT_CMOS = 0x70
+PORT_SYSTEM_CONTROL_A = 0x92
+PORT_PIC_SLAVE = 0xA0
+PORT_DEBUGCON = 0xE9
+PORT_DEBUG_EXIT = 0xF4
+PORT_COM1 = 0x3F8
+
+# ISA IRQ numbers.
+IRQ_PIT = 0
+IRQ_CASCADE = 2
+IRQ_COM1 = 4
+IRQ_RTC = 8
+
+E820_RAM = 1
+E820_RESERVED = 2
+
+
+@dataclass
+class E820Entry:
+    base: int
+    length: int
+    type: int
+
+
+class _NullWriter:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class PcBoard:
+    """One virtual PC.  Nothing here is shared with any other board."""
+
+    def __init__(self, ram_size: int = 64 * MIB, serial_output: BinaryIO | None = None,
+                 debugcon_output: BinaryIO | None = None,
+                 clock_source: ClockSource = ClockSource.HOST) -> None:
+        if ram_size < MIN_RAM or ram_size > MAX_RAM:
+            raise ConfigError(f"memory size must be between {MIN_RAM // MIB} MiB and "
+                              f"{MAX_RAM // MIB} MiB, not {ram_size // MIB} MiB")
+        if ram_size % (1 << 12):
+            raise ConfigError("memory size must be a multiple of 4 KiB")
+        self.stats = Stats()
+        self.ram_size = ram_size
+        self.memory = GuestMemory()
+        self._ram = allocate_backing(ram_size)
+        self.memory.add_region("ram-low", 0, LOW_RAM_END, self._ram, 0)
+        self.memory.add_region("ram-high", HIGH_RAM_START, ram_size - HIGH_RAM_START,
+                               self._ram, HIGH_RAM_START)
+        self.ports = PortBus(self.stats)
+        self.mmio = MmioBus(self.stats)
+        self.clock = VirtualClock(clock_source)
+        self.events = HostEvents()
+        self.stop_request: StopReason | None = None
+        self.bios_loaded = False
+
+        serial_output = serial_output if serial_output is not None else _NullWriter()
+        debugcon_output = debugcon_output if debugcon_output is not None else _NullWriter()
+
+        self.pic = Pic8259Pair()
+        self.pit = Pit8254(self.clock, self.irq_line(IRQ_PIT))
+        self.uart = Uart16550(self.irq_line(IRQ_COM1), serial_output)
+        self.cmos = CmosRtc(self.clock, ram_size, self.irq_line(IRQ_RTC))
+        self.i8042 = I8042(self._reset)
+        self.system_control_a = SystemControlPortA(self._reset)
+        self.system_control_b = SystemControlPortB(self.pit)
+        self.debug_exit = DebugExit(self._debug_exit)
+        self.debugcon = DebugConsole(debugcon_output)
+
+        self.ports.register(PORT_PIC_MASTER, 2, self.pic.master, "pic-master")
+        self.ports.register(PORT_PIC_SLAVE, 2, self.pic.slave, "pic-slave")
+        self.ports.register(PORT_PIT, 4, self.pit, "pit")
+        self.ports.register(PORT_KBD_DATA, 1, self.i8042.data_port, "i8042")
+        self.ports.register(PORT_SYSTEM_CONTROL_B, 1, self.system_control_b, "port61")
+        self.ports.register(PORT_KBD_COMMAND, 1, self.i8042.command_port, "i8042")
+        self.ports.register(PORT_CMOS, 2, self.cmos, "cmos")
+        self.ports.register(PORT_SYSTEM_CONTROL_A, 1, self.system_control_a, "port92")
+        self.ports.register(PORT_DEBUGCON, 1, self.debugcon, "debugcon")
+        self.ports.register(PORT_DEBUG_EXIT, 1, self.debug_exit, "debug-exit")
+        self.ports.register(PORT_COM1, 8, self.uart, "com1")
+
+    # -- wiring -------------------------------------------------------------
+    def irq_line(self, irq: int) -> IrqLine:
+        return IrqLine(self.pic, irq)
+
+    @property
+    def interrupt_controller(self) -> Pic8259Pair:
+        return self.pic
+
+    def request_stop(self, reason: StopReason) -> None:
+        """Ask the engine to stop the VM after the current instruction/exit."""
+        if self.stop_request is None:
+            self.stop_request = reason
+
+    def _debug_exit(self, value: int) -> None:
+        self.request_stop(StopReason(StopKind.DEBUG_EXIT, "", (value << 1) | 1))
+
+    def _reset(self) -> None:
+        self.request_stop(StopReason(StopKind.RESET, "reset through the keyboard controller"
+                                     " or port 0x92"))
+
+    # -- firmware -----------------------------------------------------------
+    def map_bios(self, image: bytes) -> None:
+        """Map a BIOS ROM at the top of 4 GiB and its last 128 KiB below 1 MiB."""
+        size = len(image)
+        backing = allocate_backing(size)
+        backing[:] = image
+        self.memory.add_region("bios", (1 << 32) - size, size, backing, 0, readonly=True)
+        low = min(size, 128 * 1024)
+        self.memory.add_region("bios-low", HIGH_RAM_START - low, low, backing, size - low,
+                               readonly=True)
+        self.bios_loaded = True
+
+    def e820_map(self) -> list[E820Entry]:
+        """The memory map a loader reports to the guest (ACPI spec §15, INT 15h E820h)."""
+        return [
+            E820Entry(0, LOW_RAM_END, E820_RAM),
+            E820Entry(0xF0000, 0x10000, E820_RESERVED),
+            E820Entry(HIGH_RAM_START, self.ram_size - HIGH_RAM_START, E820_RAM),
+        ]
+
+    def serial_input(self, data: bytes) -> None:
+        """Thread-safe: bytes typed at the host terminal for COM1."""
+        self.events.post(lambda: self.uart.enqueue_input(data))
+
+    def close(self) -> None:
+        self.memory.close()

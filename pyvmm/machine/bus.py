@@ -1,0 +1,115 @@
+"""Port I/O and MMIO buses: address range -> device.
+
+A device claims a range and is called with the offset into that range.
+Unclaimed port reads return all ones (the ISA bus floats high), writes are
+dropped, and both are counted under the device name "unclaimed".
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Protocol
+
+from pyvmm.stats import Stats
+
+UNCLAIMED = "unclaimed"
+
+
+class PortDevice(Protocol):
+    def io_read(self, offset: int, size: int) -> int: ...
+    def io_write(self, offset: int, size: int, value: int) -> None: ...
+
+
+class MmioDevice(Protocol):
+    def mmio_read(self, offset: int, size: int) -> int: ...
+    def mmio_write(self, offset: int, size: int, value: int) -> None: ...
+
+
+@dataclass
+class BusRange:
+    base: int
+    length: int
+    device: object
+    name: str
+
+    @property
+    def end(self) -> int:
+        return self.base + self.length
+
+
+class _Bus:
+    """Shared range bookkeeping for both buses."""
+
+    stats_category = "bus"
+
+    def __init__(self, stats: Stats | None = None) -> None:
+        self.stats = stats if stats is not None else Stats()
+        self._ranges: list[BusRange] = []
+        self._bases: list[int] = []
+
+    def register(self, base: int, length: int, device: object, name: str) -> None:
+        if length <= 0:
+            raise ValueError("length must be positive")
+        for existing in self._ranges:
+            if base < existing.end and existing.base < base + length:
+                raise ValueError(f"{name} at {base:#x}+{length} overlaps {existing.name}")
+        index = bisect.bisect(self._bases, base)
+        self._ranges.insert(index, BusRange(base, length, device, name))
+        self._bases.insert(index, base)
+
+    def find(self, address: int) -> BusRange | None:
+        index = bisect.bisect(self._bases, address) - 1
+        if index >= 0:
+            entry = self._ranges[index]
+            if address < entry.end:
+                return entry
+        return None
+
+    @property
+    def ranges(self) -> list[BusRange]:
+        return list(self._ranges)
+
+
+class PortBus(_Bus):
+    """The 64 KiB x86 I/O port space."""
+
+    stats_category = "ports"
+
+    def read(self, port: int, size: int) -> int:
+        entry = self.find(port)
+        if entry is None:
+            self.stats.count("ports", UNCLAIMED)
+            return (1 << (8 * size)) - 1
+        self.stats.count("ports", entry.name)
+        return entry.device.io_read(port - entry.base, size) & ((1 << (8 * size)) - 1)
+
+    def write(self, port: int, size: int, value: int) -> None:
+        entry = self.find(port)
+        if entry is None:
+            self.stats.count("ports", UNCLAIMED)
+            return
+        self.stats.count("ports", entry.name)
+        entry.device.io_write(port - entry.base, size, value & ((1 << (8 * size)) - 1))
+
+
+class MmioBus(_Bus):
+    """Guest-physical ranges not backed by RAM/ROM."""
+
+    stats_category = "mmio"
+
+    def read(self, address: int, size: int) -> int:
+        entry = self.find(address)
+        if entry is None:
+            self.stats.count("mmio", UNCLAIMED)
+            return (1 << (8 * size)) - 1
+        self.stats.count("mmio", entry.name)
+        return entry.device.mmio_read(address - entry.base, size) & ((1 << (8 * size)) - 1)
+
+    def write(self, address: int, size: int, value: int) -> None:
+        entry = self.find(address)
+        if entry is None:
+            self.stats.count("mmio", UNCLAIMED)
+            return
+        self.stats.count("mmio", entry.name)
+        entry.device.mmio_write(address - entry.base, size, value & ((1 << (8 * size)) - 1))

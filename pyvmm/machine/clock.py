@@ -1,0 +1,117 @@
+"""The virtual clock: guest time in nanoseconds, and timers on it.
+
+Devices (PIT, RTC, UART timeouts) never read the host clock: they ask the
+VM's `VirtualClock` and arm timers on it.  The engine decides how the clock
+moves:
+
+- `ClockSource.HOST`: guest time follows the host's monotonic clock from the
+  moment the VM starts (used by KVM, whose guest runs in real time).
+- `ClockSource.MANUAL`: guest time advances only when the engine calls
+  `advance()` (the interpreter advances it per instruction, which makes runs
+  deterministic, like QEMU's icount mode).
+
+Timer callbacks run on the engine's thread, inside `run_due()`.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+
+
+class ClockSource(enum.Enum):
+    HOST = "host"
+    MANUAL = "manual"
+
+
+class Timer:
+    """A one-shot timer; re-arm it from its callback for periodic behaviour."""
+
+    __slots__ = ("deadline_ns", "callback", "cancelled", "_seq")
+
+    def __init__(self, deadline_ns: int, callback: Callable[[], None], seq: int) -> None:
+        self.deadline_ns = deadline_ns
+        self.callback = callback
+        self.cancelled = False
+        self._seq = seq
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __lt__(self, other: Timer) -> bool:
+        return (self.deadline_ns, self._seq) < (other.deadline_ns, other._seq)
+
+
+class VirtualClock:
+    def __init__(self, source: ClockSource = ClockSource.HOST) -> None:
+        self.source = source
+        self._manual_ns = 0
+        self._host_origin = time.monotonic_ns()
+        self._timers: list[Timer] = []
+        self._seq = itertools.count()
+        # Called (from any thread) when a new earliest deadline is armed, so a
+        # sleeping engine can recompute how long to wait.
+        self.on_new_deadline: Callable[[int], None] | None = None
+
+    def set_source(self, source: ClockSource) -> None:
+        """Switch sources without time going backwards."""
+        now = self.now_ns()
+        self.source = source
+        self._manual_ns = now
+        self._host_origin = time.monotonic_ns() - now
+
+    def now_ns(self) -> int:
+        if self.source is ClockSource.MANUAL:
+            return self._manual_ns
+        return time.monotonic_ns() - self._host_origin
+
+    def advance(self, ns: int) -> None:
+        """Move manual time forward (ignored for the host source)."""
+        if self.source is ClockSource.MANUAL and ns > 0:
+            self._manual_ns += ns
+
+    def advance_to(self, deadline_ns: int) -> None:
+        if self.source is ClockSource.MANUAL and deadline_ns > self._manual_ns:
+            self._manual_ns = deadline_ns
+
+    def set_timer(self, deadline_ns: int, callback: Callable[[], None]) -> Timer:
+        timer = Timer(deadline_ns, callback, next(self._seq))
+        earliest = self.next_deadline()
+        heapq.heappush(self._timers, timer)
+        if self.on_new_deadline is not None and (earliest is None or deadline_ns < earliest):
+            self.on_new_deadline(deadline_ns)
+        return timer
+
+    def set_timer_after(self, delay_ns: int, callback: Callable[[], None]) -> Timer:
+        return self.set_timer(self.now_ns() + max(0, delay_ns), callback)
+
+    def next_deadline(self) -> int | None:
+        timers = self._timers
+        while timers and timers[0].cancelled:
+            heapq.heappop(timers)
+        return timers[0].deadline_ns if timers else None
+
+    def run_due(self) -> int:
+        """Fire every timer whose deadline has passed; returns how many fired."""
+        fired = 0
+        now = self.now_ns()
+        timers = self._timers
+        while timers and (timers[0].cancelled or timers[0].deadline_ns <= now):
+            timer = heapq.heappop(timers)
+            if timer.cancelled:
+                continue
+            timer.cancelled = True
+            timer.callback()
+            fired += 1
+        return fired
+
+    # -- snapshot -----------------------------------------------------------
+    def get_state(self) -> dict:
+        return {"now_ns": self.now_ns()}
+
+    def set_state(self, state: dict) -> None:
+        self._manual_ns = state["now_ns"]
+        self._host_origin = time.monotonic_ns() - state["now_ns"]

@@ -1,0 +1,55 @@
+"""One counter store per VM that every engine and device fills.
+
+Counters are grouped by category ("exits", "ports", "mmio", "exceptions",
+"interrupts", "tlb", "decode", ...), each a name -> count mapping, so that
+`pyvmm run --stats` and `pyvmm compare` can print any engine's work the same
+way.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.counters: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.instructions: int | None = None
+        self.wall_seconds: float = 0.0
+        self.guest_seconds: float | None = None  # time inside the guest (KVM_RUN), if known
+
+    def count(self, category: str, key: str, n: int = 1) -> None:
+        self.counters[category][key] += n
+
+    def get(self, category: str, key: str) -> int:
+        return self.counters.get(category, Counter()).get(key, 0)
+
+    def total(self, category: str) -> int:
+        return sum(self.counters.get(category, Counter()).values())
+
+    def as_dict(self) -> dict:
+        return {
+            "instructions": self.instructions,
+            "wall_seconds": self.wall_seconds,
+            "guest_seconds": self.guest_seconds,
+            "counters": {cat: dict(sorted(c.items())) for cat, c in sorted(self.counters.items())
+                         if c},
+        }
+
+    def format(self) -> str:
+        """Human-readable report; the last line is always `exits: N`."""
+        lines: list[str] = []
+        if self.instructions is not None:
+            lines.append(f"instructions: {self.instructions}")
+            if self.wall_seconds > 0:
+                lines.append(f"guest MIPS: {self.instructions / self.wall_seconds / 1e6:.3f}")
+        lines.append(f"wall time: {self.wall_seconds:.3f} s")
+        for category in sorted(self.counters):
+            counter = self.counters[category]
+            if not counter:
+                continue
+            lines.append(f"{category}:")
+            for key, value in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])):
+                lines.append(f"  {key:<28} {value}")
+        lines.append(f"exits: {self.total('exits')}")
+        return "\n".join(lines)
