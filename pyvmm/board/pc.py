@@ -14,7 +14,6 @@ Physical layout (the classic PC/AT map):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 

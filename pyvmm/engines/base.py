@@ -93,9 +93,12 @@ class Engine(ABC):
 
     def wake(self) -> None:
         """Thread-safe: make a running `run()` look at host events soon."""
+        return None
 
     def request_pause(self) -> None:
         """Thread-safe: make `run()` return PAUSED at the next instruction boundary."""
+        return None
 
     def close(self) -> None:
         """Release host resources (file descriptors, mappings)."""
+        return None

@@ -1,0 +1,37 @@
+"""Telling image kinds apart, for an automatic `--image` mode.
+
+A Multiboot kernel is recognised by its header in the first 8192 bytes
+(Multiboot Specification 0.6.96 §3.1); a boot sector by being exactly 512
+bytes ending in 0x55 0xAA (BIOS Boot Specification 1.01 §6.5.1).  The
+multiboot check comes first: a valid header is unambiguous, while any
+512-byte file may end in 0x55 0xAA.
+"""
+
+from __future__ import annotations
+
+from pyvmm.boot.boot_sector import BOOT_SIGNATURE, SECTOR_SIZE, SIGNATURE_OFFSET
+from pyvmm.boot.multiboot_header import SEARCH_LIMIT, find_header, scan
+from pyvmm.errors import ImageError
+
+KIND_MULTIBOOT = "multiboot"
+KIND_BOOT_SECTOR = "boot-sector"
+
+
+def detect_image_kind(image: bytes) -> str:
+    """"multiboot" or "boot-sector"; `ImageError` if the image is neither.
+
+    An image carrying the multiboot magic but a broken header (bad checksum,
+    unsupported requirement) raises that header's error, which says more
+    than "unrecognised".
+    """
+    valid, broken = scan(image)
+    if valid is not None:
+        find_header(image)  # raises if the header demands what the loader cannot do
+        return KIND_MULTIBOOT
+    if len(image) == SECTOR_SIZE and image[SIGNATURE_OFFSET:] == BOOT_SIGNATURE:
+        return KIND_BOOT_SECTOR
+    if broken is not None:
+        find_header(image)  # raises the bad-checksum error
+    raise ImageError(f"unrecognised image ({len(image)} bytes): no multiboot header in the "
+                     f"first {SEARCH_LIMIT} bytes and not a {SECTOR_SIZE}-byte boot sector "
+                     "ending in 0x55 0xaa")

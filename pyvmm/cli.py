@@ -1,0 +1,245 @@
+"""`pyvmm` command line: run a guest on the virtual PC under a chosen engine."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pyvmm.engines.base import StopKind, StopReason
+from pyvmm.errors import EngineUnavailable, PyvmmError
+
+MIB = 1 << 20
+
+EXIT_USAGE = 2
+EXIT_ENGINE_UNAVAILABLE = 18
+EXIT_INTERRUPTED = 130
+
+EXIT_STATUS_HELP = f"""\
+exit status:
+  (v << 1) | 1      the guest wrote v to the debug-exit port 0xF4 (always odd)
+  0                 you quit with Ctrl-A x
+  {EXIT_USAGE}                 bad option, bad or missing image
+  {StopKind.TIMEOUT.exit_code}                 --timeout expired
+  {StopKind.TRIPLE_FAULT.exit_code}                 the guest triple-faulted (CPU shutdown)
+  {StopKind.HALTED.exit_code}                 the guest halted with interrupts disabled
+  {StopKind.INTERNAL_ERROR.exit_code}                internal error (KVM entry failure, pyvmm bug)
+  {StopKind.RESET.exit_code}                the guest asked for a reset (port 0x64 or 0x92)
+  {EXIT_ENGINE_UNAVAILABLE}                the engine cannot run on this host (e.g. no /dev/kvm)
+The reason a VM stopped is printed on stderr.
+"""
+
+
+def parse_size(text: str) -> int:
+    """QEMU-style sizes: 64M, 1G, 512K; a bare number is MiB."""
+    units = {"k": 1 << 10, "m": MIB, "g": 1 << 30}
+    value = text.strip().lower()
+    try:
+        if value and value[-1] in units:
+            return int(float(value[:-1]) * units[value[-1]])
+        return int(value) * MIB
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r} (examples: 64M, 1G)") from None
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _add_guest_options(parser: argparse.ArgumentParser) -> None:
+    from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES
+
+    parser.add_argument("guest", nargs="?", metavar="GUEST",
+                        help="a bundled guest: hello (boot sector) or demo (64-bit multiboot "
+                             "kernel); or use one of the image options below")
+    image = parser.add_argument_group("image (exactly one, or a bundled GUEST)")
+    image.add_argument("--kernel", metavar="FILE", type=Path,
+                       help="a multiboot v1 kernel (ELF32, ELF64 or a.out kludge)")
+    image.add_argument("--boot-sector", metavar="FILE", type=Path,
+                       help="a 512-byte boot sector, run at 0000:7C00 in real mode")
+    image.add_argument("--bios", metavar="FILE", type=Path,
+                       help="a flat BIOS ROM, entered at the reset vector")
+    image.add_argument("--append", metavar="TEXT", default=None,
+                       help="multiboot command line (for --kernel and the demo guest)")
+    machine = parser.add_argument_group("machine")
+    machine.add_argument("--engine", choices=sorted(ENGINES), default=DEFAULT_ENGINE,
+                         help=f"who executes guest code (default: {DEFAULT_ENGINE})")
+    machine.add_argument("-m", "--memory", type=parse_size, default=64 * MIB, metavar="SIZE",
+                         help="guest RAM, e.g. 64M or 1G (default: 64M)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyvmm",
+        description="pyvmm: an x86 PC emulator and virtualizer. One virtual PC, several "
+                    "engines: kvm (hardware-assisted virtualization through /dev/kvm) and "
+                    "interp (an x86 interpreter in Python).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'pyvmm run --help' for the options of a run.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    run = commands.add_parser(
+        "run", help="boot a guest and run it until it stops",
+        description="Boot a guest on the virtual PC and run it until it exits, halts, "
+                    "faults or times out. The guest's COM1 is your terminal (Ctrl-A x "
+                    "quits) or, without a terminal, stdout. Bytes written to the debug "
+                    "console port 0xE9 also go to stdout.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXIT_STATUS_HELP + "\nexamples:\n  pyvmm run demo\n"
+               "  pyvmm run --engine interp --append work=5 demo --stats\n"
+               "  pyvmm run --kernel mykernel.elf --serial file:serial.log --timeout 10\n")
+    _add_guest_options(run)
+    output = run.add_argument_group("output and limits")
+    output.add_argument("--serial", default="stdio", metavar="stdio|file:PATH|none",
+                        help="where COM1 goes (default: stdio)")
+    output.add_argument("--timeout", type=positive_float, metavar="SECONDS",
+                        help="stop the VM after this many host seconds")
+    output.add_argument("--stats", action="store_true",
+                        help="print what the engine did (exits by reason, port accesses "
+                             "by device, ...) on stderr at the end")
+    output.add_argument("-q", "--quiet", action="store_true",
+                        help="do not print the stop reason of a guest that exited "
+                             "through the debug-exit port")
+    run.set_defaults(handler=cmd_run)
+
+    compare = commands.add_parser(
+        "compare", help="run one guest under every engine and compare what each did",
+        description="Run the same guest once per engine, each on a fresh virtual PC, and "
+                    "print one table with a column per engine: whether the guest behaved "
+                    "the same (console output and exit status), wall time, instructions "
+                    "and MIPS where known, VM exits by reason, interrupts, port/MMIO "
+                    "accesses by device, paging work, and for KVM the share of time "
+                    "spent in the guest.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  pyvmm compare demo\n"
+               "  pyvmm compare --engines interp,kvm --json out.json --plot out.png "
+               "--append work=5 demo\n")
+    _add_guest_options(compare)
+    compare.add_argument("--engines", metavar="LIST", default=None,
+                         help="comma-separated engines (default: all, interp first)")
+    compare.add_argument("--json", metavar="FILE", help="also write the results as JSON "
+                         "(schema: docs/compare-schema.json); - for stdout")
+    compare.add_argument("--plot", metavar="FILE.png", help="draw time and exits per engine")
+    compare.add_argument("--timeout", type=positive_float, metavar="SECONDS", default=600.0,
+                         help="per-engine time limit (default: 600)")
+    compare.set_defaults(handler=cmd_compare)
+
+    engines = commands.add_parser("engines", help="list the engines and whether they can "
+                                                   "run on this host")
+    engines.set_defaults(handler=cmd_engines)
+    return parser
+
+
+def resolve_image(args: argparse.Namespace):
+    from pyvmm.errors import ConfigError
+    from pyvmm.vm import ImageSpec
+
+    given = [(kind, path) for kind, path in (("multiboot", args.kernel),
+                                             ("boot-sector", args.boot_sector),
+                                             ("bios", args.bios)) if path is not None]
+    if args.guest is not None:
+        if given:
+            raise ConfigError("give either a bundled GUEST or an image option, not both")
+        return ImageSpec.bundled(args.guest, args.append or "")
+    if len(given) != 1:
+        raise ConfigError("give exactly one of --kernel, --boot-sector, --bios, or a "
+                          "bundled GUEST (hello, demo)")
+    kind, path = given[0]
+    if args.append is not None and kind != "multiboot":
+        raise ConfigError("--append only applies to multiboot kernels")
+    return ImageSpec(kind, path, args.append or "", label=str(path))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pyvmm.console import TerminalConsole, open_serial_output, stdout_writer
+    from pyvmm.vm import VirtualMachine
+
+    spec = resolve_image(args)
+    serial, serial_is_stdio = open_serial_output(args.serial)
+    vm = VirtualMachine(engine=args.engine, ram_size=args.memory, serial_output=serial,
+                        debugcon_output=stdout_writer())
+    try:
+        vm.load(spec)
+        if serial_is_stdio and TerminalConsole.usable():
+            def quit_vm() -> None:
+                vm.board.events.post(lambda: vm.board.request_stop(
+                    StopReason(StopKind.USER_QUIT, "Ctrl-A x")))
+
+            console = TerminalConsole(vm.board.serial_input, quit_vm, serial.write)
+            with console:
+                reason = vm.run(args.timeout)
+        else:
+            reason = vm.run(args.timeout)
+        if args.stats:
+            print(vm.stats.format(), file=sys.stderr)
+        if not (args.quiet and reason.kind is StopKind.DEBUG_EXIT):
+            print(f"pyvmm: {vm.name} stopped: {reason.describe()}", file=sys.stderr)
+        return reason.exit_code
+    finally:
+        vm.close()
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pyvmm import compare
+    from pyvmm.engines.registry import ENGINES
+    from pyvmm.errors import ConfigError
+
+    spec = resolve_image(args)
+    if args.engines:
+        engines = [name.strip() for name in args.engines.split(",") if name.strip()]
+        unknown = [name for name in engines if name not in ENGINES]
+        if unknown:
+            raise ConfigError(f"unknown engine(s) {', '.join(unknown)} "
+                              f"(choose from {', '.join(ENGINES)})")
+    else:
+        engines = compare.default_engines()
+    runs = compare.compare(spec, engines, args.memory, args.timeout,
+                           progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(compare.format_table(spec, runs))
+    if args.json:
+        compare.write_json(spec, runs, args.json)
+    if args.plot:
+        compare.plot(runs, args.plot)
+    usable = [run for run in runs if run.available]
+    if not usable:
+        print("pyvmm: error: no engine could run", file=sys.stderr)
+        return EXIT_ENGINE_UNAVAILABLE
+    same = all(run.output == usable[0].output and run.exit_status == usable[0].exit_status
+               for run in usable)
+    return 0 if same else 1
+
+
+def cmd_engines(args: argparse.Namespace) -> int:
+    from pyvmm.engines.registry import ENGINES, engine_availability
+
+    for name in ENGINES:
+        ok, reason = engine_availability(name)
+        print(f"{name:<8} {'available' if ok else 'unavailable: ' + reason}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except EngineUnavailable as error:
+        print(f"pyvmm: error: {error}", file=sys.stderr)
+        return EXIT_ENGINE_UNAVAILABLE
+    except PyvmmError as error:
+        print(f"pyvmm: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("pyvmm: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""`pyvmm compare`: one guest, every engine, what each engine did side by side.
+
+Each engine gets a fresh VM (its own board), boots the same image with the
+same command line, and runs to the end.  The guest's console output (COM1
+and the 0xE9 debug console, in order) is captured so that behaviour can be
+checked identical across engines; the counters come from each VM's Stats.
+The JSON form is described by docs/compare-schema.json.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyvmm.engines.registry import ENGINES, engine_availability
+from pyvmm.vm import ImageSpec, VirtualMachine
+
+SCHEMA_VERSION = 1
+
+
+class _Capture(io.RawIOBase):
+    """Collects everything the guest prints, from any of its output devices."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self.data += data
+        return len(data)
+
+
+@dataclass
+class EngineRun:
+    engine: str
+    available: bool
+    reason: str = ""
+    output: bytes = b""
+    exit_status: int | None = None
+    stop: str = ""
+    wall_seconds: float = 0.0
+    guest_seconds: float | None = None
+    instructions: int | None = None
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def mips(self) -> float | None:
+        if self.instructions is None or self.wall_seconds <= 0:
+            return None
+        return self.instructions / self.wall_seconds / 1e6
+
+    def total(self, category: str) -> int:
+        return sum(self.counters.get(category, {}).values())
+
+
+def run_engine(engine: str, spec: ImageSpec, ram_size: int, timeout: float | None) -> EngineRun:
+    available, reason = engine_availability(engine)
+    if not available:
+        return EngineRun(engine, False, reason)
+    capture = _Capture()
+    vm = VirtualMachine(engine=engine, ram_size=ram_size, serial_output=capture,
+                        debugcon_output=capture, name=engine)
+    try:
+        vm.load(spec)
+        stop = vm.run(timeout)
+        stats = vm.stats
+        return EngineRun(
+            engine=engine, available=True, output=bytes(capture.data),
+            exit_status=stop.exit_code, stop=stop.describe(),
+            wall_seconds=stats.wall_seconds, guest_seconds=stats.guest_seconds,
+            instructions=stats.instructions,
+            counters={cat: dict(c) for cat, c in stats.counters.items() if c})
+    finally:
+        vm.close()
+
+
+def compare(spec: ImageSpec, engines: list[str], ram_size: int, timeout: float | None,
+            progress=None) -> list[EngineRun]:
+    runs = []
+    for index, engine in enumerate(engines, 1):
+        if progress:
+            progress(f"compare: running {spec.label or spec.path} under {engine} "
+                     f"({index}/{len(engines)})...")
+        started = time.monotonic()
+        run = run_engine(engine, spec, ram_size, timeout)
+        if progress:
+            verdict = (f"{time.monotonic() - started:.2f} s, {run.stop}" if run.available
+                       else f"unavailable: {run.reason}")
+            progress(f"compare: {engine}: {verdict}")
+        runs.append(run)
+    return runs
+
+
+def _reference(runs: list[EngineRun]) -> EngineRun | None:
+    return next((run for run in runs if run.available), None)
+
+
+def to_json(spec: ImageSpec, runs: list[EngineRun]) -> dict[str, Any]:
+    reference = _reference(runs)
+    engines = []
+    for run in runs:
+        entry: dict[str, Any] = {"engine": run.engine, "available": run.available}
+        if not run.available:
+            entry["reason"] = run.reason
+        else:
+            entry.update({
+                "exit_status": run.exit_status,
+                "stop": run.stop,
+                "same_output": run.output == reference.output,
+                "same_exit_status": run.exit_status == reference.exit_status,
+                "output_bytes": len(run.output),
+                "wall_seconds": run.wall_seconds,
+                "guest_seconds": run.guest_seconds,
+                "instructions": run.instructions,
+                "mips": run.mips,
+                "counters": run.counters,
+            })
+        engines.append(entry)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "guest": spec.label or str(spec.path),
+        "cmdline": spec.cmdline,
+        "reference_engine": reference.engine if reference else None,
+        "engines": engines,
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if value < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def format_table(spec: ImageSpec, runs: list[EngineRun]) -> str:
+    """One column per engine, one row per fact."""
+    reference = _reference(runs)
+    rows: list[tuple[str, list[str]]] = []
+    avail = [run for run in runs if run.available]
+
+    def row(label: str, values: list[Any]) -> None:
+        rows.append((label, [_fmt(v) for v in values]))
+
+    row("available", ["yes" if r.available else "no: " + r.reason for r in runs])
+    if reference is not None:
+        row("same output as " + reference.engine,
+            ["yes" if r.available and r.output == reference.output else
+             ("no" if r.available else "-") for r in runs])
+        row("exit status", [r.exit_status if r.available else None for r in runs])
+        row("stop", [r.stop if r.available else None for r in runs])
+        row("wall time (s)", [r.wall_seconds if r.available else None for r in runs])
+        row("guest instructions", [r.instructions for r in runs])
+        row("guest MIPS", [r.mips for r in runs])
+        row("time in guest (%)",
+            [100 * r.guest_seconds / r.wall_seconds if r.available and r.guest_seconds
+             and r.wall_seconds else None for r in runs])
+        for category, title in (("exits", "VM exits"), ("interrupts", "interrupts"),
+                                ("exceptions", "guest exceptions"), ("ports", "port accesses"),
+                                ("mmio", "MMIO accesses"), ("tlb", "TLB/paging"),
+                                ("paging", "paging"), ("decode", "decode cache")):
+            keys = sorted({k for r in avail for k in r.counters.get(category, {})})
+            if not keys:
+                continue
+            row(f"{title} (total)", [r.total(category) if r.available else None
+                                     for r in runs])
+            for key in keys:
+                row(f"  {key}", [r.counters.get(category, {}).get(key, 0) if r.available
+                                 else None for r in runs])
+    label_width = max(len(label) for label, _ in rows)
+    widths = [max(len(r.engine), *(len(values[i]) for _, values in rows))
+              for i, r in enumerate(runs)]
+    header = " " * label_width + "  " + "  ".join(
+        r.engine.rjust(w) for r, w in zip(runs, widths, strict=True))
+    lines = [f"guest: {spec.label or spec.path}" + (f"  cmdline: {spec.cmdline!r}"
+                                                      if spec.cmdline else ""), header]
+    for label, values in rows:
+        lines.append(label.ljust(label_width) + "  " + "  ".join(
+            v.rjust(w) for v, w in zip(values, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def plot(runs: list[EngineRun], path: str) -> None:
+    """Wall time and VM exits per engine, on log scales."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from pyvmm.errors import ConfigError
+
+        raise ConfigError("--plot needs matplotlib: pip install 'pyvmm[plot]'") from None
+    avail = [r for r in runs if r.available]
+    names = [r.engine for r in avail]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.bar(names, [max(r.wall_seconds, 1e-6) for r in avail], color="tab:blue")
+    left.set_yscale("log")
+    left.set_title("wall time (s)")
+    right.bar(names, [max(r.total("exits"), 0.5) for r in avail], color="tab:orange")
+    right.set_yscale("log")
+    right.set_title("VM exits")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def default_engines() -> list[str]:
+    # interp first: it is the reference whose every instruction is accounted for.
+    order = ["interp", "kvm"]
+    return order + [name for name in ENGINES if name not in order]
+
+
+def write_json(spec: ImageSpec, runs: list[EngineRun], path: str) -> None:
+    data = to_json(spec, runs)
+    if path == "-":
+        json.dump(data, sys.stdout, indent=2)
+        print()
+    else:
+        with open(path, "w") as handle:
+            json.dump(data, handle, indent=2)

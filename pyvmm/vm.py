@@ -1,0 +1,120 @@
+"""A virtual machine: one board, one engine, one guest image, and its stats.
+
+This is the level the CLI, `pyvmm compare` and the hypervisor work at:
+build a VM from an `ImageSpec`, run it, read why it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pyvmm.board.pc import MIB, PcBoard
+from pyvmm.cpu.state import CpuState
+from pyvmm.engines.base import Engine, StopKind, StopReason
+from pyvmm.engines.registry import (  # noqa: F401  (re-exported)
+    DEFAULT_ENGINE,
+    ENGINES,
+    engine_availability,
+    engine_class,
+)
+from pyvmm.errors import ConfigError, EngineUnavailable, ImageError
+
+# Largest image file we read at all (a BIOS may be 16 MiB; kernels are smaller).
+MAX_IMAGE_BYTES = 256 * MIB
+
+
+@dataclass
+class ImageSpec:
+    """What to boot: one of the loader kinds, from a file or a bundled guest."""
+
+    kind: str  # "multiboot" | "boot-sector" | "bios"
+    path: Path
+    cmdline: str = ""
+    label: str = ""
+
+    @classmethod
+    def bundled(cls, name: str, cmdline: str = "") -> ImageSpec:
+        from pyvmm.guests import BUNDLED_GUESTS, guest_path
+
+        if name not in BUNDLED_GUESTS:
+            raise ConfigError(f"unknown guest {name!r}: bundled guests are "
+                              f"{', '.join(sorted(BUNDLED_GUESTS))}; for a file use "
+                              "--kernel, --boot-sector or --bios")
+        guest = BUNDLED_GUESTS[name]
+        return cls(guest.kind, guest_path(name), cmdline, label=name)
+
+    def read(self) -> bytes:
+        try:
+            size = self.path.stat().st_size
+            if size > MAX_IMAGE_BYTES:
+                raise ImageError(f"{self.path}: image is {size} bytes, larger than the "
+                                 f"{MAX_IMAGE_BYTES // MIB} MiB pyvmm accepts")
+            return self.path.read_bytes()
+        except IsADirectoryError:
+            raise ImageError(f"{self.path}: is a directory, not an image file") from None
+        except FileNotFoundError:
+            raise ImageError(f"{self.path}: no such file") from None
+        except PermissionError:
+            raise ImageError(f"{self.path}: permission denied") from None
+        except OSError as error:
+            raise ImageError(f"{self.path}: cannot read: {error.strerror}") from None
+
+
+def load_image(board: PcBoard, spec: ImageSpec) -> CpuState:
+    """Put the image into the board's memory; return the CPU's entry state."""
+    from pyvmm import boot
+
+    data = spec.read()
+    try:
+        if spec.kind == "multiboot":
+            return boot.load_multiboot(board, data, spec.cmdline)
+        if spec.kind == "boot-sector":
+            return boot.load_boot_sector(board, data)
+        if spec.kind == "bios":
+            return boot.load_bios(board, data)
+    except ImageError as error:
+        raise ImageError(f"{spec.path}: {error}") from None
+    raise ConfigError(f"unknown image kind {spec.kind!r}")
+
+
+class VirtualMachine:
+    """One isolated VM: its own board (memory, devices, clock) and engine."""
+
+    def __init__(self, engine: str = DEFAULT_ENGINE, ram_size: int = 64 * MIB,
+                 serial_output: BinaryIO | None = None,
+                 debugcon_output: BinaryIO | None = None, name: str = "vm0") -> None:
+        self.name = name
+        cls = engine_class(engine)
+        available, reason = cls.availability()
+        if not available:
+            raise EngineUnavailable(f"engine {engine!r} is not available: {reason}")
+        self.board = PcBoard(ram_size=ram_size, serial_output=serial_output,
+                             debugcon_output=debugcon_output)
+        self.engine_name = engine
+        self.engine: Engine = cls(self.board)
+        self.stop_reason: StopReason | None = None
+
+    @property
+    def stats(self):
+        return self.board.stats
+
+    def load(self, spec: ImageSpec) -> None:
+        state = load_image(self.board, spec)
+        self.engine.set_state(state)
+
+    def run(self, timeout: float | None = None) -> StopReason:
+        start = time.monotonic()
+        try:
+            reason = self.engine.run(timeout)
+        except KeyboardInterrupt:
+            reason = StopReason(StopKind.USER_QUIT, "interrupted (Ctrl-C)")
+        self.board.stats.wall_seconds += time.monotonic() - start
+        self.stop_reason = reason
+        return reason
+
+    def close(self) -> None:
+        self.engine.close()
+        self.board.close()

@@ -1,0 +1,74 @@
+"""The command line: options, errors and exit statuses a user sees."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from pyvmm.board.pc import MIB
+from pyvmm.cli import parse_size
+from tests.conftest import run_pyvmm
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("64M", 64 * MIB), ("64m", 64 * MIB), ("1G", 1024 * MIB), ("512K", 512 * 1024),
+    ("128", 128 * MIB),
+])
+def test_parse_size(text, expected):
+    assert parse_size(text) == expected
+
+
+def test_parse_size_rejects_garbage():
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_size("lots")
+
+
+def test_unknown_option_is_a_usage_error():
+    result = run_pyvmm("run", "--frobnicate", "hello")
+    assert result.returncode == 2
+    assert b"unrecognized arguments: --frobnicate" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_help_explains_exit_statuses():
+    result = run_pyvmm("run", "--help")
+    assert result.returncode == 0
+    assert b"exit status" in result.stdout
+    assert b"--boot-sector" in result.stdout
+
+
+def test_missing_kernel_file_is_one_line_error(tmp_path):
+    result = run_pyvmm("run", "--kernel", str(tmp_path / "nope.elf"))
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert lines == [f"pyvmm: error: {tmp_path / 'nope.elf'}: no such file"]
+
+
+def test_unknown_bundled_guest():
+    result = run_pyvmm("run", "doom")
+    assert result.returncode == 2
+    assert b"unknown guest 'doom'" in result.stderr
+
+
+def test_two_images_rejected(tmp_path):
+    result = run_pyvmm("run", "--kernel", "a", "--boot-sector", "b")
+    assert result.returncode == 2
+    assert b"exactly one" in result.stderr
+
+
+def test_memory_out_of_range():
+    result = run_pyvmm("run", "-m", "1M", "hello")
+    assert result.returncode in (2, 18)  # 18 only when the default engine is unavailable
+    assert b"Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("engine", ["kvm", "interp"])
+def test_malformed_boot_sector_one_line(tmp_path, engine):
+    image = tmp_path / "bad.bin"
+    image.write_bytes(b"\x90" * 512)  # no 0x55AA signature
+    result = run_pyvmm("run", "--engine", engine, "--boot-sector", str(image))
+    assert result.returncode in (2, 18), result.stderr
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pyvmm: error:")
+    assert b"Traceback" not in result.stderr
