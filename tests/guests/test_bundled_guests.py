@@ -46,7 +46,7 @@ def test_demo_under_kvm():
     ticks, switches, syscalls, page_faults = (int(match.group(i)) for i in range(1, 5))
     assert page_faults == 1
     assert ticks >= 10 and switches >= 20 and syscalls >= 20
-    assert b'cmdline "work=10"' in result.stdout
+    assert b"demo: cmdline work=10" in result.stdout
 
 
 @requires_kvm
