@@ -169,11 +169,14 @@ def format_table(spec: ImageSpec, runs: list[EngineRun]) -> str:
             keys = sorted({k for r in avail for k in r.counters.get(category, {})})
             if not keys:
                 continue
-            row(f"{title} (total)", [r.total(category) if r.available else None
-                                     for r in runs])
+            # "-" where an engine has no such counters at all (the interpreter
+            # has no VM exits; KVM cannot see the guest's TLB).
+            counted = [r.available and bool(r.counters.get(category)) for r in runs]
+            row(f"{title} (total)", [r.total(category) if has else None
+                                     for r, has in zip(runs, counted, strict=True)])
             for key in keys:
-                row(f"  {key}", [r.counters.get(category, {}).get(key, 0) if r.available
-                                 else None for r in runs])
+                row(f"  {key}", [r.counters[category].get(key, 0) if has else None
+                                 for r, has in zip(runs, counted, strict=True)])
     label_width = max(len(label) for label, _ in rows)
     widths = [max(len(r.engine), *(len(values[i]) for _, values in rows))
               for i, r in enumerate(runs)]

@@ -1,0 +1,310 @@
+"""The interpreter engine (`--engine interp`): every guest instruction in Python.
+
+Run loop: look up the handler for CS:RIP in the decode cache (decoding with
+iced-x86 on a miss), call it, repeat, in batches that end at the next
+virtual-clock deadline.  Between batches: advance the manual clock by the
+instructions executed, fire due timers, drain host events, honour stop
+requests and take a pending hardware interrupt from the board's PIC when
+RFLAGS.IF=1 and no STI/MOV SS shadow is in effect (SDM Vol. 3A §6.8.3).
+"""
+
+from __future__ import annotations
+
+import time
+
+from pyvmm.cpu.state import CR0_PE, FLAG_IF, CpuState, SegmentState, TableRegister
+from pyvmm.engines.base import Engine, StopKind, StopReason
+from pyvmm.engines.interp import delivery
+from pyvmm.engines.interp.cpu import CS, SEG_NAMES, Cpu
+from pyvmm.engines.interp.decode import DecodeCache
+from pyvmm.engines.interp.faults import (
+    BP,
+    CONTRIBUTORY,
+    DE,
+    DF,
+    ERROR_CODE_VECTORS,
+    OF,
+    PF,
+    VECTOR_NAMES,
+    CpuFault,
+)
+from pyvmm.engines.interp.signals import EndBatch, SoftwareInterrupt
+from pyvmm.machine.clock import ClockSource
+
+BATCH = 20000  # instructions between host-side checks when no timer is closer
+
+
+class TripleFault(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _copy_seg(seg: SegmentState) -> SegmentState:
+    return SegmentState(**vars(seg))
+
+
+class InterpreterEngine(Engine):
+    """Full emulation: decode with iced-x86, execute in Python on the shared board."""
+
+    name = "interp"
+
+    def __init__(self, board, cpu_model: str = "x86-64") -> None:  # noqa: ANN001
+        super().__init__(board)
+        board.clock.set_source(ClockSource.MANUAL)
+        self.cpu = Cpu(board.memory, board.ports, board.mmio, board.stats, cpu_model)
+        self.cpu.clock = board.clock
+        self.decoder = DecodeCache(self.cpu, board.stats)
+        self.ns_per_instruction = 1
+        self.intercept_exceptions: set[int] = set()
+        self.max_instructions: int | None = None
+        self.instructions = 0
+        self._pause = False
+        board.events.wake = self.wake
+
+    # -- state ---------------------------------------------------------------
+    def set_state(self, state: CpuState) -> None:
+        cpu = self.cpu
+        cpu.regs[:] = [v & 0xFFFFFFFFFFFFFFFF for v in state.gprs]
+        cpu.rip = state.rip
+        cpu.flags = state.rflags | 2
+        cpu.lf_op = 0
+        cpu.segs[:] = [_copy_seg(state.segments[name]) for name in SEG_NAMES]
+        cpu.ldtr = _copy_seg(state.ldtr)
+        cpu.tr = _copy_seg(state.tr)
+        cpu.gdtr = TableRegister(state.gdtr.base, state.gdtr.limit)
+        cpu.idtr = TableRegister(state.idtr.base, state.idtr.limit)
+        cpu.cr0, cpu.cr2, cpu.cr3, cpu.cr4, cpu.cr8 = (state.cr0, state.cr2, state.cr3,
+                                                      state.cr4, state.cr8)
+        cpu.efer = state.efer
+        cpu.dr = list(state.dr)
+        cpu.apic_base = state.apic_base
+        cpu.msrs = dict(state.msrs)
+        cpu.interrupt_shadow = state.interrupt_shadow
+        cpu.halted = state.halted
+        cpu.fpu_image = state.fpu_image
+        cpu.cpl = state.cpl
+        cpu.paging_changed()
+
+    def get_state(self) -> CpuState:
+        cpu = self.cpu
+        return CpuState(
+            gprs=list(cpu.regs), rip=cpu.rip, rflags=cpu.get_flags(),
+            segments={name: _copy_seg(cpu.segs[i]) for i, name in enumerate(SEG_NAMES)},
+            ldtr=_copy_seg(cpu.ldtr), tr=_copy_seg(cpu.tr),
+            gdtr=TableRegister(cpu.gdtr.base, cpu.gdtr.limit),
+            idtr=TableRegister(cpu.idtr.base, cpu.idtr.limit),
+            cr0=cpu.cr0, cr2=cpu.cr2, cr3=cpu.cr3, cr4=cpu.cr4, cr8=cpu.cr8, efer=cpu.efer,
+            dr=list(cpu.dr), apic_base=cpu.apic_base, msrs=dict(cpu.msrs),
+            interrupt_shadow=cpu.interrupt_shadow, halted=cpu.halted,
+            fpu_image=cpu.fpu_image)
+
+    def wake(self) -> None:
+        pass
+
+    def request_pause(self) -> None:
+        self._pause = True
+
+    # -- exceptions ----------------------------------------------------------
+    def _where(self) -> str:
+        cpu = self.cpu
+        return f"{cpu.seg_sel[CS]:04x}:{cpu.rip:x}"
+
+    def _return_ip_for_fault(self, fault: CpuFault) -> int:
+        cpu = self.cpu
+        if cpu.is_8086 and fault.vector == DE:
+            # The 8086 pushes the address of the *next* instruction for a divide error.
+            raw, _ = self.decoder.fetch(cpu.rip)
+            import iced_x86
+
+            from pyvmm.engines.interp.decode import legacy_alias
+            ins = iced_x86.Decoder(16, legacy_alias(raw, cpu.model) or raw, ip=cpu.rip).decode()
+            return (cpu.rip + ins.len) & 0xFFFF
+        return cpu.rip
+
+    def deliver_fault(self, fault: CpuFault, return_ip: int | None = None,
+                      software: bool = False) -> None:
+        """Deliver a processor exception, escalating to #DF and triple fault (SDM Table 6-5)."""
+        cpu = self.cpu
+        stats = self.board.stats
+        first = fault
+        if return_ip is None:
+            return_ip = self._return_ip_for_fault(fault)
+        while True:
+            vector = fault.vector
+            stats.count("exceptions", VECTOR_NAMES.get(vector, f"vector {vector}").split()[0])
+            if vector == PF and fault.cr2 is not None:
+                cpu.cr2 = fault.cr2
+            code = fault.error_code
+            if cpu.cr0 & CR0_PE and vector in ERROR_CODE_VECTORS and code is None:
+                code = 0
+            if not cpu.cr0 & CR0_PE:
+                code = None
+            try:
+                delivery.deliver(cpu, vector, return_ip, code, software=software)
+                return
+            except CpuFault as second:
+                software = False
+                if vector == DF:
+                    raise TripleFault(f"{VECTOR_NAMES.get(first.vector, first.vector)} -> "
+                                      f"#DF -> {VECTOR_NAMES.get(second.vector, second.vector)}"
+                                      ) from None
+                contributory = vector in CONTRIBUTORY
+                if (contributory and second.vector in CONTRIBUTORY) or (
+                        vector == PF and (second.vector in CONTRIBUTORY or second.vector == PF)):
+                    fault = CpuFault(DF, 0)
+                else:
+                    fault = second
+                return_ip = cpu.rip
+
+    def _take_interrupt(self) -> None:
+        cpu = self.cpu
+        vector = self.board.interrupt_controller.acknowledge()
+        stats = self.board.stats
+        stats.count("interrupts", "injected")
+        stats.count("interrupts", f"vector {vector:#04x}")
+        cpu.halted = False
+        try:
+            delivery.deliver(cpu, vector, cpu.rip, None, external=True)
+        except CpuFault as fault:
+            self.deliver_fault(fault, cpu.rip)
+
+    # -- running -------------------------------------------------------------
+    def step(self) -> StopReason | None:
+        """Execute exactly one instruction (all REP iterations; faults delivered)."""
+        return self._run_batch(1)
+
+    def _run_batch(self, budget: int) -> StopReason | None:
+        """Run up to `budget` instructions; returns a StopReason to stop, else None."""
+        cpu = self.cpu
+        start = budget
+        decode = self.decoder.decode
+        try:
+            try:
+                while budget > 0:
+                    budget -= 1
+                    handler = cpu.icache.get(cpu.rip)
+                    if handler is None:
+                        handler = decode()
+                    handler()
+            except EndBatch:
+                pass
+            except SoftwareInterrupt as interrupt:
+                self._software_interrupt(interrupt)
+            except CpuFault as fault:
+                if fault.vector in self.intercept_exceptions:
+                    self.instructions += start - budget - 1
+                    return StopReason(StopKind.EXCEPTION, f"{fault} at {self._where()}",
+                                      vector=fault.vector, error_code=fault.error_code)
+                self.deliver_fault(fault)
+        except TripleFault as triple:
+            self.instructions += start - budget
+            return StopReason(StopKind.TRIPLE_FAULT, f"{triple.message} at {self._where()}")
+        except CpuFault as fault:  # escaped delivery (e.g. intercept inside INT n)
+            self.instructions += start - budget
+            if fault.vector in self.intercept_exceptions:
+                return StopReason(StopKind.EXCEPTION, f"{fault} at {self._where()}",
+                                  vector=fault.vector, error_code=fault.error_code)
+            return StopReason(StopKind.INTERNAL_ERROR, f"unhandled {fault} at {self._where()}")
+        self.instructions += start - budget
+        return None
+
+    def _software_interrupt(self, interrupt: SoftwareInterrupt) -> None:
+        """INT n / INT3 / INTO: a trap whose return address is the next instruction."""
+        cpu = self.cpu
+        vector = interrupt.vector
+        if vector in self.intercept_exceptions and vector in (BP, OF):
+            raise CpuFault(vector)
+        self.board.stats.count("interrupts", f"software {vector:#04x}")
+        try:
+            delivery.deliver(cpu, vector, interrupt.return_ip, None, software=True)
+        except CpuFault as fault:
+            if fault.vector in self.intercept_exceptions:
+                raise
+            self.deliver_fault(fault, cpu.rip)
+
+    def run(self, timeout: float | None = None) -> StopReason:
+        board = self.board
+        cpu = self.cpu
+        clock = board.clock
+        stats = board.stats
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        pic = board.interrupt_controller
+        base_instructions = self.instructions
+        base_misses = self.decoder.misses
+        self._pause = False
+        try:
+            while True:
+                if board.stop_request is not None:
+                    reason, board.stop_request = board.stop_request, None
+                    return reason
+                if self._pause:
+                    self._pause = False
+                    return StopReason(StopKind.PAUSED, "pause requested")
+                if deadline is not None and time.monotonic() >= deadline:
+                    return StopReason(StopKind.TIMEOUT, f"after {timeout} s at {self._where()}")
+                # Hardware interrupts (INTR) are taken between instructions when IF=1 and
+                # no STI / MOV SS shadow is pending.
+                if cpu.flags & FLAG_IF and not cpu.interrupt_shadow and \
+                        pic.interrupt_pending():
+                    self._take_interrupt()
+                if cpu.halted:
+                    stop = self._halt_wait(deadline)
+                    if stop is not None:
+                        return stop
+                    continue
+                budget = BATCH
+                if self.max_instructions is not None:
+                    left = self.max_instructions - (self.instructions - base_instructions)
+                    if left <= 0:
+                        return StopReason(StopKind.PAUSED, "instruction limit")
+                    budget = min(budget, left)
+                next_deadline = clock.next_deadline()
+                if next_deadline is not None:
+                    until = (next_deadline - clock.now_ns()) // self.ns_per_instruction
+                    budget = max(1, min(budget, until))
+                if cpu.interrupt_shadow:
+                    budget = 1
+                    cpu.interrupt_shadow = False
+                before = self.instructions
+                stop = self._run_batch(budget)
+                clock.advance((self.instructions - before) * self.ns_per_instruction)
+                clock.run_due()
+                board.events.drain()
+                if stop is not None:
+                    return stop
+        except Exception as error:  # noqa: BLE001 - the run-loop boundary
+            return StopReason(StopKind.INTERNAL_ERROR,
+                              f"at {self._where()} (rip {cpu.rip:#x}): "
+                              f"{type(error).__name__}: {error}")
+        finally:
+            run = self.instructions - base_instructions
+            misses = self.decoder.misses - base_misses
+            stats.instructions = (stats.instructions or 0) + run
+            stats.count("decode", "miss", misses)
+            stats.count("decode", "hit", max(0, run - misses))
+            stats.wall_seconds += time.monotonic() - started
+
+    def _halt_wait(self, deadline: float | None) -> StopReason | None:
+        """HLT: with IF=0 the VM is stopped; with IF=1 skip guest time to the next timer."""
+        board = self.board
+        cpu = self.cpu
+        if not cpu.flags & FLAG_IF:
+            return StopReason(StopKind.HALTED, f"HLT at {cpu.seg_sel[CS]:04x}:{cpu.rip:x} "
+                                               "with interrupts disabled")
+        next_deadline = board.clock.next_deadline()
+        if next_deadline is not None:
+            board.clock.advance_to(next_deadline)
+            board.clock.run_due()
+            board.events.drain()
+            return None
+        # Nothing will ever fire on the guest clock: wait for host events (input).
+        while not board.events.pending():
+            if board.stop_request is not None or self._pause:
+                return None
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(0.005)
+        board.events.drain()
+        return None

@@ -1,0 +1,95 @@
+"""Model-specific registers the interpreter implements (SDM Vol. 4, Table 2-2).
+
+Unknown indices raise #GP(0), as RDMSR/WRMSR do for an unimplemented MSR.
+RDTSC/IA32_TSC count virtual-clock nanoseconds (a 1 GHz TSC).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyvmm.cpu.state import (
+    CR0_PG,
+    EFER_LMA,
+    EFER_LME,
+    EFER_NXE,
+    EFER_SCE,
+    MSR_CSTAR,
+    MSR_FS_BASE,
+    MSR_GS_BASE,
+    MSR_IA32_APIC_BASE,
+    MSR_IA32_EFER,
+    MSR_IA32_PAT,
+    MSR_IA32_SYSENTER_CS,
+    MSR_IA32_SYSENTER_EIP,
+    MSR_IA32_SYSENTER_ESP,
+    MSR_IA32_TSC,
+    MSR_KERNEL_GS_BASE,
+    MSR_LSTAR,
+    MSR_SFMASK,
+    MSR_STAR,
+    MSR_TSC_AUX,
+)
+from pyvmm.engines.interp.faults import GP, CpuFault
+
+if TYPE_CHECKING:
+    from pyvmm.engines.interp.cpu import Cpu
+
+FS, GS = 4, 5
+# MSRs stored as plain values in Cpu.msrs (with their reset value).
+PLAIN = {MSR_STAR: 0, MSR_LSTAR: 0, MSR_CSTAR: 0, MSR_SFMASK: 0, MSR_KERNEL_GS_BASE: 0,
+         MSR_IA32_SYSENTER_CS: 0, MSR_IA32_SYSENTER_ESP: 0, MSR_IA32_SYSENTER_EIP: 0,
+         MSR_IA32_PAT: 0x0007040600070406, MSR_TSC_AUX: 0}
+EFER_WRITABLE = EFER_SCE | EFER_LME | EFER_NXE
+
+
+def read_tsc(cpu: Cpu) -> int:
+    clock = getattr(cpu, "clock", None)
+    now = clock.now_ns() if clock is not None else 0
+    return (now + cpu.tsc_offset) & 0xFFFFFFFFFFFFFFFF
+
+
+def read_msr(cpu: Cpu, index: int) -> int:
+    if index == MSR_IA32_EFER:
+        return cpu.efer
+    if index == MSR_FS_BASE:
+        return cpu.segs[FS].base
+    if index == MSR_GS_BASE:
+        return cpu.segs[GS].base
+    if index == MSR_IA32_APIC_BASE:
+        return cpu.apic_base
+    if index == MSR_IA32_TSC:
+        return read_tsc(cpu)
+    if index in PLAIN:
+        return cpu.msrs.get(index, PLAIN[index])
+    raise CpuFault(GP, 0)
+
+
+def write_msr(cpu: Cpu, index: int, value: int) -> None:
+    if index == MSR_IA32_EFER:
+        if value & ~(EFER_WRITABLE | EFER_LMA):
+            raise CpuFault(GP, 0)
+        if (value ^ cpu.efer) & EFER_LME and cpu.cr0 & CR0_PG:
+            raise CpuFault(GP, 0)  # LME cannot change while paging is on (SDM §9.8.5)
+        cpu.efer = (value & EFER_WRITABLE) | (cpu.efer & EFER_LMA)
+        cpu.paging_changed()
+    elif index in (MSR_FS_BASE, MSR_GS_BASE):
+        seg = cpu.segs[FS if index == MSR_FS_BASE else GS]
+        seg.base = value
+        cpu.refresh_mode()
+    elif index == MSR_IA32_APIC_BASE:
+        cpu.apic_base = value
+    elif index == MSR_IA32_TSC:
+        cpu.tsc_offset = value - read_tsc(cpu) + cpu.tsc_offset
+    elif index in PLAIN:
+        cpu.msrs[index] = value
+    else:
+        raise CpuFault(GP, 0)
+
+
+def swapgs(cpu: Cpu) -> None:
+    """Exchange GS.base with IA32_KERNEL_GS_BASE (SDM "SWAPGS")."""
+    kernel = cpu.msrs.get(MSR_KERNEL_GS_BASE, 0)
+    cpu.msrs[MSR_KERNEL_GS_BASE] = cpu.segs[GS].base
+    cpu.segs[GS].base = kernel
+    cpu.refresh_mode()
