@@ -141,9 +141,9 @@ def test_post_wakes_a_halted_guest(vm):
         time.sleep(0.1)
         vm.board.events.post(lambda: vm.board.request_stop(StopReason(StopKind.USER_QUIT)))
 
+    start = time.monotonic()  # before the poster's 0.1 s sleep begins
     thread = threading.Thread(target=poster)
     thread.start()
-    start = time.monotonic()
     reason = vm.engine.run(timeout=5)
     thread.join()
     assert reason.kind is StopKind.USER_QUIT
