@@ -106,6 +106,9 @@ class Writer(Protocol):
     def flush(self) -> None: ...
 
 
+MAX_HOST_BACKLOG = 1 << 16  # bytes of typed/pasted input held for a slow guest
+
+
 @dataclass
 class UartState:
     divisor: int = DEFAULT_DIVISOR
@@ -119,6 +122,9 @@ class UartState:
     thre_pending: bool = False  # THR-empty interrupt condition
     rx: list[int] = field(default_factory=list)  # receiver FIFO (or the single RBR)
     dropped: int = 0  # received bytes lost to overrun
+    # Host-side input not yet accepted by the receiver (flow control towards
+    # the terminal, as QEMU's chardev "can_receive" does): not a UART register.
+    host_backlog: list[int] = field(default_factory=list)
 
 
 class Uart16550:
@@ -160,6 +166,8 @@ class Uart16550:
         return IIR_NONE
 
     def _update_irq(self) -> None:
+        if self.s.host_backlog and not self.loopback:
+            self._pump_backlog()
         self.irq.set(self._interrupt_id() != IIR_NONE)
 
     def _receive(self, byte: int) -> bool:
@@ -196,15 +204,34 @@ class Uart16550:
 
     # -- host side ---------------------------------------------------------------
     def enqueue_input(self, data: bytes) -> int:
-        """Bytes from the host terminal into the receiver; returns how many fit.
+        """Bytes from the host terminal; returns how many the receiver took now.
 
-        The rest are dropped and LSR.OE is set, as on a real overrun.  Ignored
-        in loopback mode, where the serial input pin is disconnected."""
+        The host side is flow-controlled: bytes that do not fit in the
+        receiver (RBR, or the 16-byte FIFO) wait in a host backlog and move in
+        as the guest reads RBR, so typing or pasting faster than the guest
+        reads loses nothing (up to MAX_HOST_BACKLOG bytes; beyond that they are
+        dropped and counted).  Ignored in loopback mode, where the serial input
+        pin is disconnected."""
         if self.loopback:
             return 0
-        accepted = sum(1 for byte in data if self._receive(byte))
+        backlog = self.s.host_backlog
+        room = MAX_HOST_BACKLOG - len(backlog)
+        if len(data) > room:
+            self.s.dropped += len(data) - room
+            data = data[:room]
+        backlog.extend(data)
+        accepted = self._pump_backlog()
         self._update_irq()
         return accepted
+
+    def _pump_backlog(self) -> int:
+        """Move waiting host bytes into the receiver while it has room."""
+        s = self.s
+        moved = 0
+        while s.host_backlog and len(s.rx) < self._rx_capacity():
+            s.rx.append(s.host_backlog.pop(0))
+            moved += 1
+        return moved
 
     # -- ports --------------------------------------------------------------------
     def io_read(self, offset: int, size: int) -> int:
@@ -214,7 +241,7 @@ class Uart16550:
             if dlab:
                 return s.divisor & 0xFF
             value = s.rx.pop(0) if s.rx else 0
-            self._update_irq()
+            self._update_irq()  # also refills the receiver from the host backlog
             return value
         if offset == IER:
             return s.divisor >> 8 if dlab else s.ier

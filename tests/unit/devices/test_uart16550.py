@@ -96,15 +96,27 @@ def test_rda_raised_on_input_and_cleared_when_drained():
 
 
 def test_non_fifo_overrun_keeps_one_byte_and_sets_oe():
+    # Overrun needs a sender that ignores flow control: loopback (MCR bit 4)
+    # feeds THR straight into the receiver.
     uart, sink, _ = make()
+    uart.io_write(MCR, 1, 0x10)
     uart.io_write(IER, 1, 0x05)  # RDA + line status
-    assert uart.enqueue_input(b"ab") == 1
+    uart.io_write(THR, 1, ord("a"))
+    uart.io_write(THR, 1, ord("b"))
     assert uart.io_read(IIR, 1) == 0x06  # line status outranks RDA
     lsr = uart.io_read(LSR, 1)
     assert lsr & 0x02
     assert not uart.io_read(LSR, 1) & 0x02  # reading LSR cleared OE
     assert uart.io_read(IIR, 1) == 0x04
     assert uart.io_read(RBR, 1) == ord("b")  # RBR overwritten without FIFO
+
+
+def test_host_input_is_flow_controlled_not_overrun():
+    uart, sink, _ = make()
+    assert uart.enqueue_input(b"abc") == 1  # only RBR has room without the FIFO
+    assert not uart.io_read(LSR, 1) & 0x02  # no overrun: the rest waits
+    assert bytes(uart.io_read(RBR, 1) for _ in range(3)) == b"abc"
+    assert not uart.io_read(LSR, 1) & 0x01  # drained
 
 
 def test_fifo_trigger_levels_and_timeout():
@@ -126,12 +138,17 @@ def test_fifo_trigger_levels_and_timeout():
 def test_fifo_capacity_overrun_and_clear():
     uart, _, _ = make()
     uart.io_write(FCR, 1, 0xC1)  # trigger 14
-    assert uart.enqueue_input(bytes(range(20))) == 16
+    uart.io_write(MCR, 1, 0x10)  # loopback: THR -> receiver, no flow control
+    for byte in range(20):
+        uart.io_write(THR, 1, byte)
     assert uart.s.dropped == 4
     assert uart.io_read(LSR, 1) & 0x03 == 0x03  # DR + OE
     assert [uart.io_read(RBR, 1) for _ in range(16)] == list(range(16))
-    uart.enqueue_input(b"zz")
-    uart.io_write(FCR, 1, 0xC3)  # clear RX FIFO
+    uart.io_write(MCR, 1, 0x00)
+    assert uart.enqueue_input(bytes(range(20))) == 16  # host bytes wait, none lost
+    assert uart.s.dropped == 4
+    uart.io_write(FCR, 1, 0xC3)  # clear RX FIFO: the waiting host bytes move in
+    assert [uart.io_read(RBR, 1) for _ in range(4)] == [16, 17, 18, 19]
     assert not uart.io_read(LSR, 1) & 0x01
     uart.enqueue_input(b"q")
     uart.io_write(FCR, 1, 0x00)  # disabling the FIFOs clears them too

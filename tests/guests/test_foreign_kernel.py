@@ -1,0 +1,50 @@
+"""A multiboot kernel pyvmm did not build: freestanding C from the host's gcc and ld.
+
+This is the shape of a user's test kernel (like kvm-unit-tests' x86 tests):
+it reads the multiboot info, prints on the 0xE9 debug console and exits
+through port 0xF4.  The expected numbers are computed here, not copied.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pyvmm.engines.registry import engine_availability
+from tests.conftest import run_pyvmm
+
+SOURCE = Path(__file__).parent / "c_kernel"
+
+
+@pytest.fixture(scope="module")
+def c_kernel(tmp_path_factory) -> Path:
+    if shutil.which("gcc") is None or shutil.which("ld") is None:
+        pytest.skip("gcc and ld are needed to build the C test kernel")
+    out = tmp_path_factory.mktemp("c_kernel")
+    obj, elf = out / "kernel.o", out / "kernel.elf"
+    compile_ = subprocess.run(
+        ["gcc", "-m32", "-ffreestanding", "-fno-pic", "-fno-stack-protector", "-nostdlib",
+         "-O2", "-c", str(SOURCE / "kernel.c"), "-o", str(obj)], capture_output=True, text=True)
+    if compile_.returncode:
+        pytest.skip(f"gcc cannot build 32-bit freestanding code here: {compile_.stderr[:200]}")
+    subprocess.run(["ld", "-m", "elf_i386", "-T", str(SOURCE / "kernel.ld"), "--build-id=none",
+                    "-o", str(elf), str(obj)], check=True)
+    return elf
+
+
+@pytest.mark.parametrize("engine", ["kvm", "interp"])
+def test_c_multiboot_kernel(c_kernel, engine):
+    ok, reason = engine_availability(engine)
+    if not ok:
+        pytest.skip(reason)
+    result = run_pyvmm("run", "--engine", engine, "-m", "32M", "--kernel", str(c_kernel),
+                       "--append", "answer=42 quiet", "--serial", "none", timeout=120)
+    mem_upper_kib = 32 * 1024 - 1024  # RAM above 1 MiB, in KiB (multiboot spec §3.3)
+    expected_sum = sum(i * i for i in range(1, 1001))
+    assert result.stdout.decode() == (
+        "c-kernel: cmdline=answer=42 quiet\n"
+        f"c-kernel: mem_upper={mem_upper_kib} sum={expected_sum}\n")
+    assert result.returncode == (0x10 << 1) | 1, result.stderr

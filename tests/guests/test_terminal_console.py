@@ -1,0 +1,109 @@
+"""The host terminal as the guest's COM1: raw mode, input reaches the guest, Ctrl-A x quits.
+
+Runs `pyvmm run` on a pseudo-terminal, as a user at a shell would, with a
+boot sector that echoes every byte it receives on COM1 (polling LSR.DR,
+16550 datasheet: LSR bit 0 = data ready).
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pyvmm.engines.registry import engine_availability
+from tests.conftest import ROOT
+from tests.unit.kvm.kvm_guest import assemble
+
+ECHO_BOOT_SECTOR = """
+bits 16
+org 0x7c00
+    mov dx, 0x3fd          ; LSR
+wait_rx:
+    in al, dx
+    test al, 1             ; data ready
+    jz wait_rx
+    mov dx, 0x3f8          ; RBR
+    in al, dx
+    cmp al, 'q'
+    je done
+    out dx, al             ; echo to THR
+    mov dx, 0x3fd
+    jmp wait_rx
+done:
+    mov al, 0x10
+    out 0xf4, al
+    hlt
+times 510-($-$$) db 0
+dw 0xaa55
+"""
+
+
+def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while needle not in data and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                data += os.read(fd, 1024)
+            except OSError:
+                break
+    return data
+
+
+@pytest.fixture
+def echo_image(tmp_path):
+    path = tmp_path / "echo.bin"
+    path.write_bytes(assemble(ECHO_BOOT_SECTOR))
+    return path
+
+
+@pytest.mark.parametrize("engine", ["kvm", "interp"])
+def test_typing_and_ctrl_a_x(echo_image, engine):
+    ok, reason = engine_availability(engine)
+    if not ok:
+        pytest.skip(reason)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "pyvmm", "run", "--engine", engine,
+                             "--boot-sector", str(echo_image)],
+                            stdin=slave, stdout=slave, stderr=subprocess.PIPE, cwd=ROOT)
+    os.close(slave)
+    try:
+        time.sleep(0.5)
+        os.write(master, b"abc")
+        assert b"abc" in _read_until(master, b"abc", 20)
+        os.write(master, b"\x01h")  # Ctrl-A h: the escape help
+        assert b"C-a x" in _read_until(master, b"C-a x", 10)
+        os.write(master, b"\x01x")  # Ctrl-A x: quit
+        assert proc.wait(timeout=20) == 0
+        assert b"Ctrl-A x" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+
+
+@pytest.mark.parametrize("engine", ["kvm", "interp"])
+def test_guest_sees_typed_byte_and_exits(echo_image, engine):
+    ok, reason = engine_availability(engine)
+    if not ok:
+        pytest.skip(reason)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "pyvmm", "run", "--engine", engine,
+                             "--boot-sector", str(echo_image)],
+                            stdin=slave, stdout=slave, stderr=subprocess.PIPE, cwd=ROOT)
+    os.close(slave)
+    try:
+        time.sleep(0.5)
+        os.write(master, b"q")  # the guest exits through 0xF4 with 0x10
+        assert proc.wait(timeout=20) == 33
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
