@@ -15,19 +15,23 @@ EXIT_USAGE = 2
 EXIT_ENGINE_UNAVAILABLE = 18
 EXIT_INTERRUPTED = 130
 
-EXIT_STATUS_HELP = f"""\
-exit status:
-  (v << 1) | 1      the guest wrote v to the debug-exit port 0xF4 (always odd)
-  0                 you quit with Ctrl-A x
-  {EXIT_USAGE}                 bad option, bad or missing image
-  {StopKind.TIMEOUT.exit_code}                 --timeout expired
-  {StopKind.TRIPLE_FAULT.exit_code}                 the guest triple-faulted (CPU shutdown)
-  {StopKind.HALTED.exit_code}                 the guest halted with interrupts disabled
-  {StopKind.INTERNAL_ERROR.exit_code}                internal error (KVM entry failure, pyvmm bug)
-  {StopKind.RESET.exit_code}                the guest asked for a reset (port 0x64 or 0x92)
-  {EXIT_ENGINE_UNAVAILABLE}                the engine cannot run on this host (e.g. no /dev/kvm)
-The reason a VM stopped is printed on stderr.
-"""
+# (status, meaning) rows of `pyvmm run --help`.
+_EXIT_STATUSES: tuple[tuple[str, str], ...] = (
+    ("(v << 1) | 1", "the guest wrote v to the debug-exit port 0xF4 (always odd)"),
+    ("0", "you quit with Ctrl-A x"),
+    (str(EXIT_USAGE), "bad option, bad or missing image"),
+    (str(StopKind.TIMEOUT.exit_code), "--timeout expired"),
+    (str(StopKind.TRIPLE_FAULT.exit_code), "the guest triple-faulted (CPU shutdown)"),
+    (str(StopKind.HALTED.exit_code), "the guest halted with interrupts disabled"),
+    (str(StopKind.INTERNAL_ERROR.exit_code), "internal error (KVM entry failure, pyvmm bug)"),
+    (str(StopKind.RESET.exit_code), "the guest asked for a reset (port 0x64 or 0x92)"),
+    (str(EXIT_ENGINE_UNAVAILABLE), "the engine cannot run on this host (e.g. no /dev/kvm)"),
+    (str(StopKind.UNMAPPED_ACCESS.exit_code), "the guest touched unmapped memory (--unmapped)"),
+    (str(EXIT_INTERRUPTED), "interrupted by a signal (Ctrl-C without a terminal console)"),
+)
+EXIT_STATUS_HELP = ("exit status:\n"
+                    + "".join(f"  {code:<16}  {meaning}\n" for code, meaning in _EXIT_STATUSES)
+                    + "The reason a VM stopped is printed on stderr.\n")
 
 
 def parse_size(text: str) -> int:
@@ -52,6 +56,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _add_guest_options(parser: argparse.ArgumentParser) -> None:
     from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES
 
@@ -72,6 +86,11 @@ def _add_guest_options(parser: argparse.ArgumentParser) -> None:
                          help=f"who executes guest code (default: {DEFAULT_ENGINE})")
     machine.add_argument("-m", "--memory", type=parse_size, default=64 * MIB, metavar="SIZE",
                          help="guest RAM, e.g. 64M or 1G (default: 64M)")
+    machine.add_argument("--unmapped", choices=("stop", "ignore"), default="stop",
+                         help="a guest access to physical memory above 1 MiB that is "
+                              "neither RAM nor a device: stop the VM and say where "
+                              "(default), or ignore it (reads return all ones, as on an "
+                              "open bus)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("-q", "--quiet", action="store_true",
                         help="do not print the stop reason of a guest that exited "
                              "through the debug-exit port")
+    output.add_argument("--vms", type=positive_int, default=1, metavar="N",
+                        help="run N isolated copies of the guest under one hypervisor; "
+                             "COM1 lines go to stdout prefixed [vmK] (or to file:PATH with "
+                             "{name} in PATH), then a report with one row per VM; the exit "
+                             "status is the one all VMs share, else the first VM's that "
+                             "differs from vm1's (docs/HYPERVISOR.md)")
     run.set_defaults(handler=cmd_run)
 
     compare = commands.add_parser(
@@ -130,6 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--timeout", type=positive_float, metavar="SECONDS", default=600.0,
                          help="per-engine time limit (default: 600)")
     compare.set_defaults(handler=cmd_compare)
+
+    hypervisor = commands.add_parser(
+        "hypervisor", help="run a mix of guests, engines and memory sizes from a TOML file",
+        description="Run every VM described in a TOML file at once under one hypervisor "
+                    "(format: docs/HYPERVISOR.md, example: examples/hypervisor.toml). Each "
+                    "VM's console goes to its own file or to stdout prefixed with its name; "
+                    "a report with one row per VM is printed on stderr at the end.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status: the one all VMs share, else the status of the first VM (in "
+               "file order) that differs from the first VM's.\n\nexample:\n"
+               "  pyvmm hypervisor examples/hypervisor.toml\n")
+    hypervisor.add_argument("config", metavar="FILE.toml", type=Path)
+    hypervisor.add_argument("--stats", action="store_true",
+                            help="print each VM's statistics on stderr before the report")
+    hypervisor.set_defaults(handler=cmd_hypervisor)
 
     engines = commands.add_parser("engines", help="list the engines and whether they can "
                                                    "run on this host")
@@ -162,9 +202,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pyvmm.vm import VirtualMachine
 
     spec = resolve_image(args)
+    if args.vms > 1:
+        return cmd_run_many(args, spec)
     serial, serial_is_stdio = open_serial_output(args.serial)
     vm = VirtualMachine(engine=args.engine, ram_size=args.memory, serial_output=serial,
-                        debugcon_output=stdout_writer())
+                        debugcon_output=stdout_writer(), unmapped=args.unmapped)
     try:
         vm.load(spec)
         if serial_is_stdio and TerminalConsole.usable():
@@ -184,6 +226,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         return reason.exit_code
     finally:
         vm.close()
+
+
+def cmd_run_many(args: argparse.Namespace, spec) -> int:  # noqa: ANN001 - ImageSpec
+    """`pyvmm run --vms N`: N copies of one guest under one hypervisor."""
+    from pyvmm.hypervisor import VmConfig, run_and_report
+
+    configs = []
+    for index in range(1, args.vms + 1):
+        name = f"vm{index}"
+        console = {"stdio": "stdout"}.get(args.serial, args.serial)
+        if console.startswith("file:"):
+            console = (console.replace("{name}", name) if "{name}" in console
+                       else f"{console}.{name}")
+        configs.append(VmConfig(name=name, image=spec, engine=args.engine,
+                                ram_size=args.memory, console=console, timeout=args.timeout))
+    return run_and_report(configs, stats=args.stats)
+
+
+def cmd_hypervisor(args: argparse.Namespace) -> int:
+    from pyvmm.hypervisor import load_config, run_and_report
+
+    configs, slice_seconds = load_config(args.config)
+    return run_and_report(configs, slice_seconds, stats=args.stats)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -28,8 +28,11 @@ from pyvmm.errors import ConfigError
 from pyvmm.machine.bus import MmioBus, PortBus
 from pyvmm.machine.clock import ClockSource, VirtualClock
 from pyvmm.machine.events import HostEvents
+from pyvmm.machine.host_timer import HostTimerService
 from pyvmm.machine.interrupts import IrqLine
 from pyvmm.machine.memory import GuestMemory, allocate_backing
+from pyvmm.paravirt.abi import HYPERCALL_PORT, IRQ_PV_EVENT, HypercallCpu
+from pyvmm.paravirt.hypercall import HypercallDevice
 from pyvmm.stats import Stats
 
 MIB = 1 << 20
@@ -57,6 +60,9 @@ IRQ_CASCADE = 2
 IRQ_COM1 = 4
 IRQ_RTC = 8
 
+# What an access to unmapped physical memory does (see _unclaimed_access).
+UNMAPPED_POLICIES = ("stop", "ignore")
+
 E820_RAM = 1
 E820_RESERVED = 2
 
@@ -76,12 +82,28 @@ class _NullWriter:
         pass
 
 
+class _CountingIrqLine(IrqLine):
+    """IRQ0: counts each rising edge as one timer interrupt delivered to the PIC."""
+
+    __slots__ = ("stats",)
+
+    def __init__(self, sink: Pic8259Pair, irq: int, stats: Stats) -> None:
+        super().__init__(sink, irq)
+        self.stats = stats
+
+    def set(self, level: bool) -> None:
+        if level and not self.level:
+            self.stats.count("timer", "interrupts delivered")
+        super().set(level)
+
+
 class PcBoard:
     """One virtual PC.  Nothing here is shared with any other board."""
 
     def __init__(self, ram_size: int = 64 * MIB, serial_output: BinaryIO | None = None,
                  debugcon_output: BinaryIO | None = None,
-                 clock_source: ClockSource = ClockSource.HOST) -> None:
+                 clock_source: ClockSource = ClockSource.HOST,
+                 unmapped: str = "stop") -> None:
         if ram_size < MIN_RAM or ram_size > MAX_RAM:
             raise ConfigError(f"memory size must be between {MIN_RAM // MIB} MiB and "
                               f"{MAX_RAM // MIB} MiB, not {ram_size // MIB} MiB")
@@ -96,16 +118,27 @@ class PcBoard:
                                self._ram, HIGH_RAM_START)
         self.ports = PortBus(self.stats)
         self.mmio = MmioBus(self.stats)
+        if unmapped not in UNMAPPED_POLICIES:
+            raise ConfigError(f"unmapped-access policy must be one of "
+                              f"{', '.join(UNMAPPED_POLICIES)}, not {unmapped!r}")
+        self.unmapped_policy = unmapped
+        self.mmio.on_unclaimed = self._unclaimed_access
         self.clock = VirtualClock(clock_source)
         self.events = HostEvents()
         self.stop_request: StopReason | None = None
         self.bios_loaded = False
+        # Set by the hypervisor (docs/HYPERVISOR.md): this VM's id, the virtual
+        # switch its paravirtual devices reach, and the host timer service a
+        # host-clocked engine registers its wake-ups with (None: its own).
+        self.vm_id: int = 0
+        self.switch: object | None = None
+        self.host_timer: HostTimerService | None = None
 
         serial_output = serial_output if serial_output is not None else _NullWriter()
         debugcon_output = debugcon_output if debugcon_output is not None else _NullWriter()
 
         self.pic = Pic8259Pair()
-        self.pit = Pit8254(self.clock, self.irq_line(IRQ_PIT))
+        self.pit = Pit8254(self.clock, _CountingIrqLine(self.pic, IRQ_PIT, self.stats))
         self.uart = Uart16550(self.irq_line(IRQ_COM1), serial_output)
         self.cmos = CmosRtc(self.clock, ram_size, self.irq_line(IRQ_RTC))
         self.i8042 = I8042(self._reset)
@@ -126,6 +159,16 @@ class PcBoard:
         self.ports.register(PORT_DEBUG_EXIT, 1, self.debug_exit, "debug-exit")
         self.ports.register(PORT_COM1, 8, self.uart, "com1")
 
+        # Para-virtual devices (docs/PARAVIRT.md).  The engine sets `cpu_access`
+        # (the calling vCPU's registers); a hypervisor sets `vm_id` and `switch`.
+        self.cpu_access: HypercallCpu | None = None
+        self.hypercall = HypercallDevice(
+            self.memory, self.clock, _CountingIrqLine(self.pic, IRQ_PIT, self.stats),
+            self.irq_line(IRQ_PV_EVENT),
+            serial_output, self.events, self.stats, cpu_access=lambda: self.cpu_access,
+            switch_lookup=lambda: (getattr(self, "switch", None), getattr(self, "vm_id", 0)))
+        self.ports.register(HYPERCALL_PORT, 4, self.hypercall, "hypercall")
+
     # -- wiring -------------------------------------------------------------
     def irq_line(self, irq: int) -> IrqLine:
         return IrqLine(self.pic, irq)
@@ -138,6 +181,22 @@ class PcBoard:
         """Ask the engine to stop the VM after the current instruction/exit."""
         if self.stop_request is None:
             self.stop_request = reason
+
+    def _unclaimed_access(self, address: int, size: int, is_write: bool) -> None:
+        """Physical memory that is neither RAM, ROM nor a device.
+
+        The legacy hole below 1 MiB (VGA window, option-ROM space) reads as
+        open bus, as on a real PC, because firmware and kernels probe it.
+        Anywhere else it is almost always a guest bug, so by default the VM
+        stops and says where ("--unmapped ignore" gives open-bus reads instead).
+        """
+        if self.unmapped_policy == "ignore" or LOW_RAM_END <= address < HIGH_RAM_START:
+            return
+        verb = "write to" if is_write else "read of"
+        self.request_stop(StopReason(
+            StopKind.UNMAPPED_ACCESS,
+            f"{size}-byte {verb} physical address {address:#x}, outside RAM "
+            f"({self.ram_size // MIB} MiB) and every device"))
 
     def _debug_exit(self, value: int) -> None:
         self.request_stop(StopReason(StopKind.DEBUG_EXIT, "", (value << 1) | 1))

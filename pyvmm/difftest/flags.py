@@ -76,6 +76,10 @@ def effect(instr: Instruction) -> tuple[int, int, int]:
             if count is None or count >= _operand_bits(instr):
                 undefined |= FLAG_CF
                 defined &= ~FLAG_CF
+    if defined and (instr.has_rep_prefix or instr.has_repne_prefix) and instr.is_string_instruction:
+        # REPE/REPNE CMPS/SCAS with a count of 0 run no iteration and leave
+        # the flags alone: the generator does not know the count here.
+        defined = 0
     return read, defined, undefined
 
 

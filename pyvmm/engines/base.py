@@ -35,6 +35,7 @@ class StopKind(enum.Enum):
     RESET = ("guest requested reset", 12)
     PAUSED = ("paused", 14)
     EXCEPTION = ("guest exception intercepted", 16)  # only when an engine is told to intercept
+    UNMAPPED_ACCESS = ("guest accessed unmapped physical memory", 20)
 
     def __init__(self, label: str, exit_code: int | None) -> None:
         self.label = label

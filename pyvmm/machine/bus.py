@@ -8,6 +8,7 @@ dropped, and both are counted under the device name "unclaimed".
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -94,14 +95,25 @@ class PortBus(_Bus):
 
 
 class MmioBus(_Bus):
-    """Guest-physical ranges not backed by RAM/ROM."""
+    """Guest-physical ranges not backed by RAM/ROM.
+
+    An access that no device claims reads as all ones (open bus) and is
+    counted; `on_unclaimed(address, size, is_write)`, when set, is told about
+    it (the board uses that to stop a VM that pokes at unmapped memory).
+    """
 
     stats_category = "mmio"
+
+    def __init__(self, stats: Stats | None = None) -> None:
+        super().__init__(stats)
+        self.on_unclaimed: Callable[[int, int, bool], None] | None = None
 
     def read(self, address: int, size: int) -> int:
         entry = self.find(address)
         if entry is None:
             self.stats.count("mmio", UNCLAIMED)
+            if self.on_unclaimed is not None:
+                self.on_unclaimed(address, size, False)
             return (1 << (8 * size)) - 1
         self.stats.count("mmio", entry.name)
         return entry.device.mmio_read(address - entry.base, size) & ((1 << (8 * size)) - 1)
@@ -110,6 +122,8 @@ class MmioBus(_Bus):
         entry = self.find(address)
         if entry is None:
             self.stats.count("mmio", UNCLAIMED)
+            if self.on_unclaimed is not None:
+                self.on_unclaimed(address, size, True)
             return
         self.stats.count("mmio", entry.name)
         entry.device.mmio_write(address - entry.base, size, value & ((1 << (8 * size)) - 1))

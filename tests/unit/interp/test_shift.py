@@ -8,7 +8,7 @@ single-bit step repeated `count` times, as the SDM's pseudo-code loops).
 from __future__ import annotations
 
 import random
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
@@ -26,14 +26,14 @@ CF, PF, AF, ZF, SF, OF = 0x1, 0x4, 0x10, 0x40, 0x80, 0x800
 RAX, RCX, RDX, RBX = 0, 1, 2, 3
 
 
-@lru_cache(maxsize=None)
+@cache
 def _code(source: str, bits: int) -> bytes:
     return assemble(source + "\nhlt", CODE if bits == 64 else REAL_CODE, bits)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _machine(model: str) -> tuple[BareBoard, InterpreterEngine]:
-    board = BareBoard(4 << 20)
+    board = BareBoard(16 << 20)  # more than the 8 MiB long_mode_state maps
     return board, InterpreterEngine(board, model)
 
 

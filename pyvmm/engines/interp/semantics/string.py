@@ -77,6 +77,58 @@ def _indent(text: str, n: int = 1) -> str:
     return "\n".join("    " * n + line for line in text.strip("\n").splitlines() if line)
 
 
+def stos_bulk(cpu, di: int, count: int, size: int, value: int, am: int) -> int:  # noqa: ANN001
+    """Store up to `count` elements at ES:DI (DF = 0) straight into a RAM page.
+
+    Only where a single element store would take the Cpu's own fast path: inside the ES
+    limit and on a page the current privilege may write that holds no decoded code (the
+    Cpu keeps such pages out of `cpu.wr`).  Stops at the page end; returns elements done
+    (0: let the caller store one element the ordinary way).
+    """
+    if di < cpu.seg_lo[0]:
+        return 0
+    lin = (cpu.seg_base[0] + di) & cpu.lin_mask
+    page = cpu.wr.get(lin >> 12)
+    if page is None:
+        return 0
+    o = lin & 0xFFF
+    n = min(count, (4096 - o) // size, (min(cpu.seg_whi[0], am) - di + 1) // size)
+    if n <= 0:
+        return 0
+    a = page | o
+    cpu.ram[a:a + n * size] = value.to_bytes(size, "little") * n
+    return n
+
+
+def movs_bulk(cpu, seg: int, si: int, di: int, count: int, size: int, am: int) -> int:  # noqa: ANN001
+    """Copy up to `count` elements seg:SI -> ES:DI (DF = 0) RAM page to RAM page.
+
+    Same conditions as stos_bulk on both sides; a destination that starts inside the
+    chunk just read is cut short, so the result equals the element-by-element copy.
+    """
+    if di < cpu.seg_lo[0] or si < cpu.seg_lo[seg]:
+        return 0
+    dlin = (cpu.seg_base[0] + di) & cpu.lin_mask
+    slin = (cpu.seg_base[seg] + si) & cpu.lin_mask
+    dpage = cpu.wr.get(dlin >> 12)
+    spage = cpu.rd.get(slin >> 12)
+    if dpage is None or spage is None:
+        return 0
+    do = dlin & 0xFFF
+    so = slin & 0xFFF
+    n = min(count, (4096 - do) // size, (4096 - so) // size,
+            (min(cpu.seg_whi[0], am) - di + 1) // size, (min(cpu.seg_hi[seg], am) - si + 1) // size)
+    d = dpage | do
+    src = spage | so
+    if 0 < d - src < n * size:
+        n = (d - src) // size
+    if n <= 0:
+        return 0
+    ram = cpu.ram
+    ram[d:d + n * size] = ram[src:src + n * size]
+    return n
+
+
 def build_string(b: Insn, op: str) -> Handler:
     size = b.size(1) if op in ("lods", "outs") else b.size(0)
     uses_src, uses_dst, element = _ELEMENT[op]
@@ -120,6 +172,17 @@ def build_string(b: Insn, op: str) -> Handler:
         loop = "\n".join(["c -= 1", element, stop])
     else:
         loop = "\n".join([element, *steps, "c -= 1", stop])
+    if not b.cpu.legacy and op in ("stos", "movs"):
+        # Forward runs go page-chunk by page-chunk straight into RAM where possible.
+        if op == "stos":
+            call = f"{b.const(stos_bulk)}(cpu, di, c, {size}, {_acc_get(size)}, {am:#x})"
+            advance = f"di = (di + n * {size}) & {am:#x}"
+        else:
+            call = f"{b.const(movs_bulk)}(cpu, {seg}, si, di, c, {size}, {am:#x})"
+            advance = (f"si = (si + n * {size}) & {am:#x}\n"
+                       f"di = (di + n * {size}) & {am:#x}")
+        loop = f"if d > 0:\n    n = {call}\n    if n:\n{_indent(advance, 2)}\n" \
+               f"        c -= n\n        continue\n{loop}"
     body = f"""
 c = regs[{RCX}] & {am:#x}
 if c:
