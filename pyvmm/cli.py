@@ -240,7 +240,8 @@ def cmd_run_many(args: argparse.Namespace, spec) -> int:  # noqa: ANN001 - Image
             console = (console.replace("{name}", name) if "{name}" in console
                        else f"{console}.{name}")
         configs.append(VmConfig(name=name, image=spec, engine=args.engine,
-                                ram_size=args.memory, console=console, timeout=args.timeout))
+                                ram_size=args.memory, console=console, timeout=args.timeout,
+                                unmapped=args.unmapped))
     return run_and_report(configs, stats=args.stats)
 
 

@@ -21,6 +21,7 @@ from pyvmm.engines.registry import (  # noqa: F401  (re-exported)
     engine_class,
 )
 from pyvmm.errors import ConfigError, EngineUnavailable, ImageError
+from pyvmm.machine.host_timer import HostTimerService
 
 # Largest image file we read at all (a BIOS may be 16 MiB; kernels are smaller).
 MAX_IMAGE_BYTES = 256 * MIB
@@ -85,14 +86,21 @@ class VirtualMachine:
 
     def __init__(self, engine: str = DEFAULT_ENGINE, ram_size: int = 64 * MIB,
                  serial_output: BinaryIO | None = None,
-                 debugcon_output: BinaryIO | None = None, name: str = "vm0") -> None:
+                 debugcon_output: BinaryIO | None = None, name: str = "vm0",
+                 vm_id: int = 0, switch: object | None = None,
+                 host_timer: HostTimerService | None = None,
+                 unmapped: str = "stop") -> None:
         self.name = name
         cls = engine_class(engine)
         available, reason = cls.availability()
         if not available:
             raise EngineUnavailable(f"engine {engine!r} is not available: {reason}")
         self.board = PcBoard(ram_size=ram_size, serial_output=serial_output,
-                             debugcon_output=debugcon_output)
+                             debugcon_output=debugcon_output, unmapped=unmapped)
+        # Before the engine exists: it may register with the host timer.
+        self.board.vm_id = vm_id
+        self.board.switch = switch
+        self.board.host_timer = host_timer
         self.engine_name = engine
         self.engine: Engine = cls(self.board)
         self.stop_reason: StopReason | None = None

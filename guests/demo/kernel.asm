@@ -17,12 +17,17 @@ IRQ_TIMER       equ 0           ; the PIT drives IRQ0
 
         extern boot_stack_top, tss_install, idt_install, isr_handlers, isr_ud_int80
         extern pic_remap, pic_mask, pic_unmask, pit_start
-        extern uart_puts, uart_putc, uart_put_dec, uart_put_hex64
+        extern uart_puts, uart_putc, uart_write, uart_put_dec, uart_put_hex64
         extern cmdline_get_uint, cmdline_has_word
-        extern klog_getc, klog_flush
+        extern klog_getc, klog_read, klog_flush
+        extern pv_detect, pv_timer_start, uart_pv
         extern sched_init, sched_timer_irq, sched_syscall, sched_all_done
         extern ticks, switches, syscalls, task_result, page_faults, demo_page_fault
         global kmain, guest_name, work_slices, pv_mode
+
+PV_TICK_NS      equ 10000000    ; the PV timer's period: 10 ms, as the PIT's 100 Hz
+PV_TIMER_PERIODIC equ 1
+IDLE_CHUNK      equ 256         ; bytes of kernel log the PV idle loop prints per call
 
         section .rodata
 guest_name:     db "demo", 0
@@ -34,6 +39,7 @@ msg_long_mode:  db "demo: long mode ok (4-level paging)", 13, 10, 0
 msg_tables:     db "demo: gdt, tss and idt loaded", 13, 10, 0
 msg_pic:        db "demo: pic remapped to 0x20/0x28", 13, 10, 0
 msg_pit:        db "demo: pit 100 Hz", 13, 10, 0
+msg_pv_timer:   db "demo: pv timer 100 Hz", 13, 10, 0
 msg_tasks:      db "demo: starting 2 ring-3 tasks", 13, 10, 0
 msg_no_lma:     db "demo: long mode not active", 13, 10, 0
 msg_ticks:      db "demo: ticks=", 0
@@ -47,7 +53,8 @@ msg_eol:        db 13, 10, 0
 df_stack:       resb DF_STACK_SIZE
 df_stack_top:
 work_slices:    resq 1
-pv_mode:        resq 1          ; `pv` on the command line: para-virtual mode (not used yet)
+pv_mode:        resq 1          ; `pv` on the command line and pyvmm found: PV timer + console
+idle_buf:       resb IDLE_CHUNK
 
         section .text
         bits 64
@@ -60,6 +67,17 @@ pv_mode:        resq 1          ; `pv` on the command line: para-virtual mode (n
 %endmacro
 
 kmain:
+        lea rdi, [word_pv]              ; `pv` and pyvmm's hypervisor leaf: para-virtual
+        call cmdline_has_word           ; devices; elsewhere (QEMU) the PIT and UART
+        test rax, rax
+        jz .emulated
+        call pv_detect
+        test rax, rax
+        setnz al
+        movzx eax, al
+        mov [pv_mode], rax
+        mov [uart_pv], rax
+.emulated:
         SAY msg_multiboot
 
         lea rdi, [key_work]
@@ -67,9 +85,6 @@ kmain:
         mov edx, WORK_MAX
         call cmdline_get_uint
         mov [work_slices], rax
-        lea rdi, [word_pv]
-        call cmdline_has_word
-        mov [pv_mode], rax
         SAY msg_cmdline
         mov rdi, [work_slices]
         call uart_put_dec
@@ -99,9 +114,18 @@ kmain:
         mov edi, PIC_CASCADE_IRQ
         call pic_unmask
         SAY msg_pic
+        cmp qword [pv_mode], 0
+        jne .pv_timer
         mov edi, PIT_DIVISOR_100HZ
         call pit_start
         SAY msg_pit
+        jmp .timer_started
+.pv_timer:
+        mov edi, PV_TICK_NS             ; one hypercall instead of three PIT writes
+        mov esi, PV_TIMER_PERIODIC
+        call pv_timer_start
+        SAY msg_pv_timer
+.timer_started:
 
         mov rdi, [work_slices]
         call sched_init
@@ -123,6 +147,8 @@ idle:
         call sched_all_done
         test eax, eax
         jnz .finish
+        cmp qword [pv_mode], 0
+        jne .pv_drain
         call klog_getc
         test rax, rax
         js .sleep
@@ -133,6 +159,17 @@ idle:
 .sleep:
         sti
         hlt
+        jmp idle
+.pv_drain:                              ; PV console: the whole log in one hypercall
+        lea rdi, [idle_buf]
+        mov esi, IDLE_CHUNK
+        call klog_read
+        test rax, rax
+        jz .sleep
+        sti
+        lea rdi, [idle_buf]
+        mov rsi, rax
+        call uart_write
         jmp idle
 
 .finish:

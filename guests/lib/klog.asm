@@ -9,7 +9,7 @@
 
         extern fmt_hex64, fmt_dec, uart_putc
         global klog_putc, klog_write, klog_puts, klog_put_hex64, klog_put_dec
-        global klog_getc, klog_flush, klog_dropped
+        global klog_getc, klog_read, klog_flush, klog_dropped
 
 KLOG_SIZE       equ 4096        ; a power of two
 KLOG_MASK       equ KLOG_SIZE - 1
@@ -112,6 +112,28 @@ klog_getc:
         ret
 .empty:
         mov rax, -1
+        ret
+
+; klog_read(rdi = buffer, rsi = capacity) -> rax = bytes moved out of the log.
+klog_read:
+        push rbx
+        push rbp
+        mov rbx, rdi
+        mov rbp, rsi
+        xor r8d, r8d
+.next:
+        cmp r8, rbp
+        jae .done
+        call klog_getc
+        test rax, rax
+        js .done
+        mov [rbx + r8], al
+        inc r8
+        jmp .next
+.done:
+        mov rax, r8
+        pop rbp
+        pop rbx
         ret
 
 ; klog_flush: drain everything to COM1 (polled).

@@ -16,6 +16,7 @@ from pyvmm.errors import ConfigError, EngineUnavailable
 ENGINES: dict[str, str] = {
     "kvm": "pyvmm.engines.kvm.engine:KvmEngine",
     "interp": "pyvmm.engines.interp.engine:InterpreterEngine",
+    "jit": "pyvmm.engines.jit.engine:JitEngine",
 }
 DEFAULT_ENGINE = "kvm"
 

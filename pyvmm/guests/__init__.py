@@ -41,6 +41,14 @@ class BundledGuest:
         return _IMAGE_DIR / self.filename
 
 
+# The benchmark kernels (guests/bench/, run by `python -m bench`): name -> what it measures.
+BENCH_GUESTS: dict[str, str] = {
+    "int": "integer and branch loop in ring 3, paging on",
+    "mem": "pointer chase over 8192 pages (more than a TLB holds); pages=P shrinks it",
+    "sys": "int 0x80 system calls and context switches between two ring-3 tasks",
+    "io": "one OUT to port 0x80 per iteration (ring 0): VM-exit round trips",
+}
+
 BUNDLED_GUESTS: dict[str, BundledGuest] = {
     guest.name: guest
     for guest in (
@@ -57,9 +65,32 @@ BUNDLED_GUESTS: dict[str, BundledGuest] = {
             description=(
                 "64-bit multiboot kernel: long mode, GDT/IDT/TSS, PIC+PIT, two ring-3 tasks "
                 "preempted by the timer, int 0x80 system calls, a demand-zero page fault; "
-                "command line: work=N (slices per task, default 20), pv"
+                "command line: work=N (slices per task, default 20), pv (pyvmm's PV timer "
+                "and console when the hypervisor leaf is present)"
             ),
             default_cmdline="work=20",
+        ),
+        BundledGuest(
+            name="ping",
+            filename="ping.elf",
+            kind="multiboot",
+            description=(
+                "64-bit multiboot kernel for two VMs on pyvmm's virtual switch: exchanges "
+                "datagrams with its peer through hypercalls and checks every payload "
+                "(docs/PARAVIRT.md); command line: count=N (default 16), peer=ID"
+            ),
+            default_cmdline="count=16",
+        ),
+        *(
+            BundledGuest(
+                name=f"bench-{name}",
+                filename=f"bench-{name}.elf",
+                kind="multiboot",
+                description=f"benchmark: {what}; prints its exact instruction count; "
+                            "command line: n=N (iterations, default 100000), reps=R",
+                default_cmdline="n=100000",
+            )
+            for name, what in BENCH_GUESTS.items()
         ),
     )
 }

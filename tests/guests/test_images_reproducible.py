@@ -66,8 +66,17 @@ def test_hello_is_a_boot_sector() -> None:
     assert b"Hello from a pyvmm boot sector!\r\n" in image
 
 
-def test_demo_is_a_multiboot_elf32() -> None:
-    image = guest_path("demo").read_bytes()
+MULTIBOOT_KERNELS = sorted(name for name, guest in BUNDLED_GUESTS.items()
+                           if guest.kind == "multiboot")
+
+
+def test_multiboot_kernels_include_demo_and_benchmarks() -> None:
+    assert {"demo", "bench-int", "bench-mem", "bench-sys", "bench-io"} <= set(MULTIBOOT_KERNELS)
+
+
+@pytest.mark.parametrize("name", MULTIBOOT_KERNELS)
+def test_demo_is_a_multiboot_elf32(name: str) -> None:
+    image = guest_path(name).read_bytes()
     assert image[:4] == b"\x7fELF"
     assert image[4] == 1, "ELFCLASS32: QEMU's multiboot loader refuses ELF64"
     assert struct.unpack_from("<H", image, 18)[0] == 3  # e_machine = EM_386

@@ -27,6 +27,7 @@ from pyvmm.cpu.state import (
     TableRegister,
 )
 from pyvmm.engines.interp import flags as fl
+from pyvmm.engines.interp import segmentation
 from pyvmm.engines.interp.faults import GP, PF_FETCH, PF_WRITE, SS, CpuFault
 
 ES, CS, SS_SEG, DS, FS, GS = range(6)
@@ -50,6 +51,10 @@ _UNPACK = (None, None, struct.Struct("<H").unpack_from, None, struct.Struct("<I"
 _PACK = (None, struct.Struct("<B").pack_into, struct.Struct("<H").pack_into, None,
          struct.Struct("<I").pack_into, None, None, None, struct.Struct("<Q").pack_into)
 _MASK = fl.MASK
+# Adding 2^47 maps the canonical ranges (bits 63:47 all equal, 48-bit linear addresses,
+# SDM Vol. 1 §3.3.7.1) onto 0 .. 2^48-1 (mod 2^64): `(lin + _CANON) >> 48 & 0xFFFF` is 0
+# iff `lin` (< 2^64) is canonical.
+_CANON = 1 << 47
 
 
 class _IdentityTlb:
@@ -251,6 +256,36 @@ class Cpu:
                 seg.type = 0xB
         self.set_segment(i, seg)
 
+    def load_protected_segment(self, i: int, selector: int) -> None:
+        """MOV/POP/Lxs to DS-GS or SS in protected mode: the checks of segmentation.py."""
+        seg = segmentation.load_segment(self.read_sys, self.write_sys, self.gdtr, self.ldtr,
+                                        SEG_NAMES[i], selector, self.cpl, self.long64)
+        self.set_segment(i, seg)
+
+    def install_cs(self, seg: SegmentState, cpl: int) -> None:
+        """Make `seg` (already checked, RPL = `cpl`) the code segment at privilege `cpl`."""
+        self.segs[CS] = seg
+        self.cpl = cpl
+        self.refresh_mode()
+
+    def null_outer_data_segments(self) -> None:
+        """After a return to an outer level, ES/DS/FS/GS the new CPL may not use become null.
+
+        SDM Vol. 2B "RET" / Vol. 2A "IRET": data or non-conforming code segments
+        with DPL < CPL are loaded with a null selector.
+        """
+        for i in (ES, DS, FS, GS):
+            seg = self.segs[i]
+            if seg.unusable or not seg.s:
+                continue
+            conforming_code = seg.type & 0x8 and seg.type & 0x4
+            if not conforming_code and seg.dpl < self.cpl:
+                self.set_segment(i, segmentation.null_segment(0))
+
+    def canonical_fault(self, seg: int) -> CpuFault:
+        """#SS(0) for a stack reference, #GP(0) otherwise (SDM Vol. 3A §3.3.7.1)."""
+        return CpuFault(SS if seg == SS_SEG else GP, 0)
+
     @property
     def user(self) -> bool:
         return self.cpl == 3
@@ -311,6 +346,9 @@ class Cpu:
                 if size == 1:
                     return self.ram[page | o]
                 return _UNPACK[size](self.ram, page | o)[0]
+        if self.long64 and ((lin + _CANON) >> 48 & 0xFFFF
+                            or (lin + size - 1 + _CANON) >> 48 & 0xFFFF):
+            raise self.canonical_fault(seg)
         return self.read_lin_slow(lin, size, 0)
 
     def write(self, seg: int, off: int, size: int, value: int) -> None:
@@ -324,6 +362,9 @@ class Cpu:
             if o <= 4096 - size:
                 _PACK[size](self.ram, page | o, value & _MASK[size])
                 return
+        if self.long64 and ((lin + _CANON) >> 48 & 0xFFFF
+                            or (lin + size - 1 + _CANON) >> 48 & 0xFFFF):
+            raise self.canonical_fault(seg)
         self.write_lin_slow(lin, size, value & _MASK[size])
 
     def _limit_fault(self, seg: int) -> CpuFault:
@@ -522,7 +563,6 @@ class Cpu:
             return
         if self.cpl <= self.iopl and not self.flags & FLAG_VM:
             return
-        from pyvmm.engines.interp import segmentation
         if not segmentation.io_bitmap_allows(self.read_sys, self.tr, port, size):
             raise CpuFault(GP, 0)
 

@@ -1,11 +1,20 @@
 """Decode cache: iced-x86 decodes an instruction once; its handler is cached.
 
-Handlers are cached per *code context* (CS base, CS limit, code size) by
-instruction offset, so the run loop's lookup is one dict access on `cpu.rip`.
-A context's dict is dropped wholesale when the linear->physical mapping may
-have changed (CR3/CR0/CR4 writes, INVLPG).  Every decoded instruction records
-the physical page(s) its bytes came from; a guest write to such a page drops
-the affected entries (self-modifying code, SDM Vol. 3A §11.6).
+Handlers are cached per *code context* (CS base, CS limit, code size, CPL)
+by instruction offset, so the run loop's lookup is one dict access on
+`cpu.rip`.  Every decoded instruction records the physical page(s) its bytes
+came from; a guest write to such a page drops the affected entries
+(self-modifying code, SDM Vol. 3A §11.6).
+
+When the linear->physical mapping may have changed (CR3/CR0/CR4 writes,
+INVLPG) the live entries are not thrown away but *parked*, keyed by (virtual
+page, physical page).  The first miss on a parked virtual page translates it
+(the instruction fetch would anyway) and, if it still maps the same physical
+page, brings all of that page's handlers back at once.  A handler depends
+only on its offset and its bytes, and the bytes of a physical page are
+guarded by the write invalidation above, so this is exact — and address
+spaces that map the same virtual page to different physical pages (processes)
+each keep their own decoded code across CR3 switches.
 """
 
 from __future__ import annotations
@@ -69,11 +78,41 @@ def legacy_alias(raw: bytes, model: str) -> bytes | None:
     return bytes(out)
 
 
+PageEntries = dict[int, Handler]  # offset -> handler, for one virtual page
+
+
+class CodeContext:
+    """Decoded code for one (CS base, CS limit, code size, CPL).
+
+    `live` is what the run loop looks up (offset -> handler).  `pages` groups
+    the live entries by virtual page with the physical page they came from;
+    `parked` keeps entries from earlier address spaces: virtual page ->
+    physical page -> entries.
+    """
+
+    def __init__(self) -> None:
+        self.live: dict[int, Handler] = {}
+        self.pages: dict[int, tuple[int, PageEntries]] = {}
+        self.parked: dict[int, dict[int, PageEntries]] = {}
+
+    def park(self) -> int:
+        """Move every live entry to `parked`; returns how many moved."""
+        moved = 0
+        for vpn, (ppn, entries) in self.pages.items():
+            if entries:
+                self.parked.setdefault(vpn, {})[ppn] = entries
+                moved += len(entries)
+        self.pages.clear()
+        self.live.clear()
+        return moved
+
+
 class DecodeCache:
     def __init__(self, cpu: Cpu, stats) -> None:  # noqa: ANN001
         self.cpu = cpu
         self.stats = stats
-        self.contexts: dict[tuple[int, int, int, int], dict[int, Handler]] = {}
+        self.contexts: dict[tuple[int, int, int, int], CodeContext] = {}
+        self.context = CodeContext()
         self.misses = 0
         semantics.load_groups()
         cpu.icache = {}
@@ -84,19 +123,37 @@ class DecodeCache:
     def select_context(self) -> None:
         cpu = self.cpu
         key = (cpu.seg_base[CS], cpu.seg_hi[CS], cpu.code_bits, cpu.cpl)
-        cache = self.contexts.get(key)
-        if cache is None:
-            cache = self.contexts[key] = {}
-        cpu.icache = cache
+        context = self.contexts.get(key)
+        if context is None:
+            context = self.contexts[key] = CodeContext()
+        self.context = context
+        cpu.icache = context.live
 
     def flush(self) -> None:
-        """Drop every decoded instruction (the address space changed)."""
-        dropped = sum(len(c) for c in self.contexts.values())
-        if dropped:
-            self.stats.count("decode", "invalidate", dropped)
-        for cache in self.contexts.values():
-            cache.clear()
-        self.cpu.code_pages.clear()
+        """The address space changed: park every decoded instruction (see above)."""
+        parked = sum(context.park() for context in self.contexts.values())
+        if parked:
+            self.stats.count("decode", "parked", parked)
+
+    def _unpark(self, rip: int) -> Handler | None:
+        """The parked handler for CS:rip if its virtual page still maps the same frame."""
+        cpu = self.cpu
+        context = self.context
+        lin = (cpu.seg_base[CS] + rip) & cpu.lin_mask
+        vpn = lin >> 12
+        by_frame = context.parked.get(vpn)
+        if not by_frame:
+            return None
+        ppn = cpu.fetch_physical_page(lin)  # the fetch's own translation (may #PF)
+        entries = by_frame.pop(ppn, None)
+        if not entries:
+            return None
+        if not by_frame:
+            del context.parked[vpn]
+        context.live.update(entries)
+        context.pages[vpn] = (ppn, entries)
+        self.stats.count("decode", "unparked", len(entries))
+        return entries.get(rip)
 
     # ------------------------------------------------------------------
     def fetch(self, rip: int) -> tuple[bytes, int]:
@@ -120,8 +177,8 @@ class DecodeCache:
             if not out:
                 raise CpuFault(GP, 0)
             return bytes(out), (cpu.seg_base[CS] + rip) & cpu.lin_mask
-        if rip > cpu.seg_hi[CS]:
-            raise CpuFault(GP, 0)
+        if rip > cpu.seg_hi[CS] or (cpu.long64 and (rip + (1 << 47)) >> 48 & 0xFFFF):
+            raise CpuFault(GP, 0)  # beyond CS's limit, or a non-canonical 64-bit RIP
         count = min(limit, cpu.seg_hi[CS] - rip + 1)
         lin = (cpu.seg_base[CS] + rip) & cpu.lin_mask
         return cpu.fetch_bytes(lin, count), lin
@@ -130,6 +187,10 @@ class DecodeCache:
         """Decode the instruction at CS:RIP, cache and return its handler."""
         cpu = self.cpu
         rip = cpu.rip
+        if self.context.parked and not (cpu.long64 and (rip + (1 << 47)) >> 48 & 0xFFFF):
+            handler = self._unpark(rip)
+            if handler is not None:
+                return handler
         self.misses += 1
         raw, lin = self.fetch(rip)
         bits = cpu.code_bits
@@ -184,16 +245,30 @@ class DecodeCache:
 
     def _store(self, rip: int, lin: int, length: int, handler: Handler) -> None:
         cpu = self.cpu
-        cache = cpu.icache
-        cache[rip] = handler
-
-        def drop(cache: dict[int, Handler] = cache, rip: int = rip) -> None:
-            cache.pop(rip, None)
-
+        context = self.context
+        live = context.live
+        live[rip] = handler
         first = cpu.fetch_physical_page(lin)
-        cpu.mark_code_page(first, drop)
         last_lin = (lin + length - 1) & cpu.lin_mask
-        if (last_lin >> 12) != (lin >> 12):
+        crosses = (last_lin >> 12) != (lin >> 12)
+        entries: PageEntries = {}
+        if not crosses:  # parkable: it depends on one physical page only
+            vpn = lin >> 12
+            page = context.pages.get(vpn)
+            if page is None or page[0] != first:
+                page = context.pages[vpn] = (first, {})
+            entries = page[1]
+            entries[rip] = handler
+
+        def drop(live: dict[int, Handler] = live, entries: PageEntries = entries,
+                 rip: int = rip, handler: Handler = handler) -> None:
+            if live.get(rip) is handler:
+                del live[rip]
+            if entries.get(rip) is handler:
+                del entries[rip]
+
+        cpu.mark_code_page(first, drop)
+        if crosses:
             try:
                 last = cpu.fetch_physical_page(last_lin)
             except CpuFault:

@@ -20,13 +20,10 @@ from pyvmm.cpu.state import (
     FLAG_VM,
     SegmentState,
 )
-from pyvmm.engines.interp import descriptors as desc
+from pyvmm.engines.interp import segmentation as sg
 from pyvmm.engines.interp.cpu import CS, RSP, SS_SEG, Cpu
-from pyvmm.engines.interp.faults import GP, NP, TS, CpuFault
-
-GATE_TASK = 0x5
-GATE_INT16, GATE_TRAP16 = 0x6, 0x7
-GATE_INT32, GATE_TRAP32 = 0xE, 0xF  # in long mode: the 64-bit gates
+from pyvmm.engines.interp.faults import GP, SS, TS, CpuFault
+from pyvmm.engines.interp.signals import Unsupported
 
 
 def deliver(cpu: Cpu, vector: int, return_ip: int, error_code: int | None = None,
@@ -74,62 +71,30 @@ def _deliver_protected(cpu: Cpu, vector: int, return_ip: int, error_code: int | 
                        software: bool, external: bool) -> None:
     long_mode = not cpu.legacy and bool(cpu.efer & EFER_LMA)
     ext = 1 if external else 0
-    idt_code = vector * 8 + 2 + ext
-    entry_size = 16 if long_mode else 8
-    if vector * entry_size + entry_size - 1 > cpu.idtr.limit:
-        raise CpuFault(GP, idt_code)
-    address = cpu.idtr.base + vector * entry_size
-    lo = cpu.read_sys(address, 8)
-    hi = cpu.read_sys(address + 8, 8) if long_mode else 0
-    gate_type = (lo >> 40) & 0xF
-    gate_dpl = (lo >> 45) & 3
-    present = (lo >> 47) & 1
-    valid = (GATE_INT32, GATE_TRAP32) if long_mode else (GATE_INT16, GATE_TRAP16, GATE_INT32,
-                                                          GATE_TRAP32)
-    if gate_type not in valid or (lo >> 44) & 1:
-        raise CpuFault(GP, idt_code)  # task gates are not supported either
-    if software and gate_dpl < cpu.cpl:
-        raise CpuFault(GP, idt_code)
-    if not present:
-        raise CpuFault(NP, idt_code)
-    selector = (lo >> 16) & 0xFFFF
-    offset = (lo & 0xFFFF) | (((lo >> 48) & 0xFFFF) << 16)
-    if long_mode:
-        offset |= (hi & 0xFFFFFFFF) << 32
-    ist = (lo >> 32) & 7 if long_mode else 0
+    gate = sg.read_gate(cpu.read_sys, cpu.idtr, vector, long_mode, external=bool(ext),
+                        software_cpl=cpu.cpl if software else None)
+    if gate.is_task_gate:
+        raise Unsupported(f"task switch (task gate for vector {vector:#x}) not supported")
+    seg, code = sg.load_code_segment(cpu.read_sys, cpu.write_sys, cpu.gdtr, cpu.ldtr,
+                                     gate.selector, cpu.cpl, "int", long_mode, bool(ext))
+    assert seg is not None
+    if long_mode and (not code.l or code.db):
+        raise CpuFault(GP, (gate.selector & 0xFFFC) | ext)  # handlers run in 64-bit mode
+    new_cpl = seg.selector & 3
 
-    if selector & 0xFFFC == 0:
-        raise CpuFault(GP, ext)
-    seg, raw, seg_address = desc.code_descriptor(cpu, selector)
-    if not seg.s or not seg.type & 0x8 or seg.dpl > cpu.cpl:
-        raise CpuFault(GP, (selector & 0xFFFC) | ext)
-    if not seg.present:
-        raise CpuFault(NP, (selector & 0xFFFC) | ext)
-    if long_mode and (not seg.l or seg.db):
-        raise CpuFault(GP, (selector & 0xFFFC) | ext)
-    new_cpl = cpu.cpl if seg.type & 0x4 else seg.dpl
-
-    old_cpl = cpu.cpl
     old_cs = cpu.seg_sel[CS]
     old_ss = cpu.seg_sel[SS_SEG]
     old_rsp = cpu.regs[RSP]
     flags = cpu.get_flags()
-    gate32 = gate_type in (GATE_INT32, GATE_TRAP32)
-    size = 8 if long_mode else (4 if gate32 else 2)
+    size = 8 if long_mode else (2 if gate.is_16bit else 4)
 
-    switch = new_cpl < old_cpl or (long_mode and ist)
+    switch = new_cpl < cpu.cpl or (long_mode and gate.ist)
     if switch:
-        new_ss, new_rsp = _tss_stack(cpu, new_cpl, long_mode, ist, ext)
-    desc.load_cs(cpu, seg, raw, seg_address, new_cpl)
+        ss_seg, new_rsp = inner_stack(cpu, new_cpl, long_mode, gate.ist, ext)
+    cpu.install_cs(seg, new_cpl)
     if switch:
-        if long_mode:
-            ss = SegmentState(selector=new_ss, base=0, limit=0xFFFFFFFF, type=0x3, dpl=new_cpl,
-                              unusable=1 if new_ss & 0xFFFC == 0 else 0, present=1)
-            cpu.set_segment(SS_SEG, ss)
-            cpu.regs[RSP] = new_rsp
-        else:
-            _load_tss_ss(cpu, new_ss, new_cpl, ext)
-            cpu.regs[RSP] = new_rsp
+        cpu.set_segment(SS_SEG, ss_seg)
+        cpu.regs[RSP] = new_rsp
     if long_mode:
         cpu.regs[RSP] &= ~0xF  # the 64-bit frame is 16-byte aligned (SDM §6.14.2)
     if long_mode or switch:
@@ -141,45 +106,37 @@ def _deliver_protected(cpu: Cpu, vector: int, return_ip: int, error_code: int | 
     if error_code is not None:
         cpu.push(error_code, size)
     clear = FLAG_TF | FLAG_NT | FLAG_RF | FLAG_VM
-    if gate_type in (GATE_INT16, GATE_INT32):
+    if not gate.is_trap:
         clear |= FLAG_IF
     cpu.flags &= ~clear
-    cpu.rip = offset if long_mode else offset & (0xFFFFFFFF if gate32 else 0xFFFF)
+    cpu.rip = gate.offset if long_mode else gate.offset & (0xFFFF if gate.is_16bit
+                                                          else 0xFFFFFFFF)
 
 
-def _tss_stack(cpu: Cpu, cpl: int, long_mode: bool, ist: int, ext: int) -> tuple[int, int]:
-    """(SS, RSP) for privilege level `cpl` from the current TSS (SDM Figs. 7-2, 7-11)."""
-    tr = cpu.tr
+def inner_stack(cpu: Cpu, cpl: int, long_mode: bool, ist: int, ext: int
+                ) -> tuple[SegmentState, int]:
+    """The stack for a switch to privilege `cpl`: (SS cache to load, new RSP).
+
+    From the current TSS (SDM Vol. 3A §6.12.1, §7.7; Figs. 7-2, 7-11).  IA-32e
+    mode loads a null SS whose RPL is the new CPL and an RSP (or ISTn) from the
+    64-bit TSS.  Elsewhere the TSS's SS must be a present, writable data segment
+    with RPL = DPL = new CPL: other failures are #TS(SS selector | EXT), a
+    not-present one #SS (Vol. 2A "CALL", "INT n" operation).
+    """
+    new_ss, new_rsp = sg.tss_stack(cpu.read_sys, cpu.tr, cpl, long_mode, ist, bool(ext))
     if long_mode:
-        offset = 0x24 + 8 * (ist - 1) if ist else 4 + 8 * cpl
-        if offset + 7 > tr.limit:
-            raise CpuFault(TS, (tr.selector & 0xFFFC) | ext)
-        return cpl, cpu.read_sys(tr.base + offset, 8)
-    if tr.type in (0x1, 0x3):  # 16-bit TSS
-        offset = 2 + 4 * cpl
-        if offset + 3 > tr.limit:
-            raise CpuFault(TS, (tr.selector & 0xFFFC) | ext)
-        return cpu.read_sys(tr.base + offset + 2, 2), cpu.read_sys(tr.base + offset, 2)
-    offset = 4 + 8 * cpl
-    if offset + 5 > tr.limit:
-        raise CpuFault(TS, (tr.selector & 0xFFFC) | ext)
-    return cpu.read_sys(tr.base + offset + 4, 2), cpu.read_sys(tr.base + offset, 4)
-
-
-def _load_tss_ss(cpu: Cpu, selector: int, cpl: int, ext: int) -> None:
-    """Load the inner stack segment named by the TSS; faults are #TS (SDM §6.12.1.1)."""
-    if selector & 0xFFFC == 0:
+        if (new_rsp + (1 << 47)) >> 48 & 0xFFFF:
+            raise CpuFault(SS, ext)  # a non-canonical stack pointer from the TSS
+        return sg.null_segment(cpl, dpl=cpl), new_rsp
+    if new_ss & 0xFFFC == 0:
         raise CpuFault(TS, ext)
     try:
-        raw, address = desc.read_descriptor(cpu, selector)
+        seg = sg.load_segment(cpu.read_sys, cpu.write_sys, cpu.gdtr, cpu.ldtr, "ss", new_ss,
+                              cpl, False)
     except CpuFault as fault:
-        raise CpuFault(TS, (selector & 0xFFFC) | ext) from fault
-    seg = desc.to_segment(selector, raw)
-    if (selector & 3) != cpl or seg.dpl != cpl or not seg.s or seg.type & 0x8 \
-            or not seg.type & 0x2:
-        raise CpuFault(TS, (selector & 0xFFFC) | ext)
-    if not seg.present:
-        raise CpuFault(12, (selector & 0xFFFC) | ext)
-    desc.set_accessed(cpu, raw, address)
-    seg.type |= 1
-    cpu.set_segment(SS_SEG, seg)
+        if fault.vector == GP:
+            raise CpuFault(TS, (new_ss & 0xFFFC) | ext) from None
+        if fault.vector == SS:
+            raise CpuFault(SS, (new_ss & 0xFFFC) | ext) from None
+        raise
+    return seg, new_rsp

@@ -6,13 +6,18 @@ virtual-clock deadline.  Between batches: advance the manual clock by the
 instructions executed, fire due timers, drain host events, honour stop
 requests and take a pending hardware interrupt from the board's PIC when
 RFLAGS.IF=1 and no STI/MOV SS shadow is in effect (SDM Vol. 3A §6.8.3).
+
+Single-step: while RFLAGS.TF is set when an instruction starts, the run loop
+executes one instruction per batch and, if it completed (no fault, no
+software interrupt), raises the #DB trap with DR6.BS set and the next
+instruction's address as the return address (SDM Vol. 3B §17.3.1.4).
 """
 
 from __future__ import annotations
 
 import time
 
-from pyvmm.cpu.state import CR0_PE, FLAG_IF, CpuState, SegmentState, TableRegister
+from pyvmm.cpu.state import CR0_PE, FLAG_IF, FLAG_TF, CpuState, SegmentState, TableRegister
 from pyvmm.engines.base import Engine, StopKind, StopReason
 from pyvmm.engines.interp import delivery
 from pyvmm.engines.interp.cpu import CS, SEG_NAMES, Cpu
@@ -20,6 +25,7 @@ from pyvmm.engines.interp.decode import DecodeCache
 from pyvmm.engines.interp.faults import (
     BP,
     CONTRIBUTORY,
+    DB,
     DE,
     DF,
     ERROR_CODE_VECTORS,
@@ -28,10 +34,11 @@ from pyvmm.engines.interp.faults import (
     VECTOR_NAMES,
     CpuFault,
 )
-from pyvmm.engines.interp.signals import EndBatch, SoftwareInterrupt
+from pyvmm.engines.interp.signals import EndBatch, SoftwareInterrupt, Unsupported
 from pyvmm.machine.clock import ClockSource
 
 BATCH = 20000  # instructions between host-side checks when no timer is closer
+DR6_BS = 1 << 14  # DR6 bit 14: the #DB was a single-step trap (SDM Vol. 3B §17.2.3)
 
 
 class TripleFault(Exception):
@@ -60,7 +67,16 @@ class InterpreterEngine(Engine):
         self.max_instructions: int | None = None
         self.instructions = 0
         self._pause = False
+        self._step_completed = True
         board.events.wake = self.wake
+        # Hypercall device (pyvmm/paravirt): register access on the live register file.
+        from pyvmm.paravirt.abi import RegisterListCpu
+        self.cpu_access = RegisterListCpu(self.cpu)
+        board.cpu_access = self.cpu_access
+
+    def close(self) -> None:
+        if getattr(self.board, "cpu_access", None) is self.cpu_access:
+            self.board.cpu_access = None
 
     # -- state ---------------------------------------------------------------
     def set_state(self, state: CpuState) -> None:
@@ -141,7 +157,10 @@ class InterpreterEngine(Engine):
             if not cpu.cr0 & CR0_PE:
                 code = None
             try:
-                delivery.deliver(cpu, vector, return_ip, code, software=software)
+                # EXT (error-code bit 0) marks faults met while delivering an event
+                # external to the program: an exception or hardware interrupt (§6.13).
+                delivery.deliver(cpu, vector, return_ip, code, software=software,
+                                 external=not software)
                 return
             except CpuFault as second:
                 software = False
@@ -190,13 +209,18 @@ class InterpreterEngine(Engine):
             except EndBatch:
                 pass
             except SoftwareInterrupt as interrupt:
+                self._step_completed = False
                 self._software_interrupt(interrupt)
             except CpuFault as fault:
+                self._step_completed = False
                 if fault.vector in self.intercept_exceptions:
                     self.instructions += start - budget - 1
                     return StopReason(StopKind.EXCEPTION, f"{fault} at {self._where()}",
                                       vector=fault.vector, error_code=fault.error_code)
                 self.deliver_fault(fault)
+        except Unsupported as unsupported:
+            self.instructions += start - budget
+            return StopReason(StopKind.INTERNAL_ERROR, f"{unsupported.what} at {self._where()}")
         except TripleFault as triple:
             self.instructions += start - budget
             return StopReason(StopKind.TRIPLE_FAULT, f"{triple.message} at {self._where()}")
@@ -207,6 +231,26 @@ class InterpreterEngine(Engine):
                                   vector=fault.vector, error_code=fault.error_code)
             return StopReason(StopKind.INTERNAL_ERROR, f"unhandled {fault} at {self._where()}")
         self.instructions += start - budget
+        return None
+
+    def _single_step(self) -> StopReason | None:
+        """One instruction with TF=1: then the #DB single-step trap if it completed.
+
+        An instruction that faulted or was INT n gets no trap: the event's delivery
+        cleared TF for its handler (SDM Vol. 3B §17.3.1.4)."""
+        cpu = self.cpu
+        self._step_completed = True
+        stop = self._run_batch(1)
+        if stop is not None or not self._step_completed:
+            return stop
+        cpu.dr[6] = (cpu.dr[6] | DR6_BS) & 0xFFFFFFFF
+        if DB in self.intercept_exceptions:
+            return StopReason(StopKind.EXCEPTION, f"#DB single-step at {self._where()}",
+                              vector=DB)
+        try:
+            self.deliver_fault(CpuFault(DB), return_ip=cpu.rip)
+        except TripleFault as triple:
+            return StopReason(StopKind.TRIPLE_FAULT, f"{triple.message} at {self._where()}")
         return None
 
     def _software_interrupt(self, interrupt: SoftwareInterrupt) -> None:
@@ -268,12 +312,17 @@ class InterpreterEngine(Engine):
                     budget = 1
                     cpu.interrupt_shadow = False
                 before = self.instructions
-                stop = self._run_batch(budget)
+                if cpu.flags & FLAG_TF:
+                    stop = self._single_step()
+                else:
+                    stop = self._run_batch(budget)
                 clock.advance((self.instructions - before) * self.ns_per_instruction)
                 clock.run_due()
                 board.events.drain()
                 if stop is not None:
                     return stop
+        except Unsupported as unsupported:  # e.g. a task gate met by a hardware interrupt
+            return StopReason(StopKind.INTERNAL_ERROR, f"{unsupported.what} at {self._where()}")
         except Exception as error:  # noqa: BLE001 - the run-loop boundary
             return StopReason(StopKind.INTERNAL_ERROR,
                               f"at {self._where()} (rip {cpu.rip:#x}): "

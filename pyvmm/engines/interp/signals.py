@@ -2,7 +2,9 @@
 
 `EndBatch`: the instruction changed something the run loop must look at
 before the next one (IF, the interrupt shadow, HLT, a port write that may
-raise an IRQ).  `SoftwareInterrupt`: INT n / INT3 / INTO, delivered by the
+raise an IRQ).  `Unsupported`: the guest asked for something this interpreter
+does not implement (task switches); the run loop stops the VM with
+StopKind.INTERNAL_ERROR and the message.  `SoftwareInterrupt`: INT n / INT3 / INTO, delivered by the
 run loop with the next instruction's address as the return address.
 """
 
@@ -18,6 +20,14 @@ class SoftwareInterrupt(Exception):  # noqa: N818
         super().__init__(vector)
         self.vector = vector
         self.return_ip = return_ip
+
+
+class Unsupported(Exception):  # noqa: N818
+    """An architectural feature the interpreter does not implement (stops the VM)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
 
 
 END_BATCH = EndBatch()

@@ -23,8 +23,10 @@ from pyvmm.engines.base import Engine, StopKind, StopReason
 from pyvmm.engines.kvm import ioctls as k
 from pyvmm.engines.kvm import kick
 from pyvmm.engines.kvm import state as conv
+from pyvmm.engines.kvm.registers import KvmCpuAccess
 from pyvmm.errors import EngineUnavailable
 from pyvmm.machine.clock import ClockSource
+from pyvmm.machine.host_timer import HostTimerService, TimerChannel
 
 if TYPE_CHECKING:
     from pyvmm.board.pc import PcBoard
@@ -88,7 +90,8 @@ class KvmEngine(Engine):
         self._vcpu_fd = -1
         self._run_map: mmap.mmap | None = None
         self._run: k.kvm_run | None = None
-        self._waker: kick.Waker | None = None
+        self._waker: TimerChannel | None = None  # this VM's slot in the host timer
+        self._own_timer: HostTimerService | None = None
         self._lock = threading.Lock()
         self._thread_id: int | None = None  # the vCPU thread while inside run()
         self._wakeup = threading.Event()
@@ -128,10 +131,14 @@ class KvmEngine(Engine):
         board.clock.set_source(ClockSource.HOST)
         board.clock.on_new_deadline = self._on_new_deadline
         board.events.wake = self.wake
+        board.cpu_access = KvmCpuAccess(self)  # hypercall device: vCPU registers
         if board.stats.guest_seconds is None:
             board.stats.guest_seconds = 0.0
         kick.ensure_handler()
-        self._waker = kick.Waker(self._kick)
+        service = board.host_timer
+        if service is None:  # a hypervisor of one: the facility serves this VM alone
+            service = self._own_timer = HostTimerService()
+        self._waker = service.channel(self._kick, board.stats, f"vm{board.vm_id}")
 
     def _check(self, cap: int) -> bool:
         return k.ioctl_raw(self._kvm_fd, k.KVM_CHECK_EXTENSION, cap)[0] > 0
@@ -512,11 +519,16 @@ class KvmEngine(Engine):
         if self._waker is not None:
             self._waker.stop()
             self._waker = None
+        if self._own_timer is not None:
+            self._own_timer.stop()
+            self._own_timer = None
         board = self.board
         if getattr(board.clock, "on_new_deadline", None) == self._on_new_deadline:
             board.clock.on_new_deadline = None
         if getattr(board.events, "wake", None) == self.wake:
             board.events.wake = None
+        if isinstance(getattr(board, "cpu_access", None), KvmCpuAccess):
+            board.cpu_access = None
         self._run = None  # drop the ctypes view before unmapping
         if self._run_map is not None:
             self._run_map.close()

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 from iced_x86 import Mnemonic, OpKind
 
-from pyvmm.cpu.state import CR0_PE, EFER_LMA, FLAG_IF, FLAG_VM, SegmentState
-from pyvmm.engines.interp import descriptors as desc
+from pyvmm.cpu.state import FLAG_VM
 from pyvmm.engines.interp.builder import Handler, Insn
-from pyvmm.engines.interp.cpu import CS, RSP, SS_SEG, Cpu
+from pyvmm.engines.interp.far import far_return, far_transfer, interrupt_return
 from pyvmm.engines.interp.faults import BR, DB, GP, CpuFault
 from pyvmm.engines.interp.semantics import semantic
-from pyvmm.engines.interp.semantics.stack import write_flags
 from pyvmm.engines.interp.signals import END_BATCH, SoftwareInterrupt
 
 _NEAR = (OpKind.NEAR_BRANCH16, OpKind.NEAR_BRANCH32, OpKind.NEAR_BRANCH64)
@@ -26,25 +24,48 @@ def _ip_mask_for(b: Insn, size: int) -> int:
     return 0xFFFFFFFFFFFFFFFF if size == 8 else (1 << (8 * size)) - 1
 
 
+# A 64-bit branch to a non-canonical address faults on the branch itself, #GP(0),
+# with nothing changed (SDM Vol. 2A "JMP", "CALL", "Jcc", Vol. 2B "RET", 64-bit mode).
+_CANON = 1 << 47  # ((t + 2^47) >> 48) & 0xFFFF is 0 iff t is canonical
+
+
+def _goto(b: Insn, target: int) -> str:
+    """Source transferring control to a decode-time target."""
+    if b.code_bits == 64 and (target + _CANON) >> 48 & 0xFFFF:
+        return f"raise CpuFault({GP}, 0)"
+    return f"cpu.rip = {b.const(target)}"
+
+
+def _canonical_check(b: Insn, name: str) -> str:
+    """Source raising #GP(0) when the runtime target `name` is not canonical."""
+    if b.code_bits != 64:
+        return ""
+    return f"if ({name} + {_CANON}) >> 48 & 0xFFFF:\n    raise CpuFault({GP}, 0)"
+
+
 @semantic(Mnemonic.JMP)
 def _jmp(b: Insn) -> Handler:
     kind = b.kind(0)
     if kind in _NEAR:
-        return b.compile(f"cpu.rip = {b.const(_target(b))}")
+        return b.compile(_goto(b, _target(b)))
     if kind in (OpKind.FAR_BRANCH16, OpKind.FAR_BRANCH32):
         return _far(b, b.ins.far_branch_selector, b.ins.far_branch32 if kind ==
                     OpKind.FAR_BRANCH32 else b.ins.far_branch16, call=False)
     if b.is_mem(0) and b.ins.is_jmp_far_indirect:
         return _far_indirect(b, call=False)
     size = b.size(0)
-    return b.compile(f"cpu.rip = {b.get(0)} & {b.const(_ip_mask_for(b, size))}")
+    return b.compile(f"""
+t = {b.get(0)} & {b.const(_ip_mask_for(b, size))}
+{_canonical_check(b, "t")}
+cpu.rip = t
+""")
 
 
 def _jcc(b: Insn) -> Handler:
     cc = b.ins.condition_code
     return b.compile(f"""
 if CONDITIONS[{cc}](cpu):
-    cpu.rip = {b.const(_target(b))}
+    {_goto(b, _target(b))}
 else:
     {b.next}
 """)
@@ -65,7 +86,7 @@ def _jcxz(b: Insn) -> Handler:
     size = {Mnemonic.JCXZ: 2, Mnemonic.JECXZ: 4, Mnemonic.JRCXZ: 8}[b.mnemonic]
     return b.compile(f"""
 if not {_COUNT_REG[size][0]}:
-    cpu.rip = {b.const(_target(b))}
+    {_goto(b, _target(b))}
 else:
     {b.next}
 """)
@@ -79,11 +100,11 @@ def _loop(b: Insn) -> Handler:
             Mnemonic.LOOPNE: "c and CONDITIONS[6](cpu)"}[b.mnemonic]
     return b.compile(f"""
 c = ({get} - 1) & {b.const(b.addr_mask)}
-{put}
 if {cond}:
-    cpu.rip = {b.const(_target(b))}
+    {_goto(b, _target(b))}
 else:
     {b.next}
+{put}
 """)
 
 
@@ -92,9 +113,12 @@ def _call(b: Insn) -> Handler:
     kind = b.kind(0)
     size = abs(b.ins.stack_pointer_increment)
     if kind in _NEAR:
+        target = _target(b)
+        if b.code_bits == 64 and (target + _CANON) >> 48 & 0xFFFF:
+            return b.compile(_goto(b, target))
         return b.compile(f"""
 cpu.push({b.const(b.next_ip)}, {size})
-cpu.rip = {b.const(_target(b))}
+cpu.rip = {b.const(target)}
 """)
     if kind in (OpKind.FAR_BRANCH16, OpKind.FAR_BRANCH32):
         return _far(b, b.ins.far_branch_selector, b.ins.far_branch32 if kind ==
@@ -102,9 +126,10 @@ cpu.rip = {b.const(_target(b))}
     if b.ins.is_call_far_indirect:
         return _far_indirect(b, call=True)
     return b.compile(f"""
-t = {b.get(0)}
+t = {b.get(0)} & {b.const(_ip_mask_for(b, size))}
+{_canonical_check(b, "t")}
 cpu.push({b.const(b.next_ip)}, {size})
-cpu.rip = t & {b.const(_ip_mask_for(b, size))}
+cpu.rip = t
 """)
 
 
@@ -116,6 +141,15 @@ def _ret(b: Insn) -> Handler:
         size = 8 if b.code_bits == 64 else (4 if b.code_bits == 32 else 2)
     adjust = (f"\nregs[4] = (regs[4] & ~cpu.stack_mask) | ((regs[4] + {b.const(extra)}) "
               "& cpu.stack_mask)") if extra else ""
+    if size == 8:
+        return b.compile(f"""
+sp = regs[4]
+t = cpu.pop(8)
+if (t + {_CANON}) >> 48 & 0xFFFF:
+    regs[4] = sp
+    raise CpuFault({GP}, 0)
+cpu.rip = t{adjust}
+""")
     return b.compile(f"cpu.rip = cpu.pop({size}){adjust}")
 
 
@@ -129,44 +163,6 @@ def _retf(b: Insn) -> Handler:
     def retf() -> None:
         far_return(cpu, size, extra)
     return retf
-
-
-def far_return(cpu: Cpu, size: int, extra: int) -> None:
-    """RETF (SDM "RET" far operation), including the return to an outer privilege level."""
-    mask = cpu.stack_mask
-    sp = cpu.regs[RSP] & mask
-    ip = cpu.read(SS_SEG, sp, size)
-    selector = cpu.read(SS_SEG, (sp + size) & mask, size) & 0xFFFF
-    if not cpu.cr0 & CR0_PE or cpu.legacy or cpu.flags & FLAG_VM:
-        cpu.regs[RSP] = (cpu.regs[RSP] & ~mask) | ((sp + 2 * size + extra) & mask)
-        cpu.load_real_segment(CS, selector)
-        cpu.rip = ip & (0xFFFF if size == 2 else 0xFFFFFFFF)
-        return
-    rpl = selector & 3
-    if rpl < cpu.cpl:
-        raise CpuFault(GP, selector & 0xFFFC)
-    seg, raw, address = desc.code_descriptor(cpu, selector)
-    desc.check_code_target(cpu, seg, selector, rpl if not seg.type & 0x4 else max(rpl,
-                                                                                    seg.dpl))
-    if rpl > cpu.cpl:
-        base = (sp + 2 * size + extra) & mask
-        new_sp = cpu.read(SS_SEG, base, size)
-        new_ss = cpu.read(SS_SEG, (base + size) & mask, size) & 0xFFFF
-        desc.load_cs(cpu, seg, raw, address, rpl)
-        _load_ss_for_return(cpu, new_ss, rpl)
-        cpu.regs[RSP] = (new_sp + extra) & cpu.stack_mask
-        desc.check_data_segments_after_privilege_drop(cpu)
-    else:
-        cpu.regs[RSP] = (cpu.regs[RSP] & ~mask) | ((sp + 2 * size + extra) & mask)
-        desc.load_cs(cpu, seg, raw, address, cpu.cpl)
-    cpu.rip = ip & (0xFFFFFFFFFFFFFFFF if size == 8 else (1 << (8 * size)) - 1)
-
-
-def _load_ss_for_return(cpu: Cpu, selector: int, cpl: int) -> None:
-    if selector & 0xFFFC == 0 and cpu.efer & EFER_LMA and cpu.long64 and cpl != 3:
-        cpu.set_segment(SS_SEG, desc.null_segment(selector, cpl))
-        return
-    desc.load_data_segment(cpu, SS_SEG, selector)
 
 
 def _far(b: Insn, selector: int, offset: int, call: bool) -> Handler:
@@ -194,42 +190,6 @@ def _far_indirect(b: Insn, call: bool) -> Handler:
         selector = cpu.read(seg, (ea + size) & mask, 2)
         far_transfer(cpu, selector, offset, call, size, next_ip)
     return far_indirect
-
-
-def far_transfer(cpu: Cpu, selector: int, offset: int, call: bool, size: int,
-                 next_ip: int) -> None:
-    """Far JMP/CALL to a code segment (call gates and task switches are not supported)."""
-    old_cs = cpu.seg_sel[CS]
-    if not cpu.cr0 & CR0_PE or cpu.legacy or cpu.flags & FLAG_VM:
-        if call:
-            sp = cpu.regs[RSP]
-            try:
-                cpu.push(old_cs, size)
-                cpu.push(next_ip, size)
-            except CpuFault:
-                cpu.regs[RSP] = sp
-                raise
-        cpu.load_real_segment(CS, selector)
-        cpu.rip = offset & (0xFFFF if size == 2 else 0xFFFFFFFF)
-        return
-    seg, raw, address = desc.code_descriptor(cpu, selector)
-    if not seg.s:
-        raise CpuFault(GP, selector & 0xFFFC)  # call gate / TSS: not supported
-    if not seg.type & 0x4 and (selector & 3) > cpu.cpl:
-        raise CpuFault(GP, selector & 0xFFFC)
-    desc.check_code_target(cpu, seg, selector, cpu.cpl)
-    if offset > seg.limit and not (seg.l and cpu.efer & EFER_LMA):
-        raise CpuFault(GP, 0)
-    if call:
-        sp = cpu.regs[RSP]
-        try:
-            cpu.push(old_cs, size)
-            cpu.push(next_ip, size)
-        except CpuFault:
-            cpu.regs[RSP] = sp
-            raise
-    desc.load_cs(cpu, seg, raw, address, cpu.cpl)
-    cpu.rip = offset
 
 
 @semantic(Mnemonic.INT, Mnemonic.INT3, Mnemonic.INTO, Mnemonic.INT1)
@@ -281,56 +241,3 @@ def _iret(b: Insn) -> Handler:
         interrupt_return(cpu, size)
         raise END_BATCH  # IF may have been set
     return iret
-
-
-def interrupt_return(cpu: Cpu, size: int) -> None:
-    """IRET (SDM "IRET/IRETD/IRETQ" operation): real, protected and long mode."""
-    mask = cpu.stack_mask
-    sp = cpu.regs[RSP] & mask
-    ip = cpu.read(SS_SEG, sp, size)
-    selector = cpu.read(SS_SEG, (sp + size) & mask, size) & 0xFFFF
-    flags = cpu.read(SS_SEG, (sp + 2 * size) & mask, size)
-    if not cpu.cr0 & CR0_PE or cpu.legacy:
-        cpu.regs[RSP] = (cpu.regs[RSP] & ~mask) | ((sp + 3 * size) & mask)
-        cpu.load_real_segment(CS, selector)
-        cpu.rip = ip & (0xFFFF if size == 2 else 0xFFFFFFFF)
-        write_flags(cpu, flags, size)
-        return
-    if cpu.flags & FLAG_VM:
-        raise CpuFault(GP, 0)
-    long_mode = bool(cpu.efer & EFER_LMA)
-    if cpu.flags & 0x4000 and not long_mode:  # NT: task return, not supported
-        raise CpuFault(GP, 0)
-    rpl = selector & 3
-    if rpl < cpu.cpl:
-        raise CpuFault(GP, selector & 0xFFFC)
-    seg, raw, address = desc.code_descriptor(cpu, selector)
-    desc.check_code_target(cpu, seg, selector, rpl if not seg.type & 0x4 else max(rpl,
-                                                                                    seg.dpl))
-    old_cpl = cpu.cpl
-    pops_stack = rpl > old_cpl or (long_mode and (size == 8 or cpu.long64))
-    new_sp = new_ss = None
-    if pops_stack:
-        new_sp = cpu.read(SS_SEG, (sp + 3 * size) & mask, size)
-        new_ss = cpu.read(SS_SEG, (sp + 4 * size) & mask, size) & 0xFFFF
-    # Flags are written with the privilege of the IRET's CPL (SDM "IRET": IOPL changes
-    # only at CPL 0, IF only when CPL <= IOPL).
-    allow_iopl = old_cpl == 0
-    saved_cpl = cpu.cpl
-    write_flags(cpu, flags & ~FLAG_VM, size, allow_iopl=allow_iopl)
-    cpu.cpl = saved_cpl
-    desc.load_cs(cpu, seg, raw, address, rpl)
-    if pops_stack:
-        assert new_ss is not None and new_sp is not None
-        if long_mode and new_ss & 0xFFFC == 0 and cpu.long64 and rpl != 3:
-            cpu.set_segment(SS_SEG, SegmentState(selector=new_ss, base=0, limit=0xFFFFFFFF,
-                                                 type=0x3, dpl=rpl, unusable=1))
-        else:
-            desc.load_data_segment(cpu, SS_SEG, new_ss)
-        cpu.regs[RSP] = new_sp & cpu.stack_mask if not cpu.long64 else new_sp
-        if rpl > old_cpl:
-            desc.check_data_segments_after_privilege_drop(cpu)
-    else:
-        cpu.regs[RSP] = (cpu.regs[RSP] & ~mask) | ((sp + 3 * size) & mask)
-    cpu.rip = ip & (0xFFFFFFFFFFFFFFFF if size == 8 else (1 << (8 * size)) - 1)
-    _ = FLAG_IF

@@ -7,7 +7,6 @@ from __future__ import annotations
 from iced_x86 import Mnemonic, OpKind, Register
 
 from pyvmm.cpu.state import CR0_PE, FLAG_VM
-from pyvmm.engines.interp import descriptors
 from pyvmm.engines.interp.builder import GPR, SEGREG, Handler, Insn
 from pyvmm.engines.interp.cpu import CS, SS_SEG, Cpu
 from pyvmm.engines.interp.faults import UD, CpuFault
@@ -20,7 +19,7 @@ def load_segment(cpu: Cpu, index: int, selector: int) -> None:
     if not cpu.cr0 & CR0_PE or cpu.flags & FLAG_VM or cpu.legacy:
         cpu.load_real_segment(index, selector)
     else:
-        descriptors.load_data_segment(cpu, index, selector)
+        cpu.load_protected_segment(index, selector)
 
 
 def _is_sreg(b: Insn, i: int) -> bool:
@@ -153,7 +152,10 @@ def _cmpxchg(b: Insn) -> Handler:
            8: "regs[0]"}[size]
     acc_set = {1: "regs[0] = (regs[0] & -256) | d", 2: "regs[0] = (regs[0] & -65536) | d",
                4: "regs[0] = d", 8: "regs[0] = d"}[size]
-    # The destination is always written (with its old value on failure) (SDM "CMPXCHG").
+    # A memory destination is always written (with its old value on failure: the bus
+    # sees a write, SDM "CMPXCHG").  A register destination is left alone on failure:
+    # silicon does not zero-extend a 32-bit one then (seen on the differential tester).
+    rewrite = b.set(0, "d") if b.is_mem(0) else "pass"
     return b.compile(f"""
 d = {b.get(0)}
 a = {acc}
@@ -162,7 +164,7 @@ cpu.lf_op = LF_SUB; cpu.lf_a = a; cpu.lf_b = d; cpu.lf_r = r; cpu.lf_size = {siz
 if r == 0:
     {b.set(0, b.get(1))}
 else:
-    {b.set(0, "d")}
+    {rewrite}
     {acc_set}
 {b.next}
 """)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from iced_x86 import Mnemonic
 
-from pyvmm.cpu.state import CR0_PE, FLAG_IF, FLAG_IOPL, FLAG_RF, FLAG_VM
+from pyvmm.cpu.state import CR0_PE, FLAG_IF, FLAG_IOPL, FLAG_RF, FLAG_TF, FLAG_VM
 from pyvmm.engines.interp.builder import SEGREG, Handler, Insn
 from pyvmm.engines.interp.cpu import SS_SEG, Cpu
 from pyvmm.engines.interp.faults import GP, CpuFault
@@ -168,8 +168,8 @@ def _popf(b: Insn) -> Handler:
         enabled = not cpu.flags & FLAG_IF
         write_flags(cpu, value, size)
         cpu.rip = next_ip
-        if enabled and cpu.flags & FLAG_IF:
-            raise END_BATCH
+        if enabled and cpu.flags & FLAG_IF or cpu.flags & FLAG_TF:
+            raise END_BATCH  # an interrupt window opened, or single-stepping starts
     return popf
 
 

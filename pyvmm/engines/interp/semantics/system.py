@@ -23,8 +23,8 @@ from pyvmm.cpu.state import (
     SegmentState,
     TableRegister,
 )
-from pyvmm.engines.interp import descriptors as desc
 from pyvmm.engines.interp import msr as msrs
+from pyvmm.engines.interp import segmentation as sg
 from pyvmm.engines.interp.builder import GPR, Handler, Insn
 from pyvmm.engines.interp.cpu import CS, RSP, SS_SEG, Cpu
 from pyvmm.engines.interp.faults import GP, UD, CpuFault
@@ -186,27 +186,11 @@ def _lldt(b: Insn) -> Handler:
             raise CpuFault(UD)
         _privileged(cpu)
         selector = get() & 0xFFFF
-        if selector & 0xFFFC == 0 and not ltr:
-            cpu.ldtr = SegmentState(selector=selector, type=0x2, s=0, present=0, unusable=1)
-            cpu.rip = next_ip
-            return
-        if selector & 4 or selector & 0xFFFC == 0:
-            raise CpuFault(GP, selector & 0xFFFC)
-        raw, address = desc.read_descriptor(cpu, selector)
-        seg = desc.to_segment(selector, raw)
-        if cpu.efer & EFER_LMA:
-            seg.base |= cpu.read_sys(address + 8, 4) << 32
-        wanted = (0x1, 0x9) if ltr else (0x2,)
-        if seg.s or seg.type not in wanted:
-            raise CpuFault(GP, selector & 0xFFFC)
-        if not seg.present:
-            raise CpuFault(11, selector & 0xFFFC)
+        lma = bool(cpu.efer & EFER_LMA)
         if ltr:
-            cpu.write_sys(address + 5, 1, ((raw >> 40) & 0xFF) | 0x2)  # mark busy
-            seg.type |= 0x2
-            cpu.tr = seg
+            cpu.tr = sg.load_tr(cpu.read_sys, cpu.write_sys, cpu.gdtr, selector, lma)
         else:
-            cpu.ldtr = seg
+            cpu.ldtr = sg.load_ldtr(cpu.read_sys, cpu.gdtr, selector, lma)
         cpu.rip = next_ip
     return load_system_segment
 

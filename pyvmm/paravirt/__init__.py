@@ -1,0 +1,23 @@
+"""Para-virtualization: the hypercall ABI, its device, and the virtual switch.
+
+See docs/PARAVIRT.md for the guest-visible ABI.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyvmm.paravirt.abi import HypercallCpu, RegisterListCpu
+from pyvmm.paravirt.switch import SendStatus, VirtualSwitch
+
+if TYPE_CHECKING:
+    from pyvmm.board.pc import PcBoard
+
+__all__ = ["HypercallCpu", "RegisterListCpu", "SendStatus", "VirtualSwitch", "connect_board"]
+
+
+def connect_board(board: PcBoard, switch: VirtualSwitch, vm_id: int) -> None:
+    """Plug `board` into `switch` as VM `vm_id` (sets `board.switch`, `board.vm_id`)."""
+    board.vm_id = vm_id
+    board.switch = switch
+    board.hypercall.plug(switch, vm_id)
