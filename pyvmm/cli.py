@@ -27,6 +27,7 @@ _EXIT_STATUSES: tuple[tuple[str, str], ...] = (
     (str(StopKind.RESET.exit_code), "the guest asked for a reset (port 0x64 or 0x92)"),
     (str(EXIT_ENGINE_UNAVAILABLE), "the engine cannot run on this host (e.g. no /dev/kvm)"),
     (str(StopKind.UNMAPPED_ACCESS.exit_code), "the guest touched unmapped memory (--unmapped)"),
+    (str(StopKind.OUTPUT_LIMIT.exit_code), "a VM of --vms/hypervisor exceeded its console budget"),
     (str(EXIT_INTERRUPTED), "interrupted by a signal (Ctrl-C without a terminal console)"),
 )
 EXIT_STATUS_HELP = ("exit status:\n"

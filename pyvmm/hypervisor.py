@@ -284,7 +284,7 @@ class Hypervisor:
         board = vm.board
         limit = config.output_limit
         console.on_limit = lambda: board.request_stop(
-            StopReason(StopKind.PAUSED, OUTPUT_LIMIT_MESSAGE.format(limit)))
+            StopReason(StopKind.OUTPUT_LIMIT, OUTPUT_LIMIT_MESSAGE.format(limit)))
         threaded = board.clock.source is ClockSource.HOST
         hosted = HostedVm(config, vm_id, vm, console, threaded)
         self.vms.append(hosted)

@@ -36,6 +36,7 @@ class StopKind(enum.Enum):
     PAUSED = ("paused", 14)
     EXCEPTION = ("guest exception intercepted", 16)  # only when an engine is told to intercept
     UNMAPPED_ACCESS = ("guest accessed unmapped physical memory", 20)
+    OUTPUT_LIMIT = ("console output limit reached", 22)  # a hypervisor VM's budget
 
     def __init__(self, label: str, exit_code: int | None) -> None:
         self.label = label

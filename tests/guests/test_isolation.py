@@ -34,7 +34,13 @@ PATTERN_B = 0x0B0EF222
 GUEST_SUCCESS = 33
 # The demo's lines that depend only on its own computation (not on how many
 # timer ticks a host-timed run happened to take).
-STABLE_DEMO_LINE = re.compile(rb"^(task [AB]: done checksum=\S+|demo: .*checksum=\S+)", re.M)
+# The lines whose content does not depend on host timing: the tasks' results,
+# and the summary's syscall/page-fault counts and checksum.  Ticks and
+# switches are left out: with other VMs loading both host cores, a ring-3
+# slice can overrun a 10 ms tick under KVM (guest time is host time), and
+# real preemption then adds ticks (guests/README.md, "determinism").
+STABLE_DEMO_LINE = re.compile(
+    rb"^(?:(task [AB]: done checksum=\S+)|demo: .*?(syscalls=.*checksum=\S+))", re.M)
 
 
 def build(out: Path, name: str, *defines: str) -> Path:
@@ -73,7 +79,7 @@ def demo_alone() -> bytes:
 
 def stable_demo_lines(output: bytes) -> list[bytes]:
     """Sorted: which of the two tasks finishes first depends on host timing."""
-    return sorted(m.group(1) for m in STABLE_DEMO_LINE.finditer(output))
+    return sorted(m.group(1) or m.group(2) for m in STABLE_DEMO_LINE.finditer(output))
 
 
 def ram(hosted) -> bytes:  # noqa: ANN001 - HostedVm
@@ -156,7 +162,7 @@ def test_misbehaving_vms_stop_alone_and_the_others_finish(images, demo_alone, tm
     assert log("spin") == b"spin: spinning with interrupts off\n"
     # The flooder: stopped by its console budget, its file holds exactly the budget.
     flood = results["flood"]
-    assert flood.reason.kind is StopKind.PAUSED
+    assert flood.reason.kind is StopKind.OUTPUT_LIMIT
     assert flood.reason.message == OUTPUT_LIMIT_MESSAGE.format(flood_limit)
     assert flood.console_bytes == flood_limit and flood.console_dropped > 0
     flood_text = log("flood")

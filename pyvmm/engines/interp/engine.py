@@ -101,6 +101,9 @@ class InterpreterEngine(Engine):
         cpu.fpu_image = state.fpu_image
         cpu.cpl = state.cpl
         cpu.paging_changed()
+        # Guest memory may have been written from outside the CPU since the last run
+        # (loaders, tests, snapshot restore): decoded code cannot be trusted.
+        self.decoder.reset()
 
     def get_state(self) -> CpuState:
         cpu = self.cpu
@@ -333,7 +336,7 @@ class InterpreterEngine(Engine):
             stats.instructions = (stats.instructions or 0) + run
             stats.count("decode", "miss", misses)
             stats.count("decode", "hit", max(0, run - misses))
-            stats.wall_seconds += time.monotonic() - started
+            # Wall time is the caller's to measure (VirtualMachine.run, the hypervisor).
 
     def _halt_wait(self, deadline: float | None) -> StopReason | None:
         """HLT: with IF=0 the VM is stopped; with IF=1 skip guest time to the next timer."""
