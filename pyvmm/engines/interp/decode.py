@@ -135,6 +135,17 @@ class DecodeCache:
         if parked:
             self.stats.count("decode", "parked", parked)
 
+    def reset(self) -> None:
+        """Forget all decoded code: memory may have changed behind the CPU's back
+        (a state load, a loader writing guest memory directly)."""
+        dropped = sum(len(c.live) + sum(len(e) for v in c.parked.values() for e in v.values())
+                      for c in self.contexts.values())
+        if dropped:
+            self.stats.count("decode", "invalidate", dropped)
+        self.contexts.clear()
+        self.cpu.code_pages.clear()
+        self.select_context()
+
     def _unpark(self, rip: int) -> Handler | None:
         """The parked handler for CS:rip if its virtual page still maps the same frame."""
         cpu = self.cpu

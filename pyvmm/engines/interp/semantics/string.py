@@ -168,10 +168,14 @@ def build_string(b: Insn, op: str) -> Handler:
     stop = ""
     if compare:
         stop = "if x != y:\n    break" if b.rep == 1 else "if x == y:\n    break"
+    # A compare that faults part-way keeps the flags of the last completed
+    # iteration (SDM Vol. 2B, "REP/REPE/REPZ...": the instruction restarts
+    # with the registers, and flags, of the iterations already done).
+    done = "lx = x\nly = y" if compare else ""
     if late:
-        loop = "\n".join(["c -= 1", element, stop])
+        loop = "\n".join(["c -= 1", element, done, stop])
     else:
-        loop = "\n".join([element, *steps, "c -= 1", stop])
+        loop = "\n".join([element, *steps, "c -= 1", done, stop])
     if not b.cpu.legacy and op in ("stos", "movs"):
         # Forward runs go page-chunk by page-chunk straight into RAM where possible.
         if op == "stos":
@@ -183,17 +187,24 @@ def build_string(b: Insn, op: str) -> Handler:
                        f"di = (di + n * {size}) & {am:#x}")
         loop = f"if d > 0:\n    n = {call}\n    if n:\n{_indent(advance, 2)}\n" \
                f"        c -= n\n        continue\n{loop}"
+    if compare:
+        rep_flags = ("if lx is not None:\n"
+                     + _indent(flags.replace("= x - y", "= lx - ly").replace("= x\n", "= lx\n")
+                               .replace("= y\n", "= ly\n")))
+        head = "lx = None"
+    else:
+        rep_flags = head = ""
     body = f"""
 c = regs[{RCX}] & {am:#x}
 if c:
 {_indent(direction)}
 {_indent(chr(10).join(loads))}
+{_indent(head)}
     try:
         while c:
 {_indent(loop, 3)}
     finally:
-{_indent(chr(10).join([*stores, _reg_store(RCX, "c", a)]), 2)}
-{_indent(flags)}
+{_indent(chr(10).join([*stores, _reg_store(RCX, "c", a), rep_flags]), 2)}
 {b.next}
 """
     return b.compile(body)
