@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyvmm.errors import GuestMemoryError
@@ -61,6 +62,11 @@ class GuestMemory:
     def __init__(self) -> None:
         self.regions: list[MemoryRegion] = []
         self._backings: list[mmap.mmap] = []
+        # Called as observer(gpa, length) after every write made through this
+        # object (devices, hypercalls, loaders): an engine that caches decoded
+        # guest code uses it to drop what such a write made stale.  Engines'
+        # own CPU writes do not come through here.
+        self.write_observers: list[Callable[[int, int], None]] = []
 
     # -- layout -------------------------------------------------------------
     def add_region(self, name: str, gpa: int, size: int, backing: mmap.mmap | None = None,
@@ -113,12 +119,16 @@ class GuestMemory:
             return
         start = region.offset + gpa - region.gpa
         region.backing[start:start + len(data)] = data
+        for observer in self.write_observers:
+            observer(gpa, len(data))
 
     def load_rom_bytes(self, gpa: int, data: bytes) -> None:
         """A loader's write, allowed into ROM as well as RAM."""
         region = self._locate(gpa, len(data))
         start = region.offset + gpa - region.gpa
         region.backing[start:start + len(data)] = data
+        for observer in self.write_observers:
+            observer(gpa, len(data))
 
     def read_int(self, gpa: int, size: int) -> int:
         return int.from_bytes(self.read(gpa, size), "little")

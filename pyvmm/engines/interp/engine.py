@@ -47,6 +47,10 @@ class TripleFault(Exception):
         self.message = message
 
 
+def _pages(gpa: int, length: int) -> range:
+    return range(gpa >> 12, ((gpa + max(length, 1) - 1) >> 12) + 1)
+
+
 def _copy_seg(seg: SegmentState) -> SegmentState:
     return SegmentState(**vars(seg))
 
@@ -62,6 +66,7 @@ class InterpreterEngine(Engine):
         self.cpu = Cpu(board.memory, board.ports, board.mmio, board.stats, cpu_model)
         self.cpu.clock = board.clock
         self.decoder = DecodeCache(self.cpu, board.stats)
+        board.memory.write_observers.append(self._memory_written)
         self.ns_per_instruction = 1
         self.intercept_exceptions: set[int] = set()
         self.max_instructions: int | None = None
@@ -77,6 +82,17 @@ class InterpreterEngine(Engine):
     def close(self) -> None:
         if getattr(self.board, "cpu_access", None) is self.cpu_access:
             self.board.cpu_access = None
+        observers = self.board.memory.write_observers
+        if self._memory_written in observers:
+            observers.remove(self._memory_written)
+
+    def _memory_written(self, gpa: int, length: int) -> None:
+        """A device, hypercall or loader wrote guest memory: drop code decoded from it."""
+        code_pages = self.cpu.code_pages
+        if code_pages:
+            for ppn in _pages(gpa, length):
+                if ppn in code_pages:
+                    self.cpu.invalidate_code_page(ppn)
 
     # -- state ---------------------------------------------------------------
     def set_state(self, state: CpuState) -> None:

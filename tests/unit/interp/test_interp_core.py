@@ -170,6 +170,23 @@ def test_self_modifying_code_is_redecoded() -> None:
     assert board.stats.get("decode", "invalidate") >= 1
 
 
+def test_device_write_to_code_page_is_seen() -> None:
+    """Memory written by something other than the CPU (a device, a hypercall)
+    must not leave stale decoded code behind (GuestMemory.write_observers)."""
+    board, engine = machine()
+    board.memory.write(0x1000, assemble("mov al, 0x11\nhlt", 0x1000, 16))
+    state = CpuState()
+    state.rip = 0x1000
+    engine.set_state(state)
+    assert engine.run(timeout=5).kind is StopKind.HALTED
+    assert engine.get_state().gprs[0] & 0xFF == 0x11
+    board.memory.write(0x1001, b"\x42")  # "DMA": patch the immediate
+    engine.cpu.rip = 0x1000  # resume without set_state, which would drop the cache anyway
+    engine.cpu.halted = False
+    assert engine.run(timeout=5).kind is StopKind.HALTED
+    assert engine.cpu.regs[0] & 0xFF == 0x42
+
+
 class _AlwaysPending:
     def interrupt_pending(self) -> bool:
         return True
