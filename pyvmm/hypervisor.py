@@ -32,11 +32,12 @@ import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from pyvmm.board.pc import MIB
-from pyvmm.engines.base import StopKind, StopReason
+from pyvmm.engines.base import Engine, StopKind, StopReason
 from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES
 from pyvmm.errors import ConfigError
 from pyvmm.machine.clock import ClockSource
@@ -238,6 +239,7 @@ class Hypervisor:
         self.host_timer = HostTimerService()
         self.vms: list[HostedVm] = []
         self._stopping: StopReason | None = None
+        self._scheduler_wakeup = threading.Event()  # a time-sliced VM has a host event
         self._closed = False
 
     # -- building ---------------------------------------------------------------
@@ -349,14 +351,40 @@ class Hypervisor:
         self._finish(hosted, reason)
 
     def _schedule(self, sliced: list[HostedVm]) -> None:
-        """Round-robin: each live VM runs for one slice of host time per turn."""
+        """Round-robin: each live VM runs for one slice of host time per turn.
+
+        A VM whose guest is idle (halted until a timer that lies ahead of host
+        time) gives its slice back at once; when every VM is idle the scheduler
+        sleeps until the earliest of their timers, or until one is woken.
+        """
         live = list(sliced)
+        for hosted in live:
+            engine = hosted.vm.engine
+            if hasattr(engine, "yield_when_idle"):
+                engine.yield_when_idle = True
+                hosted.board.events.wake = partial(self._wake_sliced, engine)
         while live:
+            idle_until: list[float] = []
+            all_idle = True
             for hosted in list(live):
                 reason = self._turn(hosted)
                 if reason is not None:
                     live.remove(hosted)
                     self._finish(hosted, reason)
+                    continue
+                until = getattr(hosted.vm.engine, "idle_until", None)
+                if until is None:
+                    all_idle = False  # someone is busy: no sleeping this round
+                else:
+                    idle_until.append(until)
+            if live and all_idle and idle_until:
+                self._scheduler_wakeup.wait(max(0.0, min(idle_until) - time.monotonic()))
+                self._scheduler_wakeup.clear()
+
+    def _wake_sliced(self, engine: Engine) -> None:
+        """A host event for a time-sliced VM: wake it and the scheduler."""
+        engine.wake()
+        self._scheduler_wakeup.set()
 
     def _turn(self, hosted: HostedVm) -> StopReason | None:
         """One slice of `hosted`; a StopReason when it has stopped for good."""
@@ -376,6 +404,8 @@ class Hypervisor:
         finally:
             if stats.wall_seconds == counted:  # the engine does not count its own time
                 stats.wall_seconds += time.monotonic() - began
+        if reason.kind is StopKind.PAUSED and getattr(hosted.vm.engine, "idle_until", None):
+            return None  # idle: the slice is given back early
         if reason.kind is StopKind.TIMEOUT:
             remaining = self._remaining(hosted)
             if remaining is None or remaining > 0:

@@ -15,6 +15,7 @@ instruction's address as the return address (SDM Vol. 3B §17.3.1.4).
 
 from __future__ import annotations
 
+import threading
 import time
 
 from pyvmm.cpu.state import CR0_PE, FLAG_IF, FLAG_TF, CpuState, SegmentState, TableRegister
@@ -70,6 +71,14 @@ class InterpreterEngine(Engine):
         self.ns_per_instruction = 1
         self.intercept_exceptions: set[int] = set()
         self.max_instructions: int | None = None
+        # Idle pacing (see _halt_wait): guest time never outruns host time while
+        # the guest sleeps.  A time-slicing scheduler sets yield_when_idle and
+        # gets PAUSED + idle_until back instead of a sleep inside run().
+        self.pace_idle = True
+        self.yield_when_idle = False
+        self.idle_until: float | None = None
+        self._wakeup = threading.Event()
+        self._host_anchor_ns: int | None = None
         self.instructions = 0
         self._pause = False
         self._step_completed = True
@@ -135,7 +144,7 @@ class InterpreterEngine(Engine):
             fpu_image=cpu.fpu_image)
 
     def wake(self) -> None:
-        pass
+        self._wakeup.set()
 
     def request_pause(self) -> None:
         self._pause = True
@@ -293,6 +302,9 @@ class InterpreterEngine(Engine):
         stats = board.stats
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
+        if self._host_anchor_ns is None:  # guest time 0 = the first run's start
+            self._host_anchor_ns = time.monotonic_ns() - clock.now_ns()
+        self.idle_until = None
         pic = board.interrupt_controller
         base_instructions = self.instructions
         base_misses = self.decoder.misses
@@ -361,10 +373,28 @@ class InterpreterEngine(Engine):
         if not cpu.flags & FLAG_IF:
             return StopReason(StopKind.HALTED, f"HLT at {cpu.seg_sel[CS]:04x}:{cpu.rip:x} "
                                                "with interrupts disabled")
-        next_deadline = board.clock.next_deadline()
+        clock = board.clock
+        next_deadline = clock.next_deadline()
+        if next_deadline is not None and self.pace_idle:
+            # Guest time runs at one nanosecond per instruction, slower than the
+            # host's; an idle guest catches up, but never runs ahead of host
+            # time (QEMU's icount "sleep=on"): a sleeping guest sleeps, and
+            # its timers fire at host speed instead of as fast as Python can.
+            ahead_ns = next_deadline - (time.monotonic_ns() - self._host_anchor_ns)
+            if ahead_ns > 0:
+                if self.yield_when_idle:
+                    self.idle_until = time.monotonic() + ahead_ns / 1e9
+                    return StopReason(StopKind.PAUSED, "idle until the next guest timer")
+                if self._idle_wait(ahead_ns / 1e9, deadline):
+                    # A host event (input) or a stop came first: guest time
+                    # moves only as far as host time has.
+                    clock.advance_to(time.monotonic_ns() - self._host_anchor_ns)
+                    clock.run_due()
+                    board.events.drain()
+                    return None
         if next_deadline is not None:
-            board.clock.advance_to(next_deadline)
-            board.clock.run_due()
+            clock.advance_to(next_deadline)
+            clock.run_due()
             board.events.drain()
             return None
         # Nothing will ever fire on the guest clock: wait for host events (input).
@@ -373,6 +403,19 @@ class InterpreterEngine(Engine):
                 return None
             if deadline is not None and time.monotonic() >= deadline:
                 return None
-            time.sleep(0.005)
+            self._idle_wait(None, deadline)
         board.events.drain()
         return None
+
+    def _idle_wait(self, seconds: float | None, deadline: float | None) -> bool:
+        """Sleep until `seconds` pass, the run deadline, or a wake(); True if woken."""
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            seconds = left if seconds is None else min(seconds, left)
+        if seconds is not None and seconds <= 0:
+            return False
+        woken = self._wakeup.wait(seconds)
+        self._wakeup.clear()
+        board = self.board
+        return woken or board.events.pending() or board.stop_request is not None \
+            or self._pause or (deadline is not None and time.monotonic() >= deadline)
