@@ -234,9 +234,12 @@ class InterpreterEngine(Engine):
                     if handler is None:
                         handler = decode()
                     handler()
-            except EndBatch:
-                pass
+            except EndBatch as signal:
+                # Signal instances are reused: drop the traceback each raise
+                # appends to, or it keeps every old frame alive.
+                signal.__traceback__ = None
             except SoftwareInterrupt as interrupt:
+                interrupt.__traceback__ = None
                 self._step_completed = False
                 self._software_interrupt(interrupt)
             except CpuFault as fault:

@@ -35,9 +35,13 @@ class CaptureInsn(Insn):
 
     def compile(self, body: str) -> Handler:
         source = body.strip("\n")
+        before = len(self._consts)
         if self._uses_ea:
             source = f"ea = {self.ea()}\n{source}"
         consts = tuple(self._consts)
+        # Insn.compile appends the same ea constants again: keep the interpreter's
+        # factory-cache key (body, number of constants) identical to its own.
+        del self._consts[before:]
         handler = super().compile(body)
         self.captured = Captured(source, consts, handler)
         return handler

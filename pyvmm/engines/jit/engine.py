@@ -18,15 +18,49 @@ models, an instruction without a builder, a fetch fault) also single-steps.
 
 from __future__ import annotations
 
-from pyvmm.cpu.state import FLAG_TF
-from pyvmm.engines.base import StopKind, StopReason
+from pyvmm.cpu.state import FLAG_TF, CpuState
+from pyvmm.engines.base import StopReason
 from pyvmm.engines.interp.cpu import CS
-from pyvmm.engines.interp.engine import InterpreterEngine, TripleFault
+from pyvmm.engines.interp.engine import InterpreterEngine
 from pyvmm.engines.interp.faults import CpuFault
-from pyvmm.engines.interp.signals import EndBatch, SoftwareInterrupt
+from pyvmm.engines.interp.signals import EndBatch
 from pyvmm.engines.jit.translate import Block, BlockExit, BlockState, Translator
 
 _NO_BLOCK = (None, 0)  # cache entry for code the translator leaves to the interpreter
+
+
+class _Record:
+    """A translated block's cache entry and the (virtual, physical) pages it came from."""
+
+    __slots__ = ("entry", "mapping", "alive")
+
+    def __init__(self, entry: tuple, mapping: frozenset[tuple[int, int]]) -> None:
+        self.entry = entry
+        self.mapping = mapping
+        self.alive = True  # False once a write to one of its frames dropped it
+
+
+class _Context:
+    """Blocks of one code context (CS base, CS limit, code size, CPL).
+
+    `live` is what the run loop looks up (offset -> entry).  When the address
+    space changes, live blocks are *parked* by offset; a later miss at that
+    offset takes one back if its virtual pages still map the same frames
+    (the frames' bytes are guarded by the write invalidation), so processes
+    that share virtual addresses keep their translations across CR3 switches.
+    """
+
+    def __init__(self) -> None:
+        self.live: dict[int, tuple] = {}
+        self.records: dict[int, _Record] = {}
+        self.parked: dict[int, list[_Record]] = {}
+
+    def park(self) -> None:
+        for rip, record in self.records.items():
+            if record.alive:
+                self.parked.setdefault(rip, []).append(record)
+        self.records.clear()
+        self.live.clear()
 
 
 class JitEngine(InterpreterEngine):
@@ -40,14 +74,16 @@ class JitEngine(InterpreterEngine):
         self.block_state = BlockState()
         self.smc = [False]
         self.translator = Translator(cpu, self.decoder.fetch, self.block_state, self.smc)
-        self.contexts: dict[tuple[int, int, int, int], dict[int, tuple]] = {}
-        self.blocks: dict[int, tuple] = {}
+        self.contexts: dict[tuple[int, int, int, int], _Context] = {}
+        self.context = _Context()
+        self.blocks: dict[int, tuple] = self.context.live
         self.keep_source = False  # tests: remember each block's generated source
         self.sources: dict[int, str] = {}
         self.translated = 0
         self.invalidations = 0
         self.executions = 0
         self.fallback_steps = 0
+        self.unparked = 0
         # Chain onto the interpreter's hooks (its decode cache installed them).
         inner_context, inner_flush = cpu.on_context_change, cpu.on_address_space_change
 
@@ -67,126 +103,180 @@ class JitEngine(InterpreterEngine):
     def _select_context(self) -> None:
         cpu = self.cpu
         key = (cpu.seg_base[CS], cpu.seg_hi[CS], cpu.code_bits, cpu.cpl)
-        blocks = self.contexts.get(key)
-        if blocks is None:
-            blocks = self.contexts[key] = {}
-        self.blocks = blocks
+        context = self.contexts.get(key)
+        if context is None:
+            context = self.contexts[key] = _Context()
+        self.context = context
+        self.blocks = context.live
 
     def _flush(self) -> None:
-        """The address space changed: every translation goes (the code pages were cleared)."""
-        dropped = sum(len(blocks) for blocks in self.contexts.values())
-        self.invalidations += dropped
-        for blocks in self.contexts.values():
-            blocks.clear()
+        """The address space changed: park every block until its pages are seen mapped again."""
+        for context in self.contexts.values():
+            context.park()
+
+    def _reset(self) -> None:
+        """Forget every translation (memory may have changed behind the CPU's back)."""
+        self.invalidations += sum(len(c.live) + sum(map(len, c.parked.values()))
+                                  for c in self.contexts.values())
+        self.contexts.clear()
+        self._select_context()
+
+    def set_state(self, state: CpuState) -> None:
+        super().set_state(state)
+        self._reset()  # the interpreter forgot its code pages: so do we
+
+    def _unpark(self, rip: int) -> tuple | None:
+        """A parked block for CS:rip whose virtual pages still map the same frames."""
+        records = self.context.parked.get(rip)
+        if not records:
+            return None
+        cpu = self.cpu
+        for record in records:
+            if not record.alive:
+                continue
+            try:
+                same = all(cpu.fetch_physical_page(vpn << 12) == ppn
+                           for vpn, ppn in record.mapping)
+            except CpuFault:
+                same = False
+            if same:
+                records.remove(record)
+                self.context.live[rip] = record.entry
+                self.context.records[rip] = record
+                self.unparked += 1
+                return record.entry
+        return None
 
     def _translate(self) -> tuple:
         cpu = self.cpu
         if cpu.legacy:
             return _NO_BLOCK  # 8086/80286 decoding quirks live in the interpreter's decoder
+        rip = cpu.rip
+        entry = self._unpark(rip)
+        if entry is not None:
+            return entry
         block = self.translator.translate()
         if block is None:
             return _NO_BLOCK  # fetch fault: let the interpreter raise it
-        entry = (block.fn, block.length) if block.fn is not None else _NO_BLOCK
-        blocks = self.blocks
-        rip = cpu.rip
-        blocks[rip] = entry
+        entry = (block.fn, block.length) if block.fn is not None else (None, 0)
+        context = self.context
+        record = _Record(entry, block.pages)
+        context.live[rip] = entry
+        context.records[rip] = record
         if block.fn is not None:
             self.translated += 1
             if self.keep_source:
                 self.sources[rip] = block.source
 
-        def drop(blocks: dict[int, tuple] = blocks, rip: int = rip, entry: tuple = entry,
+        def drop(context: _Context = context, rip: int = rip, record: _Record = record,
                  engine: JitEngine = self) -> None:
-            if blocks.get(rip) is entry:
-                del blocks[rip]
+            if record.alive:
+                record.alive = False
                 engine.invalidations += 1
+                if context.live.get(rip) is record.entry:
+                    del context.live[rip]
+                    del context.records[rip]
             engine.smc[0] = True
 
-        for ppn in block.pages:
+        for ppn in {ppn for _, ppn in block.pages}:
             cpu.mark_code_page(ppn, drop)
         return entry
 
     # -- running -------------------------------------------------------------
     def _run_batch(self, budget: int) -> StopReason | None:
-        """Run up to `budget` instructions, a block at a time where the block fits."""
+        """Run up to `budget` instructions, a block at a time where the block fits.
+
+        EndBatch ends the batch after the instruction that raised it, as in the
+        interpreter.  Any other exception out of a block (a fault, INT n, ...) is
+        handed to the interpreter's own one-instruction path (`_replay`), so its
+        delivery and instruction accounting are exactly the interpreter's.
+        """
         cpu = self.cpu
-        if cpu.flags & FLAG_TF:
-            return super()._run_batch(budget)  # single-stepping guest: one at a time
+        if budget <= 1 or cpu.legacy or cpu.flags & FLAG_TF:
+            return super()._run_batch(budget)
         start = budget
         decode = self.decoder.decode
         translate = self._translate
         state = self.block_state
         smc = self.smc
         smc[0] = False
-        inflight = 0
+        in_block = False
         executions = steps = 0
         try:
-            try:
-                while True:
-                    try:
-                        while budget > 0:
-                            entry = self.blocks.get(cpu.rip)
-                            if entry is None:
-                                entry = translate()
-                            fn, length = entry
-                            if length and length <= budget:
-                                inflight = length
-                                budget -= length
-                                fn()
-                                inflight = 0
-                                executions += 1
-                            else:
-                                budget -= 1
-                                steps += 1
-                                handler = cpu.icache.get(cpu.rip)
-                                if handler is None:
-                                    handler = decode()
-                                handler()
-                        break
-                    except BlockExit:
-                        # Self-modifying code: the rest of the block may be stale.
-                        budget += inflight - (state.done + 1)
-                        inflight = 0
-                        executions += 1
-                        smc[0] = False
-            except EndBatch:
-                budget += inflight - (state.done + 1) if inflight else 0
-            except SoftwareInterrupt as interrupt:
-                budget += inflight - (state.done + 1) if inflight else 0
-                self._software_interrupt(interrupt)
-            except CpuFault as fault:
-                budget += inflight - (state.done + 1) if inflight else 0
-                inflight = 0
-                if fault.vector in self.intercept_exceptions:
-                    self.instructions += start - budget - 1
-                    return StopReason(StopKind.EXCEPTION, f"{fault} at {self._where()}",
-                                      vector=fault.vector, error_code=fault.error_code)
-                self.deliver_fault(fault)
-        except TripleFault as triple:
+            while True:
+                try:
+                    while budget > 0:
+                        entry = self.blocks.get(cpu.rip)
+                        if entry is None:
+                            entry = translate()
+                        fn, length = entry
+                        if length and length <= budget:
+                            in_block = True
+                            fn()
+                            in_block = False
+                            budget -= length
+                            executions += 1
+                        else:
+                            handler = cpu.icache.get(cpu.rip)
+                            if handler is None:
+                                handler = decode()
+                            handler()
+                            budget -= 1
+                            steps += 1
+                    break
+                except BlockExit:
+                    # Self-modifying code: the rest of the block may be stale.
+                    budget -= state.done + 1
+                    in_block = False
+                    executions += 1
+                    smc[0] = False
+        except EndBatch:  # the instruction completed; the run loop must look around now
+            budget -= state.done + 1 if in_block else 1
+            if in_block:
+                executions += 1
+        except BaseException as exc:  # noqa: BLE001 - replayed through the interpreter
+            if in_block:
+                budget -= state.done
+                executions += 1
             self.instructions += start - budget
-            return StopReason(StopKind.TRIPLE_FAULT, f"{triple.message} at {self._where()}")
-        except CpuFault as fault:  # escaped delivery (e.g. intercept inside INT n)
-            self.instructions += start - budget
-            if fault.vector in self.intercept_exceptions:
-                return StopReason(StopKind.EXCEPTION, f"{fault} at {self._where()}",
-                                  vector=fault.vector, error_code=fault.error_code)
-            return StopReason(StopKind.INTERNAL_ERROR, f"unhandled {fault} at {self._where()}")
+            return self._replay(exc)
         finally:
             self.executions += executions
             self.fallback_steps += steps
         self.instructions += start - budget
         return None
 
+    def _replay(self, exc: BaseException) -> StopReason | None:
+        """Let the interpreter's run-batch handle `exc` as if its handler at CS:RIP raised it."""
+        cpu = self.cpu
+        saved = cpu.icache
+
+        # Shared signal instances (END_BATCH, an INT n's SoftwareInterrupt) are raised
+        # again and again: drop the old traceback so it does not grow with every raise.
+        exc.with_traceback(None)
+
+        def raiser() -> None:
+            raise exc
+
+        temporary = {cpu.rip: raiser}
+        cpu.icache = temporary
+        try:
+            return super()._run_batch(1)
+        finally:
+            if cpu.icache is temporary:  # delivery may have switched the code context
+                cpu.icache = saved
+
     def run(self, timeout: float | None = None) -> StopReason:
-        base = (self.translated, self.executions, self.invalidations, self.fallback_steps)
+        base = (self.translated, self.executions, self.invalidations, self.fallback_steps,
+                self.unparked)
         try:
             return super().run(timeout)
         finally:
             stats = self.board.stats
             for key, now, then in zip(("blocks translated", "block executions",
-                                       "invalidations", "fallback steps"),
+                                       "invalidations", "fallback steps", "unparked"),
                                       (self.translated, self.executions, self.invalidations,
-                                       self.fallback_steps), base):
+                                       self.fallback_steps, self.unparked), base, strict=True):
                 if now - then:
                     stats.count("jit", key, now - then)
 

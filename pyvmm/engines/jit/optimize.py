@@ -18,6 +18,22 @@ pushes RFLAGS) and nothing reads them.
 from __future__ import annotations
 
 import ast
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stmt:
+    """One statement of a block: its text, whether it is quiet, and flag-definition role.
+
+    `definition` is n > 0 on the first statement of an n-statement full flag
+    definition, -1 on its other statements, 0 elsewhere.
+    """
+
+    text: str
+    quiet: bool
+    definition: int = 0
+
 
 STATUS_CLEAR = ~0x8D5  # RFLAGS with CF PF AF ZF SF OF cleared
 _FULL_LAZY = frozenset({"LF_ADD", "LF_SUB", "LF_LOGIC"})
@@ -97,34 +113,92 @@ def full_definition(stmts: list[ast.stmt], i: int) -> int:
     return 0
 
 
-def drop_dead_flags(stmts: list[ast.stmt]) -> tuple[list[ast.stmt], int]:
-    """Remove flag definitions overwritten before any use; returns (stmts, how many)."""
-    # Forward pass: mark definitions, then walk backwards with liveness.
-    starts: dict[int, int] = {}
+def classify(stmts: list[ast.stmt]) -> list[Stmt]:
+    """Statement texts with their quietness and flag-definition groups marked."""
+    out: list[Stmt] = []
     i = 0
     while i < len(stmts):
         n = full_definition(stmts, i)
         if n:
-            starts[i] = n
+            out.extend(Stmt(ast.unparse(stmts[i + k]), False, n if k == 0 else -1)
+                       for k in range(n))
             i += n
-        else:
-            i += 1
+            continue
+        out.append(Stmt(ast.unparse(stmts[i]), quiet(stmts[i]), 0))
+        i += 1
+    return out
+
+
+def drop_dead_flags(stmts: list[Stmt]) -> tuple[list[Stmt], int]:
+    """Remove flag definitions overwritten before any use; returns (stmts, how many)."""
     keep = [True] * len(stmts)
     dead_ahead = False  # a full definition follows with only quiet statements before it
     removed = 0
-    i = len(stmts) - 1
-    owner = {j: s for s, n in starts.items() for j in range(s, s + n)}
-    while i >= 0:
-        start = owner.get(i)
-        if start is not None:
+    for i in range(len(stmts) - 1, -1, -1):
+        stmt = stmts[i]
+        if stmt.definition > 0:
             if dead_ahead:
-                for j in range(start, start + starts[start]):
+                for j in range(i, i + stmt.definition):
                     keep[j] = False
                 removed += 1
             dead_ahead = True
-            i = start - 1
-            continue
-        if not quiet(stmts[i]):
+        elif stmt.definition == 0 and not stmt.quiet:
             dead_ahead = False
-        i -= 1
-    return [s for s, k in zip(stmts, keep) if k], removed
+    return [s for s, k in zip(stmts, keep, strict=True) if k], removed
+
+
+# -- condition codes straight from the previous instruction's lazy result ---------------
+#
+# A Jcc right after CMP/TEST/ADD/... in the same block reads the flags that instruction
+# just recorded in lf_*; its locals (a, v, r) still hold them, so the condition can be
+# computed from them directly (SDM Vol. 1 Appendix B, Table B-1) instead of through
+# CONDITIONS[cc](cpu).  {M} is the operand-size mask, {S} its sign bit.
+_LAZY_TAIL = re.compile(r"cpu\.lf_(op|a|b|r|size) = (\w+)\Z")
+_BY_RESULT = {  # conditions that need only the result r
+    "LF_SUB": {3: "{r} < 0", 4: "{r} >= 0", 5: "not {r} & {M}", 6: "{r} & {M}",
+               7: "{r} < 0 or not {r} & {M}", 8: "{r} >= 0 and {r} & {M}",
+               9: "{r} & {S}", 10: "not {r} & {S}"},
+    "LF_ADD": {3: "{r} > {M}", 4: "{r} <= {M}", 5: "not {r} & {M}", 6: "{r} & {M}",
+               9: "{r} & {S}", 10: "not {r} & {S}"},
+    "LF_LOGIC": {3: "False", 4: "True", 5: "not {r}", 6: "{r}", 7: "not {r}", 8: "{r}",
+                 9: "{r} & {S}", 10: "not {r} & {S}", 13: "{r} & {S}", 14: "not {r} & {S}",
+                 15: "not {r} or {r} & {S}", 16: "{r} and not {r} & {S}"},
+    "LF_INC": {5: "not {r}", 6: "{r}", 9: "{r} & {S}", 10: "not {r} & {S}"},
+    "LF_DEC": {5: "not {r}", 6: "{r}", 9: "{r} & {S}", 10: "not {r} & {S}"},
+}
+# Signed comparisons after an exact subtraction r = a - v (CMP, SUB; not SBB).
+_SIGNED_SUB = {13: "({a} ^ {S}) - ({v} ^ {S}) < 0", 14: "({a} ^ {S}) - ({v} ^ {S}) >= 0",
+               15: "({a} ^ {S}) - ({v} ^ {S}) <= 0", 16: "({a} ^ {S}) - ({v} ^ {S}) > 0"}
+_CONDITION_CALL = re.compile(r"\Aif CONDITIONS\[(\d+)\]\(cpu\):")
+
+
+def lazy_result(stmts: list[Stmt]) -> dict[str, str] | None:
+    """The lf_* assignments ending `stmts` (op, a, b, r, size -> source names), if any."""
+    if len(stmts) < 5:
+        return None
+    out: dict[str, str] = {}
+    for stmt, field in zip(stmts[-5:], ("op", "a", "b", "r", "size"), strict=True):
+        match = _LAZY_TAIL.match(stmt.text)
+        if match is None or match.group(1) != field:
+            return None
+        out[field] = match.group(2)
+    if not out["size"].isdigit() or int(out["size"]) not in (1, 2, 4, 8):
+        return None
+    return out
+
+
+def specialise_condition(text: str, lazy: dict[str, str], exact_sub: bool) -> str:
+    """`text` (a Jcc's `if CONDITIONS[cc](cpu):`) with the condition computed inline."""
+    match = _CONDITION_CALL.match(text)
+    if match is None:
+        return text
+    cc = int(match.group(1))
+    template = _BY_RESULT.get(lazy["op"], {}).get(cc)
+    if template is None and exact_sub and lazy["op"] == "LF_SUB":
+        template = _SIGNED_SUB.get(cc)
+    if template is None:
+        return text
+    size = int(lazy["size"])
+    expr = template.format(r=lazy["r"], a=lazy["a"], v=lazy["b"],
+                           M=hex((1 << (8 * size)) - 1), S=hex(1 << (8 * size - 1)))
+    return f"if {expr}:" + text[match.end():]

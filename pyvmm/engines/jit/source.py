@@ -7,7 +7,10 @@ become literals and other objects become uniquely named parameters; the
 trailing `cpu.rip = <next>` of an instruction followed by another one can be
 dropped, because the block's exception handler puts RIP back at the faulting
 instruction (SDM Vol. 3A §6.5: a fault's saved RIP points at the faulting
-instruction).  This module only analyses and rewrites the Python AST.
+instruction).
+
+The analysis (Python AST) is done once per distinct body text and cached;
+each instance then only substitutes its constants into statement texts.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import ast
 import re
 from dataclasses import dataclass, field
 
+from pyvmm.engines.jit.optimize import Stmt, classify
+
 _CONST = re.compile(r"k(\d+)\Z")
+_CONST_REF = re.compile(r"(?<![\w.])k(\d+)\b")
 # Calls known not to write guest memory or read cpu.rip.
 _PURE_CPU_METHODS = frozenset({"read", "pop", "get_flags", "get_cf", "read_lin", "set_lazy",
                                "set_arith", "update_flags"})
@@ -29,29 +35,21 @@ RESERVED_PREFIX = "_j"
 class Body:
     """An instruction body ready to paste: statements plus what the block must know."""
 
-    statements: list[ast.stmt]
+    statements: list[Stmt]
     params: dict[str, object] = field(default_factory=dict)  # extra closure parameters
     elided_next: bool = False  # the trailing `cpu.rip = next` was removed
     needs_rip: bool = False  # reads cpu.rip, or calls code that might
     may_write: bool = False  # may write guest memory (self-modifying-code check after it)
 
 
-class _Renamer(ast.NodeTransformer):
-    def __init__(self, consts: tuple[object, ...], tag: str) -> None:
-        self.consts = consts
-        self.tag = tag
-        self.params: dict[str, object] = {}
+@dataclass(frozen=True)
+class _Shape:
+    """What one body text is, independent of its constants."""
 
-    def visit_Name(self, node: ast.Name) -> ast.AST:  # noqa: N802 - ast API
-        match = _CONST.match(node.id)
-        if match is None or not isinstance(node.ctx, ast.Load):
-            return node
-        value = self.consts[int(match.group(1))]
-        if type(value) is int and value >= 0 or type(value) is bool:
-            return ast.copy_location(ast.Constant(value), node)
-        name = f"{RESERVED_PREFIX}p{self.tag}_{match.group(1)}"
-        self.params[name] = value
-        return ast.copy_location(ast.Name(name, ast.Load()), node)
+    statements: tuple[Stmt, ...]
+    tail_const: int | None  # N when the last statement is `cpu.rip = kN`
+    needs_rip: bool
+    may_write: bool
 
 
 def _is_cpu_attr(node: ast.AST, attr: str) -> bool:
@@ -72,9 +70,10 @@ def _pure_call(call: ast.Call) -> bool:
     return False
 
 
-def prepare(body: str, consts: tuple[object, ...], tag: str, next_ip: int,
-            last: bool) -> Body | None:
-    """Analyse and rewrite one body; None if it cannot be inlined (then call its handler)."""
+_SHAPES: dict[tuple[str, int], _Shape | None] = {}
+
+
+def _analyse(body: str, nconsts: int) -> _Shape | None:
     try:
         tree = ast.parse(body)
     except SyntaxError:
@@ -82,30 +81,69 @@ def prepare(body: str, consts: tuple[object, ...], tag: str, next_ip: int,
     needs_rip = may_write = False
     for node in ast.walk(tree):
         if isinstance(node, (ast.Return, ast.FunctionDef, ast.Lambda, ast.ClassDef,
-                             ast.AsyncFunctionDef, ast.Global, ast.Nonlocal, ast.Yield)):
-            return None  # `return` would leave the whole block; nested scopes: keep it simple
-        if isinstance(node, ast.Name) and node.id.startswith(RESERVED_PREFIX):
-            return None
-        if isinstance(node, ast.Name) and _CONST.match(node.id) and \
-                int(node.id[1:]) >= len(consts):
-            return None
+                             ast.AsyncFunctionDef, ast.Global, ast.Nonlocal, ast.Yield,
+                             ast.JoinedStr, ast.Constant)) and \
+                not (isinstance(node, ast.Constant) and not isinstance(node.value, str)):
+            return None  # `return` would leave the whole block; strings could hide k-names
+        if isinstance(node, ast.Name):
+            if node.id.startswith(RESERVED_PREFIX):
+                return None
+            match = _CONST.match(node.id)
+            if match and int(match.group(1)) >= nconsts:
+                return None
         if _is_cpu_attr(node, "rip") and isinstance(node.ctx, ast.Load):  # type: ignore
             needs_rip = True
         if isinstance(node, ast.Call) and not _pure_call(node):
             may_write = True
             if any(isinstance(arg, ast.Name) and arg.id == "cpu" for arg in node.args):
                 needs_rip = True  # hands the CPU to code we have not looked at
-    renamer = _Renamer(consts, tag)
-    tree = renamer.visit(tree)
-    statements = tree.body
-    elided = False
-    if not last and statements:
-        tail = statements[-1]
+    body_stmts = tree.body
+    statements = classify(body_stmts)
+    tail_const = None
+    if body_stmts:
+        tail = body_stmts[-1]
         if isinstance(tail, ast.Assign) and len(tail.targets) == 1 and \
-                _is_cpu_attr(tail.targets[0], "rip") and \
-                isinstance(tail.value, ast.Constant) and tail.value.value == next_ip:
-            statements = statements[:-1]
-            elided = True
+                _is_cpu_attr(tail.targets[0], "rip") and isinstance(tail.value, ast.Name):
+            match = _CONST.match(tail.value.id)
+            if match:
+                tail_const = int(match.group(1))
+    return _Shape(tuple(statements), tail_const, needs_rip, may_write)
+
+
+def prepare(body: str, consts: tuple[object, ...], tag: str, next_ip: int,
+            last: bool) -> Body | None:
+    """Analyse and rewrite one body; None if it cannot be inlined (then call its handler).
+
+    `next_ip` is where the block continues after this instruction (the next
+    instruction, or a direct jump's target): a trailing `cpu.rip = next_ip` of a
+    non-last instruction is dropped.
+    """
+    key = (body, len(consts))
+    if key in _SHAPES:
+        shape = _SHAPES[key]
+    else:
+        shape = _SHAPES[key] = _analyse(body, len(consts))
+    if shape is None:
+        return None
+    params: dict[str, object] = {}
+    names: list[str] = []
+    for index, value in enumerate(consts):
+        if (type(value) is int and value >= 0) or type(value) is bool:
+            names.append(repr(value))
+        else:
+            name = f"{RESERVED_PREFIX}p{tag}_{index}"
+            params[name] = value
+            names.append(name)
+
+    def substitute(match: re.Match[str]) -> str:
+        return names[int(match.group(1))]
+
+    statements = [Stmt(_CONST_REF.sub(substitute, s.text), s.quiet, s.definition)
+                  for s in shape.statements]
+    elided = False
+    if not last and shape.tail_const is not None and consts[shape.tail_const] == next_ip:
+        statements.pop()
+        elided = True
     if not statements:
-        statements = [ast.Pass()]
-    return Body(statements, renamer.params, elided, needs_rip, may_write)
+        statements = [Stmt("pass", True, 0)]
+    return Body(statements, params, elided, shape.needs_rip, shape.may_write)

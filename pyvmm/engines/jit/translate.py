@@ -1,11 +1,12 @@
 """Translating a guest basic block into one compiled Python function.
 
-A block is straight-line code from CS:RIP: instructions are decoded with
-iced-x86 and built with the interpreter's own semantic builders (through
-`CaptureInsn`), until and including the first instruction that is not plain
-data processing (a control transfer, anything touching segment, control or
-debug registers, flags IF/TF, ports, interrupts, HLT, system instructions), or
-until `MAX_BLOCK` instructions or the end of the first instruction's linear page.
+A block is straight-line code from CS:RIP (following direct near JMP and
+CALL, like a trace): instructions are decoded with iced-x86 and built with
+the interpreter's own semantic builders (through `CaptureInsn`), until and
+including the first instruction that is not plain data processing (any other
+control transfer, anything touching segment, control or debug registers,
+flags IF/TF, ports, interrupts, HLT, system instructions), or until
+`MAX_BLOCK` instructions or the end of the first instruction's linear page.
 Only the *last* instruction of a block may therefore change the code context
 (CS, mode, paging) the rest was decoded under.
 
@@ -23,7 +24,6 @@ The generated function keeps the interpreter's guarantees:
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +36,12 @@ from pyvmm.engines.interp.cpu import Cpu
 from pyvmm.engines.interp.faults import CpuFault
 from pyvmm.engines.interp.signals import EndBatch, SoftwareInterrupt
 from pyvmm.engines.jit.capture import CaptureInsn
+from pyvmm.engines.jit.optimize import (
+    Stmt,
+    drop_dead_flags,
+    lazy_result,
+    specialise_condition,
+)
 from pyvmm.engines.jit.source import Body, prepare
 
 MAX_BLOCK = 64  # instructions per block at most
@@ -67,6 +73,11 @@ CONTINUES: frozenset[int] = frozenset({
 })
 
 
+JCC: frozenset[int] = frozenset({
+    _M.JO, _M.JNO, _M.JB, _M.JAE, _M.JE, _M.JNE, _M.JBE, _M.JA, _M.JS, _M.JNS, _M.JP,
+    _M.JNP, _M.JL, _M.JGE, _M.JLE, _M.JG})
+
+
 class BlockExit(Exception):  # noqa: N818 - a signal, not an error
     """A block stopped early after an instruction that invalidated translated code."""
 
@@ -81,7 +92,7 @@ class Block:
     fn: Handler | None  # None: the first instruction cannot be translated
     length: int
     ips: tuple[int, ...]
-    pages: frozenset[int]  # physical page numbers holding its bytes
+    pages: frozenset[tuple[int, int]]  # (virtual, physical) page numbers of its bytes
     source: str = ""
 
 
@@ -94,6 +105,18 @@ class BlockState:
 _GLOBALS: dict[str, object] = dict(HANDLER_GLOBALS)
 _GLOBALS.update({"EndBatch": EndBatch, "SoftwareInterrupt": SoftwareInterrupt,
                  "BlockExit": BlockExit})
+
+
+_DIRECT = frozenset({OpKind.NEAR_BRANCH16, OpKind.NEAR_BRANCH32, OpKind.NEAR_BRANCH64})
+
+
+def direct_target(b: CaptureInsn) -> int | None:
+    """Target of a near direct JMP/CALL, which a block follows (as a trace does)."""
+    ins = b.ins
+    if ins.mnemonic in (Mnemonic.JMP, Mnemonic.CALL) and ins.op_count == 1 and \
+            ins.op_kind(0) in _DIRECT:
+        return ins.near_branch_target & b.ip_mask
+    return None
 
 
 def continues(b: CaptureInsn) -> bool:
@@ -123,6 +146,7 @@ class Translator:
         self.fetch = fetch  # the interpreter decode cache's fetch(rip) -> (bytes, linear)
         self.state = state
         self.smc = smc
+        self.optimize = True  # drop dead flag writes (optimize.py)
         semantics.load_groups()
 
     def _decode(self, rip: int) -> _Item | None:
@@ -162,7 +186,12 @@ class Translator:
                 break
             items.append(item)
             rip = item.b.next_ip
-            if not continues(item.b):
+            target = direct_target(item.b)
+            if target is not None:
+                if any(it.b.ip == target for it in items):
+                    break  # a loop: one copy per block
+                rip = target
+            elif not continues(item.b):
                 break
         pages = self._pages(items) if items else self._pages_at(cpu.rip)
         if not items:
@@ -171,62 +200,76 @@ class Translator:
         return Block(fn, len(items), tuple(it.b.ip for it in items), pages, source)
 
     # ------------------------------------------------------------------
-    def _pages_at(self, rip: int) -> frozenset[int]:
+    def _pages_at(self, rip: int) -> frozenset[tuple[int, int]]:
         cpu = self.cpu
         try:
             _, lin = self.fetch(rip)
-            return frozenset({cpu.fetch_physical_page(lin)})
+            return frozenset({(lin >> 12, cpu.fetch_physical_page(lin))})
         except CpuFault:
             return frozenset()
 
-    def _pages(self, items: list[_Item]) -> frozenset[int]:
+    def _pages(self, items: list[_Item]) -> frozenset[tuple[int, int]]:
         cpu = self.cpu
         pages = set()
         for item in items:
-            pages.add(cpu.fetch_physical_page(item.lin))
+            pages.add((item.lin >> 12, cpu.fetch_physical_page(item.lin)))
             last = (item.lin + item.b.length - 1) & cpu.lin_mask
             if last >> 12 != item.lin >> 12:
                 try:
-                    pages.add(cpu.fetch_physical_page(last))
+                    pages.add((last >> 12, cpu.fetch_physical_page(last)))
                 except CpuFault:
                     pass
         return frozenset(pages)
 
     def _compile(self, items: list[_Item]) -> tuple[Handler, str]:
         params: dict[str, object] = {}
-        lines: list[str] = []
+        stmts: list[Stmt] = []
+
+        def emit(text: str) -> None:
+            stmts.append(Stmt(text, False))
+
         rip_exact = True
         last_index = len(items) - 1
+        lazy: dict[str, str] | None = None  # the previous instruction's lazy flag result
+        exact_sub = False
         for j, item in enumerate(items):
             b = item.b
             last = j == last_index
             captured = b.source_of(item.handler)
             body: Body | None = None
             if captured is not None:
-                body = prepare(captured.body, captured.consts, str(j), b.next_ip, last)
+                follow = b.next_ip if last else items[j + 1].b.ip
+                body = prepare(captured.body, captured.consts, str(j), follow, last)
             if j:
-                lines.append(f"_jn = {j}")
+                stmts.append(Stmt(f"_jn = {j}", True))
             if body is None:
                 if not rip_exact:
-                    lines.append(f"cpu.rip = {b.ip:#x}")
+                    emit(f"cpu.rip = {b.ip:#x}")
                 name = f"_jh{j}"
                 params[name] = item.handler
-                lines.append(f"{name}()")
+                emit(f"{name}()")
                 rip_exact = True
                 may_write = True
             else:
                 if body.needs_rip and not rip_exact:
-                    lines.append(f"cpu.rip = {b.ip:#x}")
+                    stmts.append(Stmt(f"cpu.rip = {b.ip:#x}", True))
                 params.update(body.params)
-                lines.extend(ast.unparse(stmt) for stmt in body.statements)
+                statements = body.statements
+                if lazy is not None and self.optimize and b.mnemonic in JCC:
+                    first = specialise_condition(statements[0].text, lazy, exact_sub)
+                    statements = [Stmt(first, False), *statements[1:]]
+                stmts.extend(statements)
                 rip_exact = not body.elided_next
                 may_write = body.may_write
+            lazy = lazy_result(body.statements) if body is not None else None
+            exact_sub = b.mnemonic in (Mnemonic.CMP, Mnemonic.SUB)
             if may_write and not last:
-                lines.append("if _jsmc[0]:")
-                lines.append(f"    cpu.rip = {b.next_ip:#x}")
-                lines.append("    raise BlockExit")
+                emit(f"if _jsmc[0]:\n    cpu.rip = {items[j + 1].b.ip:#x}\n    raise BlockExit")
+        if self.optimize:
+            stmts, _ = drop_dead_flags(stmts)
         ips = tuple(it.b.ip for it in items)
-        inner = "\n".join("            " + ln for text in lines for ln in text.splitlines())
+        inner = "\n".join("            " + ln for stmt in stmts
+                          for ln in stmt.text.splitlines())
         names = ["cpu", "regs", "read", "write", "_jit", "_jips", "_jsmc", *params]
         src = (f"def _jmake({', '.join(names)}):\n"
                f"    def block():\n"
