@@ -19,6 +19,7 @@ DOC = REPO / "docs" / "PERFORMANCE.md"
 REFERENCES = ("qemu-tcg", "qemu-kvm", "bochs")
 TARGET_SECONDS = 2.0
 QUICK_TARGET_SECONDS = 0.3
+STARTUP_MULTIPLE = 3.0          # full runs: the loop lasts >= 3x the fixed cost (suite.measure)
 
 
 def all_runner_names() -> list[str]:
@@ -76,14 +77,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help="update this file's benchmark table (default for full runs: "
                              "docs/PERFORMANCE.md)")
     parser.add_argument("--no-doc", action="store_true", help="do not touch any document")
+    parser.add_argument("--from-json", type=Path, metavar="FILE",
+                        help="run nothing: print (and with --doc, write) the tables of "
+                             "an earlier run's JSON")
     parser.add_argument("--list", action="store_true",
                         help="list the runners and whether each can run here, then exit")
     return parser
 
 
+def write_doc(doc: Path, session: Session) -> None:
+    old = doc.read_text() if doc.exists() else None
+    doc.write_text(updated_doc_text(old, format_markdown(session)))
+    print(f"bench: table updated in {doc}", file=sys.stderr)
+
+
+def render_only(args: argparse.Namespace) -> int:
+    session = Session.from_json(json.loads(args.from_json.read_text()))
+    print(format_text(session))
+    if args.doc is not None and not args.no_doc:
+        write_doc(args.doc, session)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    if args.from_json:
+        return render_only(args)
     names = split_list(args.engines, all_runner_names(), "runner(s)")
     benches = split_list(args.only, list(BENCHES), "benchmark(s)")
     target = args.target or (QUICK_TARGET_SECONDS if args.quick else TARGET_SECONDS)
@@ -118,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench: {bench} on {runner.name}...", file=sys.stderr, flush=True)
                 session.measurements.append(measure(
                     runner, bench, image, target, args.timeout, args.repeat,
-                    progress=lambda line: print(line, file=sys.stderr, flush=True)))
+                    progress=lambda line: print(line, file=sys.stderr, flush=True),
+                    startup_multiple=0.0 if args.quick else STARTUP_MULTIPLE))
     finally:
         for runner in runners:
             close = getattr(runner, "close", None)
@@ -133,7 +154,5 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: results written to {json_path}", file=sys.stderr)
     doc = args.doc or (None if args.quick else DOC)
     if doc is not None and not args.no_doc:
-        old = doc.read_text() if doc.exists() else None
-        doc.write_text(updated_doc_text(old, format_markdown(session)))
-        print(f"bench: table updated in {doc}", file=sys.stderr)
+        write_doc(doc, session)
     return 0 if all(m.ok for m in session.measurements) else 1

@@ -183,6 +183,19 @@ class Session:
         kinds = {r.name: r.kind for r in self.runners}
         self.ratio_base = assign_ratios(self.measurements, kinds)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Session:
+        """Read back what to_json wrote (to re-render tables without re-running)."""
+        if data.get("schema") != SCHEMA:
+            raise ValueError(f"not a {SCHEMA} document (schema {data.get('schema')!r})")
+        fields = set(Measurement.__dataclass_fields__)
+        session = cls(data["command"], data["machine"], data["settings"],
+                      [RunnerInfo(**r) for r in data["runners"]],
+                      [Measurement(**{k: v for k, v in m.items() if k in fields})
+                       for m in data["results"]])
+        session.finish()
+        return session
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
@@ -199,7 +212,7 @@ def _num(value: float | int | None, digits: int = 3) -> str:
     if value is None:
         return "-"
     if isinstance(value, int):
-        return str(value)
+        return f"{value:,}"
     if value >= 100:
         return f"{value:,.0f}"
     return f"{value:.{digits}g}"
@@ -225,7 +238,7 @@ def table_rows(session: Session) -> list[tuple[str, ...]]:
                          "-", "-", "-"))
             continue
         ratio = _ratio(m.ratio) + (" (base)" if base == m.runner else "")
-        rows.append((m.bench, m.runner, str(m.n), _num(m.instructions),
+        rows.append((m.bench, m.runner, _num(m.n), _num(m.instructions),
                      _num(m.wall_seconds), _num(m.startup_seconds), _num(m.mips), ratio,
                      _num(m.iterations_per_second), _num(m.exits_per_second)))
     return rows

@@ -28,8 +28,10 @@ def plan_next(n: int, loop_seconds: float, target: float) -> tuple[str, int]:
     """What to do after a run of n iterations whose loop took loop_seconds.
 
     ("accept", n): within a factor of two of the target, keep this run;
-    ("final", m): long enough (>= target / 5) to extrapolate: run m once more;
+    ("final", m): long enough (>= target / 5) to extrapolate: m should take
+    the target time;
     ("probe", m): too short to trust: try a larger m.
+    The caller runs m and asks again, until a run is accepted.
     """
     if target / 2 <= loop_seconds <= target * 2:
         return "accept", n
@@ -52,8 +54,15 @@ def check_run(outcome: RunOutcome, n: int) -> tuple[GuestResult | None, str]:
 
 
 def measure(runner: Runner, bench: str, image: Path, target: float, timeout: float,
-            repeat: int = 1, progress: Callable[[str], None] | None = None) -> Measurement:
-    """Calibrate n for this runner and benchmark, then time it (best of `repeat`)."""
+            repeat: int = 1, progress: Callable[[str], None] | None = None,
+            startup_multiple: float = 0.0) -> Measurement:
+    """Calibrate n for this runner and benchmark, then time it (best of `repeat`).
+
+    The fixed cost is the faster of two n=0 runs.  When it is large (QEMU
+    with KVM on this nested host spends seconds in firmware) its noise
+    would swamp a short loop, so the loop is made to last at least
+    `startup_multiple` times the fixed cost.
+    """
     say = progress or (lambda _line: None)
 
     def run(n: int) -> tuple[RunOutcome, GuestResult | None, str]:
@@ -63,36 +72,31 @@ def measure(runner: Runner, bench: str, image: Path, target: float, timeout: flo
             + (f" FAILED: {error}" if error else ""))
         return outcome, result, error
 
-    failed = Measurement(bench, runner.name, ok=False)
-    base, base_result, error = run(0)
-    if base_result is None:
-        failed.error = f"n=0 run: {error}"
-        return failed
-    startup = base.wall_seconds
+    def failure(n: int, error: str) -> Measurement:
+        return Measurement(bench, runner.name, ok=False, n=n, error=error)
+
+    startup, base_result = math.inf, None
+    for _ in range(2):
+        base, result, error = run(0)
+        if result is None:
+            return failure(0, f"n=0 run: {error}")
+        if base.wall_seconds < startup:
+            startup, base_result = base.wall_seconds, result
+    assert base_result is not None
+    goal = max(target, startup_multiple * startup)
     n = START_N[bench]
     final: tuple[RunOutcome, GuestResult] | None = None
     for _ in range(MAX_PROBES):
         outcome, result, error = run(n)
         if result is None:
-            failed.error, failed.n = error, n
-            return failed
-        decision, n = plan_next(n, outcome.wall_seconds - startup, target)
-        if decision == "accept":
-            final = outcome, result
-            break
-        if decision == "final":
-            outcome, result, error = run(n)
-            if result is None:
-                failed.error, failed.n = error, n
-                return failed
-            final = outcome, result
-            break
-    if final is None:
-        outcome, result, error = run(n)
-        if result is None:
-            failed.error, failed.n = error, n
-            return failed
+            return failure(n, error)
         final = outcome, result
+        decision, next_n = plan_next(n, outcome.wall_seconds - startup, goal)
+        if decision == "accept":
+            break
+        n = next_n
+    assert final is not None
+    n = final[1].n
     for _ in range(repeat - 1):
         outcome, result, error = run(n)
         if result is not None and outcome.wall_seconds < final[0].wall_seconds:

@@ -98,6 +98,15 @@ def compare(spec: ImageSpec, engines: list[str], ram_size: int, timeout: float |
     return runs
 
 
+# Counter categories in the order the table shows them; any other category an
+# engine fills (e.g. "jit", "timer", "hypercalls") follows, by name.
+CATEGORY_TITLES: tuple[tuple[str, str], ...] = (
+    ("exits", "VM exits"), ("interrupts", "interrupts"), ("exceptions", "guest exceptions"),
+    ("ports", "port accesses"), ("mmio", "MMIO accesses"), ("tlb", "TLB"),
+    ("paging", "paging"), ("decode", "decode cache"), ("jit", "binary translation"),
+)
+
+
 def _reference(runs: list[EngineRun]) -> EngineRun | None:
     return next((run for run in runs if run.available), None)
 
@@ -162,10 +171,9 @@ def format_table(spec: ImageSpec, runs: list[EngineRun]) -> str:
         row("time in guest (%)",
             [100 * r.guest_seconds / r.wall_seconds if r.available and r.guest_seconds
              and r.wall_seconds else None for r in runs])
-        for category, title in (("exits", "VM exits"), ("interrupts", "interrupts"),
-                                ("exceptions", "guest exceptions"), ("ports", "port accesses"),
-                                ("mmio", "MMIO accesses"), ("tlb", "TLB/paging"),
-                                ("paging", "paging"), ("decode", "decode cache")):
+        known = [category for category, _ in CATEGORY_TITLES]
+        others = sorted({c for r in avail for c in r.counters} - set(known))
+        for category, title in [*CATEGORY_TITLES, *((c, c) for c in others)]:
             keys = sorted({k for r in avail for k in r.counters.get(category, {})})
             if not keys:
                 continue

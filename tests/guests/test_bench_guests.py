@@ -19,7 +19,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import struct
+import subprocess
 
 import pytest
 
@@ -211,3 +213,20 @@ def test_kvm_prints_what_interp_prints(bench: str) -> None:
         pytest.skip(f"kvm engine: {reason}")
     cmdline = "n=50 pages=32"
     assert run("kvm", bench, cmdline)[:2] == run("interp", bench, cmdline)[:2]
+
+
+@needs_interp
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
+                    reason="qemu-system-x86_64 not installed (apt-get install qemu-system-x86)")
+@pytest.mark.parametrize("bench", BENCHES)
+def test_qemu_tcg_prints_what_interp_prints(bench: str) -> None:
+    """A third-party emulator agrees with ours on the result line and exit status."""
+    cmdline = "n=50 pages=32"
+    done = subprocess.run(
+        ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "qemu64", "-m", "64",
+         "-kernel", str(guest_path(f"bench-{bench}")), "-append", cmdline,
+         "-serial", "stdio", "-display", "none", "-device",
+         "isa-debug-exit,iobase=0xf4,iosize=0x04", "-no-reboot"],
+        capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    output, status, _ = run("interp", bench, cmdline)
+    assert (done.stdout, done.returncode) == (output, status)
