@@ -48,6 +48,18 @@ def split_list(text: str | None, allowed: list[str], what: str) -> list[str]:
     return names
 
 
+def _positive(kind: type):  # noqa: ANN202 - an argparse type factory
+    def parse(text: str):  # noqa: ANN202
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError("must be a positive, finite number")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -63,12 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--engines", metavar="LIST",
                         help="runners: pyvmm engines and references, e.g. kvm,qemu-kvm "
                              "(default: all; see --list)")
-    parser.add_argument("--target", type=float, metavar="SECONDS",
+    parser.add_argument("--target", type=_positive(float), metavar="SECONDS",
                         help=f"loop time to aim for per measurement (default {TARGET_SECONDS}, "
                              f"--quick {QUICK_TARGET_SECONDS})")
-    parser.add_argument("--repeat", type=int, default=1, metavar="K",
+    parser.add_argument("--repeat", type=_positive(int), default=1, metavar="K",
                         help="time the final n K times and keep the fastest (default 1)")
-    parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=_positive(float), default=300.0, metavar="SECONDS",
                         help="limit per run (default 300)")
     parser.add_argument("--json", type=Path, metavar="FILE",
                         help="where to write the results (default bench/results/latest.json, "
@@ -86,13 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def write_doc(doc: Path, session: Session) -> None:
-    old = doc.read_text() if doc.exists() else None
-    doc.write_text(updated_doc_text(old, format_markdown(session)))
+    try:
+        old = doc.read_text() if doc.exists() else None
+        doc.write_text(updated_doc_text(old, format_markdown(session)))
+    except OSError as error:
+        raise SystemExit(f"bench: cannot update {doc}: {error.strerror}") from None
     print(f"bench: table updated in {doc}", file=sys.stderr)
 
 
 def render_only(args: argparse.Namespace) -> int:
-    session = Session.from_json(json.loads(args.from_json.read_text()))
+    try:
+        session = Session.from_json(json.loads(args.from_json.read_text()))
+    except OSError as error:
+        raise SystemExit(f"bench: cannot read {args.from_json}: {error.strerror}") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"bench: {args.from_json} is not a bench results file "
+                         f"({type(error).__name__}: {error})") from None
     print(format_text(session))
     if args.doc is not None and not args.no_doc:
         write_doc(args.doc, session)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _add_guest_options(parser: argparse.ArgumentParser) -> None:
+def _add_guest_options(parser: argparse.ArgumentParser, with_engine: bool = True) -> None:
     from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES
 
     parser.add_argument("guest", nargs="?", metavar="GUEST",
@@ -83,8 +84,9 @@ def _add_guest_options(parser: argparse.ArgumentParser) -> None:
     image.add_argument("--append", metavar="TEXT", default=None,
                        help="multiboot command line (for --kernel and the demo guest)")
     machine = parser.add_argument_group("machine")
-    machine.add_argument("--engine", choices=sorted(ENGINES), default=DEFAULT_ENGINE,
-                         help=f"who executes guest code (default: {DEFAULT_ENGINE})")
+    if with_engine:
+        machine.add_argument("--engine", choices=sorted(ENGINES), default=DEFAULT_ENGINE,
+                             help=f"who executes guest code (default: {DEFAULT_ENGINE})")
     machine.add_argument("-m", "--memory", type=parse_size, default=64 * MIB, metavar="SIZE",
                          help="guest RAM, e.g. 64M or 1G (default: 64M)")
     machine.add_argument("--unmapped", choices=("stop", "ignore"), default="stop",
@@ -92,6 +94,65 @@ def _add_guest_options(parser: argparse.ArgumentParser) -> None:
                               "neither RAM nor a device: stop the VM and say where "
                               "(default), or ignore it (reads return all ones, as on an "
                               "open bus)")
+
+
+def _add_snapshot_options(run: argparse.ArgumentParser) -> None:
+    from pyvmm.engines.registry import ENGINES
+
+    group = run.add_argument_group(
+        "snapshots (docs/SNAPSHOTS.md)",
+        "A snapshot holds the whole VM (CPU, RAM, devices, guest time), so it can resume "
+        "under any engine.")
+    group.add_argument("--snapshot-to", metavar="FILE", type=Path,
+                       help="save a snapshot to FILE at the point given by --snapshot-at or "
+                            "--snapshot-after-instructions, then stop (exit status 0)")
+    group.add_argument("--snapshot-at", metavar="SECONDS", type=positive_float,
+                       help="take the --snapshot-to snapshot after this many host seconds")
+    group.add_argument("--snapshot-after-instructions", metavar="N", type=positive_int,
+                       help="take it after N guest instructions (interp and jit only: "
+                            "deterministic)")
+    group.add_argument("--restore", metavar="FILE", type=Path,
+                       help="resume the VM saved in FILE instead of booting an image; "
+                            "--engine picks the engine (default: the one it was saved under)")
+    group.add_argument("--switch-to", metavar="ENGINE", choices=sorted(ENGINES),
+                       help="run under --engine until --switch-after(-instructions), then move "
+                            "the running VM to ENGINE through an in-memory snapshot and "
+                            "continue there; the switch point is printed on stderr")
+    group.add_argument("--switch-after", metavar="SECONDS", type=positive_float,
+                       help="switch after this many host seconds")
+    group.add_argument("--switch-after-instructions", metavar="N", type=positive_int,
+                       help="switch after N guest instructions (interp and jit only)")
+
+
+def _pause_point(args: argparse.Namespace) -> tuple[float | None, int | None]:
+    """Check the snapshot options; the (seconds, instructions) to pause at, if any."""
+    from pyvmm.errors import ConfigError
+
+    snapshot = (args.snapshot_at, args.snapshot_after_instructions)
+    switch = (args.switch_after, args.switch_after_instructions)
+    if args.snapshot_to is not None and args.switch_to is not None:
+        raise ConfigError("give either --snapshot-to or --switch-to, not both")
+    for target, name, point, option in ((args.snapshot_to, "--snapshot-to", snapshot,
+                                         "--snapshot-at or --snapshot-after-instructions"),
+                                        (args.switch_to, "--switch-to", switch,
+                                         "--switch-after or --switch-after-instructions")):
+        given = [p for p in point if p is not None]
+        if target is None and given:
+            raise ConfigError(f"{option} needs {name}")
+        if target is not None and len(given) != 1:
+            raise ConfigError(f"{name} needs exactly one of {option}")
+    if args.restore is not None:
+        if args.guest is not None or args.kernel or args.boot_sector or args.bios \
+                or args.append is not None:
+            raise ConfigError("--restore resumes a saved VM: give no GUEST, image or --append")
+        if args.vms > 1:
+            raise ConfigError("--restore runs one VM; --vms does not apply")
+    if args.vms > 1 and (args.snapshot_to is not None or args.switch_to is not None):
+        raise ConfigError("--snapshot-to and --switch-to run one VM; --vms does not apply")
+    seconds = args.snapshot_at if args.snapshot_to is not None else args.switch_after
+    instructions = (args.snapshot_after_instructions if args.snapshot_to is not None
+                    else args.switch_after_instructions)
+    return seconds, instructions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXIT_STATUS_HELP + "\nexamples:\n  pyvmm run demo\n"
                "  pyvmm run --engine interp --append work=5 demo --stats\n"
-               "  pyvmm run --kernel mykernel.elf --serial file:serial.log --timeout 10\n")
+               "  pyvmm run --kernel mykernel.elf --serial file:serial.log --timeout 10\n"
+               "  pyvmm run --engine interp demo --switch-to kvm --switch-after 0.05\n")
     _add_guest_options(run)
     output = run.add_argument_group("output and limits")
     output.add_argument("--serial", default="stdio", metavar="stdio|file:PATH|none",
@@ -133,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "{name} in PATH), then a report with one row per VM; the exit "
                              "status is the one all VMs share, else the first VM's that "
                              "differs from vm1's (docs/HYPERVISOR.md)")
-    run.set_defaults(handler=cmd_run)
+    _add_snapshot_options(run)
+    run.set_defaults(handler=cmd_run, engine=None)  # None: the snapshot's with --restore
 
     compare = commands.add_parser(
         "compare", help="run one guest under every engine and compare what each did",
@@ -147,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  pyvmm compare demo\n"
                "  pyvmm compare --engines interp,kvm --json out.json --plot out.png "
                "--append work=5 demo\n")
-    _add_guest_options(compare)
+    _add_guest_options(compare, with_engine=False)
     compare.add_argument("--engines", metavar="LIST", default=None,
                          help="comma-separated engines (default: all, interp first)")
     compare.add_argument("--json", metavar="FILE", help="also write the results as JSON "
@@ -199,27 +262,70 @@ def resolve_image(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pyvmm.console import TerminalConsole, open_serial_output, stdout_writer
+    import time
+
+    from pyvmm.console import open_serial_output, stdout_writer
+    from pyvmm.engines.registry import DEFAULT_ENGINE
     from pyvmm.vm import VirtualMachine
 
-    spec = resolve_image(args)
+    pause_seconds, pause_instructions = _pause_point(args)
+    requested_engine = args.engine
+    args.engine = args.engine or DEFAULT_ENGINE
+    spec = None if args.restore is not None else resolve_image(args)
     if args.vms > 1:
         return cmd_run_many(args, spec)
     serial, serial_is_stdio = open_serial_output(args.serial)
-    vm = VirtualMachine(engine=args.engine, ram_size=args.memory, serial_output=serial,
-                        debugcon_output=stdout_writer(), unmapped=args.unmapped)
-    try:
-        vm.load(spec)
-        if serial_is_stdio and TerminalConsole.usable():
-            def quit_vm() -> None:
-                vm.board.events.post(lambda: vm.board.request_stop(
-                    StopReason(StopKind.USER_QUIT, "Ctrl-A x")))
+    if args.restore is not None:
+        from pyvmm.snapshot import Snapshot, restore_snapshot
 
-            console = TerminalConsole(vm.board.serial_input, quit_vm, serial.write)
-            with console:
-                reason = vm.run(args.timeout)
+        snapshot = Snapshot.load(args.restore)
+        vm = restore_snapshot(snapshot, requested_engine, serial_output=serial,
+                              debugcon_output=stdout_writer())
+        print(f"pyvmm: {vm.name} restored {snapshot.describe()}; resuming under "
+              f"{vm.engine_name}", file=sys.stderr)
+    else:
+        vm = VirtualMachine(engine=args.engine, ram_size=args.memory, serial_output=serial,
+                            debugcon_output=stdout_writer(), unmapped=args.unmapped)
+    try:
+        if spec is not None:
+            vm.load(spec)
+        started = time.monotonic()
+        timeout = args.timeout
+        if pause_seconds is not None or pause_instructions is not None:
+            reason, paused = _run_to_pause_point(vm, pause_seconds, pause_instructions,
+                                                 timeout, serial, serial_is_stdio)
+            if paused and args.snapshot_to is not None:
+                from pyvmm.snapshot import take_snapshot
+
+                snapshot = take_snapshot(vm)
+                snapshot.save(args.snapshot_to)
+                if args.stats:
+                    print(vm.stats.format(), file=sys.stderr)
+                print(f"pyvmm: {vm.name} snapshot saved to {args.snapshot_to} "
+                      f"({snapshot.describe()}); resume with: pyvmm run --restore "
+                      f"{args.snapshot_to}", file=sys.stderr)
+                return 0
+            if paused:
+                from pyvmm.snapshot import switch_engine
+
+                old_engine = vm.engine_name
+                vm, snapshot = switch_engine(vm, args.switch_to)
+                count = snapshot.instructions
+                print(f"pyvmm: {vm.name} switched {old_engine} -> {vm.engine_name} at guest "
+                      f"time {snapshot.guest_ns / 1e9:.6f} s"
+                      + (f" after {count} guest instructions" if count is not None else ""),
+                      file=sys.stderr, flush=True)
+                left = None if timeout is None else timeout - (time.monotonic() - started)
+                if left is not None and left <= 0:
+                    reason = StopReason(StopKind.TIMEOUT, f"after {timeout} s")
+                else:
+                    reason = _run_vm(vm, left, serial, serial_is_stdio)
+            elif args.snapshot_to is not None or args.switch_to is not None:
+                what = "no snapshot written" if args.snapshot_to is not None else "no switch"
+                print(f"pyvmm: {vm.name} stopped before the pause point: {what}",
+                      file=sys.stderr)
         else:
-            reason = vm.run(args.timeout)
+            reason = _run_vm(vm, timeout, serial, serial_is_stdio)
         if args.stats:
             print(vm.stats.format(), file=sys.stderr)
         if not (args.quiet and reason.kind is StopKind.DEBUG_EXIT):
@@ -227,6 +333,44 @@ def cmd_run(args: argparse.Namespace) -> int:
         return reason.exit_code
     finally:
         vm.close()
+
+
+def _run_vm(vm, timeout: float | None, serial, serial_is_stdio: bool) -> StopReason:  # noqa: ANN001
+    """One `vm.run`, with the terminal as COM1 when stdio is a terminal."""
+    from pyvmm.console import TerminalConsole
+
+    if serial_is_stdio and TerminalConsole.usable():
+        def quit_vm() -> None:
+            vm.board.events.post(lambda: vm.board.request_stop(
+                StopReason(StopKind.USER_QUIT, "Ctrl-A x")))
+
+        console = TerminalConsole(vm.board.serial_input, quit_vm, serial.write)
+        with console:
+            return vm.run(timeout)
+    return vm.run(timeout)
+
+
+def _run_to_pause_point(vm, seconds: float | None, instructions: int | None,  # noqa: ANN001
+                        timeout: float | None, serial, serial_is_stdio: bool  # noqa: ANN001
+                        ) -> tuple[StopReason, bool]:
+    """Run until the pause point (host seconds, or guest instructions under an
+    emulating engine); (reason, True) if it was reached with the VM paused."""
+    from pyvmm.errors import ConfigError
+
+    if instructions is not None:
+        if not hasattr(vm.engine, "max_instructions"):
+            raise ConfigError(f"engine {vm.engine_name!r} does not count guest instructions; "
+                              "use --snapshot-at/--switch-after SECONDS")
+        vm.engine.max_instructions = instructions
+        try:
+            reason = _run_vm(vm, timeout, serial, serial_is_stdio)
+        finally:
+            vm.engine.max_instructions = None
+        return reason, reason.kind is StopKind.PAUSED and reason.message == "instruction limit"
+    assert seconds is not None
+    limit = seconds if timeout is None else min(seconds, timeout)
+    reason = _run_vm(vm, limit, serial, serial_is_stdio)
+    return reason, reason.kind is StopKind.TIMEOUT and (timeout is None or seconds <= timeout)
 
 
 def cmd_run_many(args: argparse.Namespace, spec) -> int:  # noqa: ANN001 - ImageSpec
@@ -253,13 +397,34 @@ def cmd_hypervisor(args: argparse.Namespace) -> int:
     return run_and_report(configs, slice_seconds, stats=args.stats)
 
 
+def _check_output_path(path: str | None, option: str, allow_stdout: bool = False,
+                       suffix: str | None = None) -> None:
+    """Fail before a long run, not after it, if an output file cannot be written."""
+    from pyvmm.errors import ConfigError
+
+    if path is None or (allow_stdout and path == "-"):
+        return
+    target = Path(path)
+    if suffix is not None and target.suffix.lower() != suffix:
+        raise ConfigError(f"{option} {path}: the file name must end in {suffix}")
+    if target.is_dir():
+        raise ConfigError(f"{option} {path}: is a directory")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"{option} {path}: no such directory {parent}")
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ConfigError(f"{option} {path}: permission denied")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from pyvmm import compare
     from pyvmm.engines.registry import ENGINES
     from pyvmm.errors import ConfigError
 
+    _check_output_path(args.json, "--json", allow_stdout=True)
+    _check_output_path(args.plot, "--plot", suffix=".png")
     spec = resolve_image(args)
-    if args.engines:
+    if args.engines is not None:
         engines = [name.strip() for name in args.engines.split(",") if name.strip()]
         unknown = [name for name in engines if name not in ENGINES]
         if unknown:
@@ -267,13 +432,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
                               f"(choose from {', '.join(ENGINES)})")
     else:
         engines = compare.default_engines()
+    if not engines:
+        raise ConfigError("--engines names no engine")
     runs = compare.compare(spec, engines, args.memory, args.timeout,
-                           progress=lambda line: print(line, file=sys.stderr, flush=True))
-    print(compare.format_table(spec, runs))
-    if args.json:
-        compare.write_json(spec, runs, args.json)
-    if args.plot:
-        compare.plot(runs, args.plot)
+                           progress=lambda line: print(line, file=sys.stderr, flush=True),
+                           unmapped=args.unmapped)
+    # With --json -, stdout is the JSON document alone; the table goes to stderr.
+    table_stream = sys.stderr if args.json == "-" else sys.stdout
+    print(compare.format_table(spec, runs), file=table_stream)
+    try:
+        if args.json:
+            compare.write_json(spec, runs, args.json)
+        if args.plot:
+            compare.plot(runs, args.plot)
+    except OSError as error:
+        raise ConfigError(f"cannot write {error.filename}: {error.strerror}") from None
     usable = [run for run in runs if run.available]
     if not usable:
         print("pyvmm: error: no engine could run", file=sys.stderr)

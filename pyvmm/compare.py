@@ -47,6 +47,7 @@ class EngineRun:
     stop: str = ""
     wall_seconds: float = 0.0
     guest_seconds: float | None = None
+    idle_seconds: float = 0.0
     instructions: int | None = None
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -59,14 +60,22 @@ class EngineRun:
     def total(self, category: str) -> int:
         return sum(self.counters.get(category, {}).values())
 
+    @property
+    def vmm_seconds(self) -> float | None:
+        """Host time neither in the guest nor idle: the VMM's own work (exits)."""
+        if self.guest_seconds is None:
+            return None
+        return max(0.0, self.wall_seconds - self.guest_seconds - self.idle_seconds)
 
-def run_engine(engine: str, spec: ImageSpec, ram_size: int, timeout: float | None) -> EngineRun:
+
+def run_engine(engine: str, spec: ImageSpec, ram_size: int, timeout: float | None,
+               unmapped: str = "stop") -> EngineRun:
     available, reason = engine_availability(engine)
     if not available:
         return EngineRun(engine, False, reason)
     capture = _Capture()
     vm = VirtualMachine(engine=engine, ram_size=ram_size, serial_output=capture,
-                        debugcon_output=capture, name=engine)
+                        debugcon_output=capture, name=engine, unmapped=unmapped)
     try:
         vm.load(spec)
         stop = vm.run(timeout)
@@ -75,21 +84,21 @@ def run_engine(engine: str, spec: ImageSpec, ram_size: int, timeout: float | Non
             engine=engine, available=True, output=bytes(capture.data),
             exit_status=stop.exit_code, stop=stop.describe(),
             wall_seconds=stats.wall_seconds, guest_seconds=stats.guest_seconds,
-            instructions=stats.instructions,
+            idle_seconds=stats.idle_seconds, instructions=stats.instructions,
             counters={cat: dict(c) for cat, c in stats.counters.items() if c})
     finally:
         vm.close()
 
 
 def compare(spec: ImageSpec, engines: list[str], ram_size: int, timeout: float | None,
-            progress=None) -> list[EngineRun]:
+            progress=None, unmapped: str = "stop") -> list[EngineRun]:
     runs = []
     for index, engine in enumerate(engines, 1):
         if progress:
             progress(f"compare: running {spec.label or spec.path} under {engine} "
                      f"({index}/{len(engines)})...")
         started = time.monotonic()
-        run = run_engine(engine, spec, ram_size, timeout)
+        run = run_engine(engine, spec, ram_size, timeout, unmapped)
         if progress:
             verdict = (f"{time.monotonic() - started:.2f} s, {run.stop}" if run.available
                        else f"unavailable: {run.reason}")
@@ -98,12 +107,21 @@ def compare(spec: ImageSpec, engines: list[str], ram_size: int, timeout: float |
     return runs
 
 
-# Counter categories in the order the table shows them; any other category an
-# engine fills (e.g. "jit", "timer", "hypercalls") follows, by name.
-CATEGORY_TITLES: tuple[tuple[str, str], ...] = (
-    ("exits", "VM exits"), ("interrupts", "interrupts"), ("exceptions", "guest exceptions"),
-    ("ports", "port accesses"), ("mmio", "MMIO accesses"), ("tlb", "TLB"),
-    ("paging", "paging"), ("decode", "decode cache"), ("jit", "binary translation"),
+# Counter categories in the order the table shows them, and whether their
+# counts add up to a meaningful total (each event counted under one key
+# only); any other category an engine fills (e.g. "timer", "hypercalls")
+# follows, by name, without a total.
+CATEGORY_TITLES: tuple[tuple[str, str, bool], ...] = (
+    ("exits", "VM exits", True),
+    ("interrupts", "hardware interrupts delivered", True),
+    ("software interrupts", "software interrupts (INT n)", True),
+    ("exceptions", "guest exceptions", True),
+    ("ports", "port accesses", True),
+    ("mmio", "MMIO accesses", True),
+    ("tlb", "TLB (data accesses)", False),
+    ("paging", "paging", False),
+    ("decode", "decode cache", False),
+    ("jit", "binary translation", False),
 )
 
 
@@ -127,6 +145,7 @@ def to_json(spec: ImageSpec, runs: list[EngineRun]) -> dict[str, Any]:
                 "output_bytes": len(run.output),
                 "wall_seconds": run.wall_seconds,
                 "guest_seconds": run.guest_seconds,
+                "idle_seconds": run.idle_seconds if run.guest_seconds is not None else None,
                 "instructions": run.instructions,
                 "mips": run.mips,
                 "counters": run.counters,
@@ -163,25 +182,38 @@ def format_table(spec: ImageSpec, runs: list[EngineRun]) -> str:
         row("same output as " + reference.engine,
             ["yes" if r.available and r.output == reference.output else
              ("no" if r.available else "-") for r in runs])
+        row("same exit status as " + reference.engine,
+            ["yes" if r.available and r.exit_status == reference.exit_status else
+             ("no" if r.available else "-") for r in runs])
         row("exit status", [r.exit_status if r.available else None for r in runs])
         row("stop", [r.stop if r.available else None for r in runs])
         row("wall time (s)", [r.wall_seconds if r.available else None for r in runs])
         row("guest instructions", [r.instructions for r in runs])
         row("guest MIPS", [r.mips for r in runs])
-        row("time in guest (%)",
-            [100 * r.guest_seconds / r.wall_seconds if r.available and r.guest_seconds
-             and r.wall_seconds else None for r in runs])
-        known = [category for category, _ in CATEGORY_TITLES]
+        def share(seconds: float | None, run: EngineRun) -> float | None:
+            if not run.available or seconds is None or not run.wall_seconds:
+                return None
+            return 100 * seconds / run.wall_seconds
+
+        row("time in the guest (%)", [share(r.guest_seconds, r) for r in runs])
+        row("time in pyvmm, exits (%)", [share(r.vmm_seconds, r) for r in runs])
+        row("time idle, guest halted (%)",
+            [share(r.idle_seconds, r) if r.guest_seconds is not None else None for r in runs])
+        known = [category for category, _, _ in CATEGORY_TITLES]
         others = sorted({c for r in avail for c in r.counters} - set(known))
-        for category, title in [*CATEGORY_TITLES, *((c, c) for c in others)]:
+        for category, title, summable in [*CATEGORY_TITLES,
+                                          *((c, c, False) for c in others)]:
             keys = sorted({k for r in avail for k in r.counters.get(category, {})})
             if not keys:
                 continue
             # "-" where an engine has no such counters at all (the interpreter
             # has no VM exits; KVM cannot see the guest's TLB).
             counted = [r.available and bool(r.counters.get(category)) for r in runs]
-            row(f"{title} (total)", [r.total(category) if has else None
-                                     for r, has in zip(runs, counted, strict=True)])
+            if summable:
+                row(f"{title} (total)", [r.total(category) if has else None
+                                         for r, has in zip(runs, counted, strict=True)])
+            else:
+                rows.append((f"{title}:", ["" for _ in runs]))
             for key in keys:
                 row(f"  {key}", [r.counters[category].get(key, 0) if has else None
                                  for r, has in zip(runs, counted, strict=True)])
@@ -198,8 +230,17 @@ def format_table(spec: ImageSpec, runs: list[EngineRun]) -> str:
     return "\n".join(lines)
 
 
+def _scale(axis, values: list[float]) -> None:  # noqa: ANN001 - a matplotlib Axes
+    """Log scale only where the spread needs it (more than 10x)."""
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) > 10:
+        axis.set_yscale("log")
+    else:
+        axis.set_ylim(bottom=0)
+
+
 def plot(runs: list[EngineRun], path: str) -> None:
-    """Wall time and VM exits per engine, on log scales."""
+    """Wall time and VM exits per engine; log scales where the spread is wide."""
     try:
         import matplotlib
 
@@ -212,14 +253,19 @@ def plot(runs: list[EngineRun], path: str) -> None:
     avail = [r for r in runs if r.available]
     names = [r.engine for r in avail]
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    left.bar(names, [max(r.wall_seconds, 1e-6) for r in avail], color="tab:blue")
-    left.set_yscale("log")
+    times = [r.wall_seconds for r in avail]
+    left.bar(names, times, color="tab:blue")
+    _scale(left, times)
     left.set_title("wall time (s)")
-    right.bar(names, [max(r.total("exits"), 0.5) for r in avail], color="tab:orange")
-    right.set_yscale("log")
+    exits = [float(r.total("exits")) for r in avail]
+    right.bar(names, exits, color="tab:orange")
+    for index, run in enumerate(avail):
+        if "exits" not in run.counters:  # the engine has no VM exits at all
+            right.annotate("n/a", (index, 0), ha="center", va="bottom")
+    _scale(right, exits)
     right.set_title("VM exits")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, format="png")
     plt.close(figure)
 
 

@@ -17,6 +17,7 @@ class Stats:
         self.instructions: int | None = None
         self.wall_seconds: float = 0.0
         self.guest_seconds: float | None = None  # time inside the guest (KVM_RUN), if known
+        self.idle_seconds: float = 0.0  # host time the VMM slept for a halted guest
 
     def count(self, category: str, key: str, n: int = 1) -> None:
         self.counters[category][key] += n
@@ -32,6 +33,7 @@ class Stats:
             "instructions": self.instructions,
             "wall_seconds": self.wall_seconds,
             "guest_seconds": self.guest_seconds,
+            "idle_seconds": self.idle_seconds,
             "counters": {cat: dict(sorted(c.items())) for cat, c in sorted(self.counters.items())
                          if c},
         }
@@ -44,6 +46,10 @@ class Stats:
             if self.wall_seconds > 0:
                 lines.append(f"guest MIPS: {self.instructions / self.wall_seconds / 1e6:.3f}")
         lines.append(f"wall time: {self.wall_seconds:.3f} s")
+        if self.guest_seconds is not None and self.wall_seconds > 0:
+            vmm = max(0.0, self.wall_seconds - self.guest_seconds - self.idle_seconds)
+            lines.append(f"  in the guest: {self.guest_seconds:.3f} s, halted (idle): "
+                         f"{self.idle_seconds:.3f} s, in pyvmm: {vmm:.3f} s")
         for category in sorted(self.counters):
             counter = self.counters[category]
             if not counter:

@@ -104,6 +104,11 @@ class VirtualMachine:
         self.engine_name = engine
         self.engine: Engine = cls(self.board)
         self.stop_reason: StopReason | None = None
+        # Kept for snapshots (pyvmm/snapshot.py): what a restored VM is built with.
+        self.image: ImageSpec | None = None
+        self.serial_output = serial_output
+        self.debugcon_output = debugcon_output
+        self.unmapped = unmapped
 
     @property
     def stats(self):
@@ -112,6 +117,7 @@ class VirtualMachine:
     def load(self, spec: ImageSpec) -> None:
         state = load_image(self.board, spec)
         self.engine.set_state(state)
+        self.image = spec
 
     def run(self, timeout: float | None = None) -> StopReason:
         start = time.monotonic()

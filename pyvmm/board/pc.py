@@ -225,6 +225,39 @@ class PcBoard:
             E820Entry(HIGH_RAM_START, self.ram_size - HIGH_RAM_START, E820_RAM),
         ]
 
+    # -- snapshot -----------------------------------------------------------
+    def snapshot_devices(self) -> list[tuple[str, object]]:
+        """(name, device) in restore order: the PIC first, because the PIT,
+        CMOS and hypercall device re-drive their IRQ lines in set_state."""
+        return [("pic", self.pic), ("pit", self.pit), ("port61", self.system_control_b),
+                ("cmos", self.cmos), ("com1", self.uart), ("i8042", self.i8042),
+                ("port92", self.system_control_a), ("debug-exit", self.debug_exit),
+                ("debugcon", self.debugcon), ("hypercall", self.hypercall)]
+
+    def get_state(self) -> dict:
+        """Clock, every device and a pending stop: all of the board but RAM."""
+        stop = self.stop_request
+        return {
+            "clock": self.clock.get_state(),
+            "devices": {name: device.get_state() for name, device in self.snapshot_devices()},
+            "stop_request": None if stop is None else {
+                "kind": stop.kind.name, "message": stop.message,
+                "guest_status": stop.guest_status, "vector": stop.vector,
+                "error_code": stop.error_code},
+        }
+
+    def set_state(self, state: dict) -> None:
+        """The clock first (devices re-arm timers at absolute guest times), then
+        the devices in `snapshot_devices` order."""
+        self.clock.set_state(state["clock"])
+        devices = state["devices"]
+        for name, device in self.snapshot_devices():
+            device.set_state(devices[name])
+        stop = state.get("stop_request")
+        self.stop_request = None if stop is None else StopReason(
+            StopKind[stop["kind"]], stop["message"], stop["guest_status"], stop["vector"],
+            stop["error_code"])
+
     def serial_input(self, data: bytes) -> None:
         """Thread-safe: bytes typed at the host terminal for COM1."""
         self.events.post(lambda: self.uart.enqueue_input(data))

@@ -180,6 +180,10 @@ class CpuState:
     # Interrupt shadow after STI / MOV SS (SDM Vol. 3A §6.8.3).
     interrupt_shadow: bool = False
     halted: bool = False
+    # An external interrupt's vector already taken from the interrupt controller
+    # (INTA done) but not yet delivered through the IDT/IVT: an engine that
+    # queues injections (KVM's kvm_vcpu_events.interrupt) can stop in between.
+    pending_interrupt: int | None = None
     # Opaque FXSAVE image (512 bytes) when an engine has one; None otherwise.
     fpu_image: bytes | None = None
 

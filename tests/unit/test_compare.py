@@ -1,4 +1,7 @@
-"""`pyvmm compare`: the JSON it writes validates against docs/compare-schema.json."""
+"""`pyvmm compare`: one guest under every engine, the verdict, the JSON and the plot.
+
+The JSON is validated against docs/compare-schema.json.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +10,80 @@ import json
 import jsonschema
 import pytest
 
+from pyvmm import compare
 from pyvmm.engines.registry import engine_availability
+from pyvmm.vm import ImageSpec
 from tests.conftest import ROOT, run_pyvmm
 
 SCHEMA = json.loads((ROOT / "docs" / "compare-schema.json").read_text())
-AVAILABLE = [name for name in ("interp", "kvm") if engine_availability(name)[0]]
+AVAILABLE = [name for name in ("interp", "kvm", "jit") if engine_availability(name)[0]]
+needs_two = pytest.mark.skipif(len(AVAILABLE) < 2 or "interp" not in AVAILABLE,
+                               reason=f"needs interp and another engine; have {AVAILABLE}")
 
 
-@pytest.mark.skipif(not AVAILABLE, reason="neither the interp nor the kvm engine can run here")
-def test_compare_hello_json_validates(tmp_path):
-    out = tmp_path / "compare.json"
-    result = run_pyvmm("compare", "--json", str(out), "hello", timeout=300)
+@needs_two
+def test_compare_demo_same_behaviour_and_json_validates(tmp_path):
+    out, png = tmp_path / "compare.json", tmp_path / "compare.png"
+    result = run_pyvmm("compare", "--json", str(out), "--plot", str(png),
+                       "--append", "work=3", "demo", timeout=600)
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     jsonschema.validate(data, SCHEMA)
+    assert data["reference_engine"] == "interp"
     engines = {entry["engine"]: entry for entry in data["engines"]}
     for name in AVAILABLE:
-        assert engines[name]["available"] is True
-        assert engines[name]["same_output"] is True
-        assert engines[name]["exit_status"] == 33
+        entry = engines[name]
+        assert entry["available"] and entry["same_output"] and entry["same_exit_status"]
+        assert entry["exit_status"] == 33
+    interp = engines["interp"]["counters"]
+    # Each hardware interrupt is counted once: work=3 means 4 timer ticks.
+    assert sum(interp["interrupts"].values()) == interp["interrupts"]["external 0x20"] == 4
+    assert interp["software interrupts"]["int 0x80"] == 2 * (3 + 3)  # guests/README.md
+    if "kvm" in engines:
+        assert "exits" in engines["kvm"]["counters"]
+        assert "software interrupts" not in engines["kvm"]["counters"]  # KVM cannot see them
     table = result.stdout.decode()
-    assert "same output as" in table and "port accesses" in table
+    assert "same output as interp" in table and "port accesses" in table
+    assert "compare: running demo under interp" in result.stderr.decode()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_two
+def test_a_different_output_is_reported(monkeypatch, capsys):
+    """The verdict must be able to say "no" (a mutated run for the second engine)."""
+    real = compare.run_engine
+
+    def tampered(engine, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        run = real(engine, *args, **kwargs)
+        if engine != "interp":
+            run.output += b"!"
+        return run
+
+    monkeypatch.setattr(compare, "run_engine", tampered)
+    runs = compare.compare(ImageSpec.bundled("hello"), AVAILABLE[:2], 16 << 20, 60)
+    data = compare.to_json(ImageSpec.bundled("hello"), runs)
+    assert [e["same_output"] for e in data["engines"]] == [True, False]
+    assert "no" in compare.format_table(ImageSpec.bundled("hello"), runs).split(
+        "same output as interp")[1].splitlines()[0]
+
+
+def test_unavailable_engine_is_listed_with_its_reason(monkeypatch):
+    monkeypatch.setattr(compare, "engine_availability",
+                        lambda name: (False, f"{name} is switched off for this test"))
+    runs = compare.compare(ImageSpec.bundled("hello"), ["kvm"], 16 << 20, 10)
+    data = compare.to_json(ImageSpec.bundled("hello"), runs)
+    jsonschema.validate(data, SCHEMA)
+    assert data["engines"] == [{"engine": "kvm", "available": False,
+                                "reason": "kvm is switched off for this test"}]
+    assert "no: kvm is switched off" in compare.format_table(ImageSpec.bundled("hello"), runs)
+
+
+@pytest.mark.skipif(not AVAILABLE, reason="no engine can run here")
+def test_json_to_stdout_is_machine_readable():
+    result = run_pyvmm("compare", "--engines", AVAILABLE[0], "--json", "-", "hello")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    jsonschema.validate(data, SCHEMA)
 
 
 def test_schema_rejects_missing_fields():
@@ -37,7 +93,14 @@ def test_schema_rejects_missing_fields():
         jsonschema.validate(bad, SCHEMA)
 
 
-def test_unknown_engine_in_list():
-    result = run_pyvmm("compare", "--engines", "interp,warp", "hello")
+@pytest.mark.parametrize("args, message", [
+    (["--engines", "interp,warp"], "unknown engine(s) warp"),
+    (["--engines", ","], "--engines names no engine"),
+    (["--json", "/nonexistent/dir/x.json"], "no such directory"),
+    (["--plot", "out.txt"], "must end in .png"),
+])
+def test_bad_options_fail_before_running(args, message):
+    result = run_pyvmm("compare", *args, "hello")
     assert result.returncode == 2
-    assert b"unknown engine(s) warp" in result.stderr
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]

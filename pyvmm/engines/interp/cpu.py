@@ -146,6 +146,9 @@ class Cpu:
         self._rd_dicts: tuple[dict[int, int], dict[int, int]] = ({}, {})
         self._wr_dicts: tuple[dict[int, int], dict[int, int]] = ({}, {})
         self.rd = self._rd_dicts[0]
+        # Data accesses served by the page dicts above (the TLB's fast path);
+        # misses are counted by the Tlb.  Fetches go through the decode cache.
+        self.tlb_hits = 0
         self.wr = self._wr_dicts[0]
         # physical page number -> callbacks dropping code decoded from that page
         self.code_pages: dict[int, list[Callable[[], None]]] = {}
@@ -343,6 +346,7 @@ class Cpu:
         if page is not None:
             o = lin & 0xFFF
             if o <= 4096 - size:
+                self.tlb_hits += 1
                 if size == 1:
                     return self.ram[page | o]
                 return _UNPACK[size](self.ram, page | o)[0]
@@ -360,6 +364,7 @@ class Cpu:
         if page is not None:
             o = lin & 0xFFF
             if o <= 4096 - size:
+                self.tlb_hits += 1
                 _PACK[size](self.ram, page | o, value & _MASK[size])
                 return
         if self.long64 and ((lin + _CANON) >> 48 & 0xFFFF
@@ -406,6 +411,7 @@ class Cpu:
         if page is not None:
             o = lin & 0xFFF
             if o <= 4096 - size:
+                self.tlb_hits += 1
                 if size == 1:
                     return self.ram[page | o]
                 return _UNPACK[size](self.ram, page | o)[0]
@@ -417,6 +423,7 @@ class Cpu:
         if page is not None:
             o = lin & 0xFFF
             if o <= 4096 - size:
+                self.tlb_hits += 1
                 _PACK[size](self.ram, page | o, value)
                 return
         self.write_lin_slow(lin, size, value)

@@ -82,6 +82,9 @@ class InterpreterEngine(Engine):
         self.instructions = 0
         self._pause = False
         self._step_completed = True
+        # An interrupt acknowledged under another engine but not yet delivered
+        # (CpuState.pending_interrupt, from a snapshot): delivered first in run().
+        self.pending_interrupt: int | None = None
         board.events.wake = self.wake
         # Hypercall device (pyvmm/paravirt): register access on the live register file.
         from pyvmm.paravirt.abi import RegisterListCpu
@@ -125,6 +128,7 @@ class InterpreterEngine(Engine):
         cpu.halted = state.halted
         cpu.fpu_image = state.fpu_image
         cpu.cpl = state.cpl
+        self.pending_interrupt = state.pending_interrupt
         cpu.paging_changed()
         # Guest memory may have been written from outside the CPU since the last run
         # (loaders, tests, snapshot restore): decoded code cannot be trusted.
@@ -141,7 +145,7 @@ class InterpreterEngine(Engine):
             cr0=cpu.cr0, cr2=cpu.cr2, cr3=cpu.cr3, cr4=cpu.cr4, cr8=cpu.cr8, efer=cpu.efer,
             dr=list(cpu.dr), apic_base=cpu.apic_base, msrs=dict(cpu.msrs),
             interrupt_shadow=cpu.interrupt_shadow, halted=cpu.halted,
-            fpu_image=cpu.fpu_image)
+            pending_interrupt=self.pending_interrupt, fpu_image=cpu.fpu_image)
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -204,12 +208,13 @@ class InterpreterEngine(Engine):
                     fault = second
                 return_ip = cpu.rip
 
-    def _take_interrupt(self) -> None:
+    def _take_interrupt(self, vector: int | None = None) -> None:
+        """Deliver INTR: acknowledge the PIC, or `vector` if already acknowledged."""
         cpu = self.cpu
-        vector = self.board.interrupt_controller.acknowledge()
+        if vector is None:
+            vector = self.board.interrupt_controller.acknowledge()
         stats = self.board.stats
-        stats.count("interrupts", "injected")
-        stats.count("interrupts", f"vector {vector:#04x}")
+        stats.count("interrupts", f"external {vector:#04x}")
         cpu.halted = False
         try:
             delivery.deliver(cpu, vector, cpu.rip, None, external=True)
@@ -290,7 +295,7 @@ class InterpreterEngine(Engine):
         vector = interrupt.vector
         if vector in self.intercept_exceptions and vector in (BP, OF):
             raise CpuFault(vector)
-        self.board.stats.count("interrupts", f"software {vector:#04x}")
+        self.board.stats.count("software interrupts", f"int {vector:#04x}")
         try:
             delivery.deliver(cpu, vector, interrupt.return_ip, None, software=True)
         except CpuFault as fault:
@@ -311,6 +316,7 @@ class InterpreterEngine(Engine):
         pic = board.interrupt_controller
         base_instructions = self.instructions
         base_misses = self.decoder.misses
+        base_tlb_hits = cpu.tlb_hits
         self._pause = False
         try:
             while True:
@@ -322,6 +328,9 @@ class InterpreterEngine(Engine):
                     return StopReason(StopKind.PAUSED, "pause requested")
                 if deadline is not None and time.monotonic() >= deadline:
                     return StopReason(StopKind.TIMEOUT, f"after {timeout} s at {self._where()}")
+                if self.pending_interrupt is not None:  # acknowledged before a snapshot
+                    vector, self.pending_interrupt = self.pending_interrupt, None
+                    self._take_interrupt(vector)
                 # Hardware interrupts (INTR) are taken between instructions when IF=1 and
                 # no STI / MOV SS shadow is pending.
                 if cpu.flags & FLAG_IF and not cpu.interrupt_shadow and \
@@ -367,6 +376,9 @@ class InterpreterEngine(Engine):
             stats.instructions = (stats.instructions or 0) + run
             stats.count("decode", "miss", misses)
             stats.count("decode", "hit", max(0, run - misses))
+            hits = cpu.tlb_hits - base_tlb_hits
+            if hits:
+                stats.count("tlb", "hit", hits)
             # Wall time is the caller's to measure (VirtualMachine.run, the hypervisor).
 
     def _halt_wait(self, deadline: float | None) -> StopReason | None:

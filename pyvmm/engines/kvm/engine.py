@@ -236,9 +236,14 @@ class KvmEngine(Engine):
         events = k.kvm_vcpu_events()
         self._vcpu(k.KVM_GET_VCPU_EVENTS, events, "KVM_GET_VCPU_EVENTS")
         events.interrupt.shadow = k.KVM_X86_SHADOW_INT_STI if state.interrupt_shadow else 0
+        # An acknowledged, undelivered interrupt is re-queued for injection at the
+        # next entry (KVM API: KVM_SET_VCPU_EVENTS always applies `interrupt`).
+        events.interrupt.injected = int(state.pending_interrupt is not None)
+        events.interrupt.nr = state.pending_interrupt or 0
+        events.interrupt.soft = 0
         events.flags = k.KVM_VCPUEVENT_VALID_SHADOW
         self._vcpu(k.KVM_SET_VCPU_EVENTS, events, "KVM_SET_VCPU_EVENTS")
-        self._halted = state.halted
+        self._halted = state.halted and state.pending_interrupt is None  # it wakes HLT
         self._pending_vector = None
 
     def get_state(self) -> CpuState:
@@ -269,6 +274,9 @@ class KvmEngine(Engine):
         self._vcpu(k.KVM_GET_VCPU_EVENTS, events, "KVM_GET_VCPU_EVENTS")
         state.interrupt_shadow = bool(events.interrupt.shadow)
         state.halted = self._halted
+        # Queued in KVM (injected at the next entry) or still waiting here.
+        state.pending_interrupt = (events.interrupt.nr if events.interrupt.injected
+                                   else self._pending_vector)
         return state
 
     def _guest_if(self) -> bool:
@@ -381,7 +389,9 @@ class KvmEngine(Engine):
                         continue
                     self._waker.set_target(target)
                     wait = None if target is None else max(0, target - time.monotonic_ns()) / 1e9
+                    idle_from = time.perf_counter()
                     self._wakeup.wait(wait)
+                    stats.idle_seconds += time.perf_counter() - idle_from
                     continue
             self._inject(run)
             self._waker.set_target(target)
@@ -423,8 +433,7 @@ class KvmEngine(Engine):
             return
         self._pending_vector = None
         stats = self.board.stats
-        stats.count("interrupts", "injected")
-        stats.count("interrupts", f"vector {vector:#04x}")
+        stats.count("interrupts", f"external {vector:#04x}")
         run.ready_for_interrupt_injection = 0  # taken until KVM says otherwise
         run.request_interrupt_window = 1 if pic.interrupt_pending() else 0
 

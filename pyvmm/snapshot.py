@@ -1,0 +1,354 @@
+"""Snapshots: a paused VM as data, resumable under any engine.
+
+A snapshot is everything the guest can observe: the `CpuState` (engine
+neutral by design), guest RAM/ROM, every device's registers, the virtual
+clock and the timers devices armed on it (stored as the devices' absolute
+guest-time deadlines and re-armed on the new board's clock).  Because that is
+the whole machine, a VM paused under one engine resumes under another with
+guest time continuing from where it stopped.
+
+A snapshot is only taken at an instruction boundary with no I/O half done:
+after `VirtualMachine.run()` returned (interp/jit stop between instructions;
+the KVM engine completes a pending port/MMIO exit before returning, and an
+interrupt it acknowledged but KVM has not delivered yet travels in
+`CpuState.pending_interrupt`).
+
+File format (docs/SNAPSHOTS.md): a ZIP archive holding `manifest.json` (format
+name and version, pyvmm version, engine, RAM size, image, CPU, board and
+clock state, stats) and one deflate-compressed member per memory region,
+`memory/<region>.bin`.  ZIP's per-member CRC-32 catches corruption.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from pyvmm import __version__
+from pyvmm.board.pc import MAX_RAM, MIN_RAM, PcBoard
+from pyvmm.cpu.state import SEGMENT_NAMES, CpuState
+from pyvmm.errors import PyvmmError
+
+if TYPE_CHECKING:
+    from pyvmm.vm import VirtualMachine
+
+FORMAT_NAME = "pyvmm-snapshot"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MEMORY_DIR = "memory/"
+CHUNK = 1 << 20  # bytes copied per step when (de)compressing memory
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few KiB; refuse absurd ones
+MAX_ROM_BYTES = 16 << 20  # largest BIOS ROM pyvmm maps
+ROM_REGION = "bios"  # the ROM region `PcBoard.map_bios` recreates (with "bios-low")
+
+
+class SnapshotError(PyvmmError):
+    """A snapshot file is unreadable, malformed, or from another format version."""
+
+
+@dataclass
+class RegionImage:
+    """The contents of one guest-physical memory region."""
+
+    name: str
+    gpa: int
+    size: int
+    readonly: bool
+    data: bytes
+
+    def describe(self) -> dict:
+        return {"name": self.name, "gpa": self.gpa, "size": self.size,
+                "readonly": self.readonly, "member": MEMORY_DIR + self.name + ".bin"}
+
+
+@dataclass
+class Snapshot:
+    """A paused VM: CPU, board (devices, clock, pending stop), memory, metadata."""
+
+    engine: str
+    ram_size: int
+    cpu: CpuState
+    board: dict
+    regions: list[RegionImage]
+    image: dict | None = None  # {"kind", "path", "cmdline", "label"} of the booted image
+    unmapped: str = "stop"
+    stats: dict | None = None
+    pyvmm_version: str = __version__
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def guest_ns(self) -> int:
+        """Guest time (ns since the VM started) at which the snapshot was taken."""
+        return int(self.board["clock"]["now_ns"])
+
+    @property
+    def instructions(self) -> int | None:
+        """Guest instructions counted so far (by the emulating engines; KVM's are not)."""
+        return None if self.stats is None else self.stats.get("instructions")
+
+    def describe(self) -> str:
+        """One line: where this snapshot is in the guest's life."""
+        count = self.instructions
+        text = f"guest time {self.guest_ns / 1e9:.6f} s"
+        if count is not None:
+            text += f", {count} instructions"
+        label = (self.image or {}).get("label") or (self.image or {}).get("path")
+        return f"{label or 'guest'} under {self.engine}: {text}"
+
+    # -- file format ----------------------------------------------------------
+    def manifest(self) -> dict:
+        return {
+            "format": FORMAT_NAME, "version": FORMAT_VERSION,
+            "pyvmm_version": self.pyvmm_version, "engine": self.engine,
+            "ram_size": self.ram_size, "image": self.image, "unmapped": self.unmapped,
+            "guest_ns": self.guest_ns, "cpu": self.cpu.to_dict(), "board": self.board,
+            "stats": self.stats, "memory": [r.describe() for r in self.regions],
+            "extra": self.extra,
+        }
+
+    def write(self, out: BinaryIO) -> None:
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED,
+                             compresslevel=1) as archive:
+            archive.writestr(MANIFEST, json.dumps(self.manifest(), indent=1, sort_keys=True))
+            for region in self.regions:
+                with archive.open(region.describe()["member"], "w") as member:
+                    view = memoryview(region.data)
+                    for start in range(0, len(view), CHUNK):
+                        member.write(view[start:start + CHUNK])
+
+    def save(self, path: str | Path) -> None:
+        """Write the snapshot file atomically (a temporary file, then rename)."""
+        path = Path(path)
+        temporary = path.with_name(path.name + ".tmp")
+        try:
+            with open(temporary, "wb") as out:
+                self.write(out)
+            os.replace(temporary, path)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise SnapshotError(f"{path}: cannot write snapshot: {error.strerror}") from None
+
+    @classmethod
+    def read(cls, source: BinaryIO, where: str = "snapshot") -> Snapshot:
+        try:
+            with zipfile.ZipFile(source) as archive:
+                return _parse(archive, where)
+        except SnapshotError:
+            raise
+        except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+            raise SnapshotError(f"{where}: not a pyvmm snapshot or truncated/corrupt "
+                                f"({_one_line(error)})") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise SnapshotError(f"{where}: malformed snapshot ({type(error).__name__}: "
+                                f"{_one_line(error)})") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Snapshot:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except IsADirectoryError:
+            raise SnapshotError(f"{path}: is a directory, not a snapshot") from None
+        except FileNotFoundError:
+            raise SnapshotError(f"{path}: no such file") from None
+        except OSError as error:
+            raise SnapshotError(f"{path}: cannot read: {error.strerror}") from None
+        return cls.read(io.BytesIO(data), str(path))
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _expect(condition: bool, where: str, what: str) -> None:
+    if not condition:
+        raise SnapshotError(f"{where}: malformed snapshot: {what}")
+
+
+def _parse(archive: zipfile.ZipFile, where: str) -> Snapshot:
+    names = set(archive.namelist())
+    _expect(MANIFEST in names, where, f"no {MANIFEST}")
+    _expect(archive.getinfo(MANIFEST).file_size <= MAX_MANIFEST_BYTES, where,
+            "manifest too large")
+    try:
+        manifest = json.loads(archive.read(MANIFEST))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SnapshotError(f"{where}: malformed snapshot: manifest is not JSON "
+                            f"({_one_line(error)})") from None
+    _expect(isinstance(manifest, dict), where, "manifest is not an object")
+    _expect(manifest.get("format") == FORMAT_NAME, where,
+            f"format is {manifest.get('format')!r}, not {FORMAT_NAME!r}")
+    version = manifest.get("version")
+    if version != FORMAT_VERSION:
+        raise SnapshotError(f"{where}: snapshot format version {version!r} is not supported "
+                            f"(this pyvmm {__version__} reads version {FORMAT_VERSION})")
+    ram_size = manifest["ram_size"]
+    _expect(isinstance(ram_size, int) and MIN_RAM <= ram_size <= MAX_RAM, where,
+            f"RAM size {ram_size!r} out of range")
+    for key, kind in (("engine", str), ("cpu", dict), ("board", dict), ("memory", list)):
+        _expect(isinstance(manifest.get(key), kind), where, f"{key!r} missing or wrong type")
+    board = manifest["board"]
+    _expect(isinstance(board.get("clock"), dict) and isinstance(board.get("devices"), dict),
+            where, "board state lacks clock or devices")
+    regions = []
+    limit = ram_size + 2 * MAX_ROM_BYTES
+    for entry in manifest["memory"]:
+        name, size = entry["name"], entry["size"]
+        _expect(isinstance(size, int) and 0 < size <= limit, where,
+                f"region {name!r} has bad size {size!r}")
+        member = entry["member"]
+        _expect(member in names, where, f"memory region {name!r} ({member}) is missing")
+        _expect(archive.getinfo(member).file_size == size, where,
+                f"memory region {name!r} is not {size} bytes")
+        data = bytearray(size)
+        with archive.open(member) as stream:
+            view = memoryview(data)
+            done = 0
+            while done < size:
+                got = stream.readinto(view[done:done + CHUNK])
+                if not got:
+                    break
+                done += got
+            # Reading to the end is what makes zipfile check the member's CRC-32.
+            _expect(stream.read(1) == b"", where, f"memory region {name!r} is too long")
+        _expect(done == size, where, f"memory region {name!r} is truncated")
+        regions.append(RegionImage(str(name), int(entry["gpa"]), size,
+                                   bool(entry["readonly"]), bytes(data)))
+    cpu = CpuState.from_dict(manifest["cpu"])
+    _check_cpu(cpu, where)
+    return Snapshot(engine=manifest["engine"], ram_size=ram_size,
+                    cpu=cpu, board=board, regions=regions,
+                    image=manifest.get("image"), unmapped=manifest.get("unmapped", "stop"),
+                    stats=manifest.get("stats"),
+                    pyvmm_version=str(manifest.get("pyvmm_version", "?")),
+                    extra=manifest.get("extra") or {})
+
+
+def _check_cpu(cpu: CpuState, where: str) -> None:
+    """The register file has the shape every engine expects (not that it makes sense)."""
+    values = [cpu.rip, cpu.rflags, cpu.cr0, cpu.cr2, cpu.cr3, cpu.cr4, cpu.cr8, cpu.efer,
+              cpu.apic_base, *cpu.gprs, *cpu.dr, *cpu.msrs.values()]
+    _expect(len(cpu.gprs) == 16 and len(cpu.dr) == 8, where, "CPU state has wrong register count")
+    _expect(all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 64
+                for v in values), where, "CPU state has a register that is not a 64-bit value")
+    _expect(set(cpu.segments) == set(SEGMENT_NAMES), where, "CPU state lacks segment registers")
+    _expect(cpu.pending_interrupt is None or (isinstance(cpu.pending_interrupt, int)
+                                              and 0 <= cpu.pending_interrupt < 256),
+            where, "bad pending interrupt vector")
+
+
+# -- taking and restoring ---------------------------------------------------------
+
+def _stats_state(vm: VirtualMachine) -> dict:
+    stats = vm.board.stats
+    return stats.as_dict()
+
+
+def _restore_stats(board: PcBoard, state: dict | None) -> None:
+    if not state:
+        return
+    stats = board.stats
+    stats.instructions = state.get("instructions")
+    stats.wall_seconds = float(state.get("wall_seconds") or 0.0)
+    if state.get("guest_seconds") is not None:
+        stats.guest_seconds = (stats.guest_seconds or 0.0) + float(state["guest_seconds"])
+    for category, counters in (state.get("counters") or {}).items():
+        for key, value in counters.items():
+            stats.count(category, key, int(value))
+
+
+def take_snapshot(vm: VirtualMachine) -> Snapshot:
+    """Capture a VM that is not running (its `run()` has returned).
+
+    The clock is read first, so the devices' lazily computed state (PIT
+    counters, RTC time) and their timer deadlines are all relative to it.
+    """
+    board_state = vm.board.get_state()
+    cpu = vm.engine.get_state()
+    regions = [RegionImage(r.name, r.gpa, r.size, r.readonly,
+                           bytes(r.backing[r.offset:r.offset + r.size]))
+               for r in vm.board.memory.regions]
+    image = None
+    if vm.image is not None:
+        image = {"kind": vm.image.kind, "path": str(vm.image.path),
+                 "cmdline": vm.image.cmdline, "label": vm.image.label}
+    return Snapshot(engine=vm.engine_name, ram_size=vm.board.ram_size, cpu=cpu,
+                    board=board_state, regions=regions, image=image,
+                    unmapped=vm.unmapped, stats=_stats_state(vm))
+
+
+def _restore_memory(board: PcBoard, regions: list[RegionImage]) -> None:
+    """Recreate the ROM mapping if the snapshot had one, then fill every region."""
+    have = {r.name for r in board.memory.regions}
+    for image in regions:
+        if image.name == ROM_REGION and image.name not in have:
+            if image.size > MAX_ROM_BYTES:
+                raise SnapshotError(f"ROM region of {image.size} bytes is too large")
+            board.map_bios(image.data)
+    layout = [(r.name, r.gpa, r.size, r.readonly) for r in board.memory.regions]
+    wanted = [(r.name, r.gpa, r.size, r.readonly) for r in regions]
+    if sorted(layout) != sorted(wanted):
+        raise SnapshotError("snapshot memory layout does not match the board: "
+                            f"{sorted(wanted)} vs {sorted(layout)}")
+    by_name = {r.name: r for r in board.memory.regions}
+    for image in regions:
+        region = by_name[image.name]
+        region.backing[region.offset:region.offset + region.size] = image.data
+
+
+def restore_snapshot(snapshot: Snapshot, engine: str | None = None, *,
+                     serial_output: BinaryIO | None = None,
+                     debugcon_output: BinaryIO | None = None, name: str = "vm0",
+                     **vm_options: Any) -> VirtualMachine:
+    """A new VM in the snapshot's state under `engine` (default: the snapshot's).
+
+    Order matters: memory, then the board (clock first, so devices re-arm
+    their timers at the same guest-time deadlines on the new engine's clock
+    source; the PIC before the devices that re-drive IRQ lines), then the CPU.
+    """
+    from pyvmm.vm import ImageSpec, VirtualMachine
+
+    vm = VirtualMachine(engine=engine or snapshot.engine, ram_size=snapshot.ram_size,
+                        serial_output=serial_output, debugcon_output=debugcon_output,
+                        name=name, unmapped=snapshot.unmapped, **vm_options)
+    try:
+        _restore_memory(vm.board, snapshot.regions)
+        try:
+            vm.board.set_state(snapshot.board)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise SnapshotError(f"device state does not fit this pyvmm "
+                                f"({type(error).__name__}: {_one_line(error)})") from None
+        try:
+            vm.engine.set_state(snapshot.cpu.copy())
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise SnapshotError(f"CPU state does not fit engine {vm.engine_name!r} "
+                                f"({type(error).__name__}: {_one_line(error)})") from None
+        _restore_stats(vm.board, snapshot.stats)
+        if snapshot.image:
+            image = snapshot.image
+            vm.image = ImageSpec(image["kind"], Path(image["path"]), image.get("cmdline", ""),
+                                 image.get("label", ""))
+    except BaseException:
+        vm.close()
+        raise
+    return vm
+
+
+def switch_engine(vm: VirtualMachine, engine: str) -> tuple[VirtualMachine, Snapshot]:
+    """Move a paused VM to `engine` in this process: snapshot, close, restore.
+
+    The new VM writes to the same serial and debugcon outputs.  Returns it
+    and the in-memory snapshot it was built from.
+    """
+    snapshot = take_snapshot(vm)
+    serial, debugcon, name = vm.serial_output, vm.debugcon_output, vm.name
+    vm.close()
+    return restore_snapshot(snapshot, engine, serial_output=serial, debugcon_output=debugcon,
+                            name=name), snapshot
