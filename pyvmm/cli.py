@@ -42,19 +42,28 @@ def parse_size(text: str) -> int:
     value = text.strip().lower()
     try:
         if value and value[-1] in units:
-            return int(float(value[:-1]) * units[value[-1]])
-        return int(value) * MIB
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r} (examples: 64M, 1G)") from None
+            size = int(float(value[:-1]) * units[value[-1]])
+        else:
+            size = int(value) * MIB
+    except (ValueError, OverflowError):  # "lots", "infG"
+        size = -1
+    if size < 0:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r} (examples: 64M, 1G)")
+    return size
 
 
 def positive_float(text: str) -> float:
+    """A number of seconds: finite, positive, at most MAX_RUN_SECONDS."""
+    from pyvmm.machine.host_timer import MAX_RUN_SECONDS
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if value <= 0:
+    if value != value or value <= 0:  # NaN compares false to everything
         raise argparse.ArgumentTypeError("must be positive")
+    if value > MAX_RUN_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large (at most {MAX_RUN_SECONDS:g})")
     return value
 
 
@@ -375,8 +384,11 @@ def _run_to_pause_point(vm, seconds: float | None, instructions: int | None,  # 
 
 def cmd_run_many(args: argparse.Namespace, spec) -> int:  # noqa: ANN001 - ImageSpec
     """`pyvmm run --vms N`: N copies of one guest under one hypervisor."""
-    from pyvmm.hypervisor import VmConfig, run_and_report
+    from pyvmm.errors import ConfigError
+    from pyvmm.hypervisor import MAX_COUNT, VmConfig, run_and_report
 
+    if args.vms > MAX_COUNT:
+        raise ConfigError(f"--vms: at most {MAX_COUNT} VMs")
     configs = []
     for index in range(1, args.vms + 1):
         name = f"vm{index}"

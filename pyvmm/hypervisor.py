@@ -9,7 +9,7 @@ VMs' behalf:
 - Time: ONE `HostTimerService` (pyvmm.machine.host_timer) arms one host wait
   for the earliest deadline over all host-clocked VMs and delivers each
   expiry to its VM (each VM keeps its own virtual timers).
-- CPU: a VM whose guest runs in real time (`ClockSource.HOST`: KVM) gets its
+- CPU: a VM whose guest runs in host time (`ClockSource.VCPU`/`HOST`: KVM) gets its
   own vCPU thread; KVM_RUN is a ctypes call, which releases the GIL, so those
   VMs really run in parallel.  VMs whose engine executes the guest in Python
   (`ClockSource.MANUAL`: the interpreter) hold the GIL while they run, so
@@ -41,11 +41,12 @@ from pyvmm.engines.base import Engine, StopKind, StopReason
 from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES
 from pyvmm.errors import ConfigError
 from pyvmm.machine.clock import ClockSource
-from pyvmm.machine.host_timer import HostTimerService
+from pyvmm.machine.host_timer import MAX_RUN_SECONDS, MAX_WAIT_SECONDS, HostTimerService
 from pyvmm.vm import ImageSpec, VirtualMachine
 
 DEFAULT_SLICE_SECONDS = 0.02  # an interpreter VM's turn in the round-robin
 DEFAULT_OUTPUT_LIMIT = 256 * 1024  # console bytes a VM may write before it is stopped
+MAX_COUNT = 64  # copies of one [[vm]] entry: each is a whole PC (RAM, threads, fds)
 OUTPUT_LIMIT_MESSAGE = "stopped by the hypervisor: console output limit of {} bytes reached"
 
 # Stats keys the per-VM report reads.
@@ -194,9 +195,10 @@ class HostedVm:
 
 def combined_exit_status(results: list[VmResult]) -> int:
     """The exit status of a multi-VM run: the status every VM shares, else the
-    status of the first VM (in configuration order) that differs from VM 1's."""
+    status of the first VM (in configuration order) that differs from VM 1's.
+    No results at all is an internal error, never success."""
     if not results:
-        return 0
+        return StopKind.INTERNAL_ERROR.exit_code
     first = results[0].exit_status
     for result in results[1:]:
         if result.exit_status != first:
@@ -221,6 +223,10 @@ def format_report(results: list[VmResult]) -> str:
                  for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def _internal_error(error: BaseException) -> StopReason:
+    return StopReason(StopKind.INTERNAL_ERROR, f"{type(error).__name__}: {error}")
 
 
 # -- the hypervisor ---------------------------------------------------------------
@@ -287,7 +293,7 @@ class Hypervisor:
         limit = config.output_limit
         console.on_limit = lambda: board.request_stop(
             StopReason(StopKind.OUTPUT_LIMIT, OUTPUT_LIMIT_MESSAGE.format(limit)))
-        threaded = board.clock.source is ClockSource.HOST
+        threaded = board.clock.source is not ClockSource.MANUAL  # host-timed: its own thread
         hosted = HostedVm(config, vm_id, vm, console, threaded)
         self.vms.append(hosted)
         return hosted
@@ -327,6 +333,12 @@ class Hypervisor:
             self.stop_all(StopReason(StopKind.USER_QUIT, "interrupted (Ctrl-C)"))
             for thread in threads:
                 thread.join()
+        # A thread that died without finishing its VM (a pyvmm bug) must still
+        # leave a row: no VM silently drops out of the report.
+        lost = StopReason(StopKind.INTERNAL_ERROR, "its thread ended without a result")
+        for hosted in self.vms:
+            if hosted.result is None:
+                self._finish_safely(hosted, lost)
         return [h.result for h in self.vms if h.result is not None]
 
     def stop_all(self, reason: StopReason) -> None:
@@ -347,10 +359,21 @@ class Hypervisor:
         try:
             reason = hosted.vm.run(hosted.config.timeout)  # counts its wall time
         except Exception as error:  # noqa: BLE001 - one VM's failure stays its own
-            reason = StopReason(StopKind.INTERNAL_ERROR, f"{type(error).__name__}: {error}")
-        self._finish(hosted, reason)
+            reason = _internal_error(error)
+        self._finish_safely(hosted, reason)
 
     def _schedule(self, sliced: list[HostedVm]) -> None:
+        """The scheduler thread: `_round_robin`, and if that fails (a pyvmm
+        bug), every VM it had not finished gets an INTERNAL_ERROR row."""
+        try:
+            self._round_robin(sliced)
+        except Exception as error:  # noqa: BLE001 - no VM may lose its result
+            reason = _internal_error(error)
+            for hosted in sliced:
+                if hosted.result is None:
+                    self._finish_safely(hosted, reason)
+
+    def _round_robin(self, sliced: list[HostedVm]) -> None:
         """Round-robin: each live VM runs for one slice of host time per turn.
 
         A VM whose guest is idle (halted until a timer that lies ahead of host
@@ -378,7 +401,9 @@ class Hypervisor:
                 else:
                     idle_until.append(until)
             if live and all_idle and idle_until:
-                self._scheduler_wakeup.wait(max(0.0, min(idle_until) - time.monotonic()))
+                # Bounded (MAX_WAIT_SECONDS): the next round re-checks.
+                self._scheduler_wakeup.wait(
+                    min(max(0.0, min(idle_until) - time.monotonic()), MAX_WAIT_SECONDS))
                 self._scheduler_wakeup.clear()
 
     def _wake_sliced(self, engine: Engine) -> None:
@@ -412,6 +437,22 @@ class Hypervisor:
                 return None  # the slice is over, not the VM
             return StopReason(StopKind.TIMEOUT, f"after {hosted.config.timeout} s")
         return reason
+
+    def _finish_safely(self, hosted: HostedVm, reason: StopReason) -> None:
+        """`_finish`, or if even that fails, a bare row with `reason`."""
+        try:
+            self._finish(hosted, reason)
+        except Exception:  # noqa: BLE001 - the row must exist whatever failed
+            hosted.result = None
+            self._finish_bare(hosted, reason)
+
+    def _finish_bare(self, hosted: HostedVm, reason: StopReason) -> None:
+        """A result row that touches nothing that could fail again."""
+        hosted.result = VmResult(
+            name=hosted.name, engine=hosted.config.engine,
+            guest=hosted.config.image.label or str(hosted.config.image.path), reason=reason,
+            wall_seconds=time.monotonic() - hosted.started, exits=0, timer_interrupts=0,
+            host_wakeups=0)
 
     def _finish(self, hosted: HostedVm, reason: StopReason) -> None:
         wall = time.monotonic() - hosted.started
@@ -453,26 +494,33 @@ _HYPERVISOR_KEYS = {"timeout", "slice_ms", "output_limit", "engine", "memory", "
 
 
 def parse_size(value: object, what: str) -> int:
-    """64M, 1G, 512K, or a bare integer number of bytes (TOML integer)."""
+    """64M, 1G, 512K, or a bare integer number of bytes (TOML integer); never negative."""
+    size: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
+        size = value
+    elif isinstance(value, str):
         units = {"k": 1 << 10, "m": MIB, "g": 1 << 30}
         text = value.strip().lower()
         try:
             if text and text[-1] in units:
-                return int(float(text[:-1]) * units[text[-1]])
-            return int(text)
-        except ValueError:
-            pass
-    raise ConfigError(f"{what}: invalid size {value!r} (examples: 64M, 1G, 65536)")
+                size = int(float(text[:-1]) * units[text[-1]])
+            else:
+                size = int(text)
+        except (ValueError, OverflowError):  # "xG", "infG"
+            size = None
+    if size is None or size < 0:
+        raise ConfigError(f"{what}: invalid size {value!r} (examples: 64M, 1G, 65536)")
+    return size
 
 
 def _number(value: object, what: str) -> float:
-    """A positive TOML number."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+    """A positive, finite TOML number no larger than MAX_RUN_SECONDS (TOML
+    allows inf and nan; no host wait or deadline can be armed for them)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) \
+            and 0 < value <= MAX_RUN_SECONDS:
         return float(value)
-    raise ConfigError(f"{what}: expected a positive number, not {value!r}")
+    raise ConfigError(f"{what}: expected a positive number up to {MAX_RUN_SECONDS:g}, "
+                      f"not {value!r}")
 
 
 def _image_of(entry: dict, base: Path, where: str) -> ImageSpec:
@@ -506,12 +554,16 @@ def configs_from_toml(text: str, base: Path = Path(".")) -> tuple[list[VmConfig]
     if unknown:
         raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
     defaults = data.get("hypervisor", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError("hypervisor must be a [hypervisor] table")
     bad = set(defaults) - _HYPERVISOR_KEYS
     if bad:
         raise ConfigError(f"[hypervisor]: unknown key(s): {', '.join(sorted(bad))}")
     entries = data.get("vm", [])
     if not isinstance(entries, list) or not entries:
         raise ConfigError("no [[vm]] tables: nothing to run")
+    if not all(isinstance(entry, dict) for entry in entries):
+        raise ConfigError("vm must be [[vm]] tables, not values")
     slice_seconds = _number(defaults.get("slice_ms", DEFAULT_SLICE_SECONDS * 1000),
                             "[hypervisor] slice_ms") / 1000
     configs: list[VmConfig] = []
@@ -535,8 +587,9 @@ def configs_from_toml(text: str, base: Path = Path(".")) -> tuple[list[VmConfig]
         if unmapped not in ("stop", "ignore"):
             raise ConfigError(f"{where}: unmapped must be \"stop\" or \"ignore\"")
         count = entry.get("count", 1)
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise ConfigError(f"{where}: count must be at least 1")
+        if not isinstance(count, int) or isinstance(count, bool) \
+                or not 1 <= count <= MAX_COUNT:
+            raise ConfigError(f"{where}: count must be 1 to {MAX_COUNT}")
         for copy in range(1, count + 1):
             vm_name = name if count == 1 else f"{name}{copy}"
             vm_console = console.replace("{name}", vm_name)

@@ -9,6 +9,13 @@ moves:
 - `ClockSource.MANUAL`: guest time advances only when the engine calls
   `advance()` (the interpreter advances it per instruction, which makes runs
   deterministic, like QEMU's icount mode).
+- `ClockSource.VCPU`: guest time is the host time the VM actually got: the
+  CPU time of its vCPU thread while it runs (guest and VMM work alike), plus
+  real time while the guest is halted, frozen while the VM is paused.  Time
+  the host scheduler gives to *other* processes does not pass for the guest,
+  so a loaded host slows the guest down instead of making its timer fire in
+  the middle of work that would otherwise fit between two ticks (KVM's
+  default; the engine calls `vcpu_started/vcpu_stopped/idle_begin/idle_end`).
 
 Timer callbacks run on the engine's thread, inside `run_due()`.
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+import threading
 import time
 from collections.abc import Callable
 
@@ -25,6 +33,7 @@ from collections.abc import Callable
 class ClockSource(enum.Enum):
     HOST = "host"
     MANUAL = "manual"
+    VCPU = "vcpu"
 
 
 class Timer:
@@ -50,6 +59,12 @@ class VirtualClock:
         self.source = source
         self._manual_ns = 0
         self._host_origin = time.monotonic_ns()
+        # VCPU source: guest ns at the start of the current run, the vCPU
+        # thread's CPU clock and its reading then, and real time spent halted.
+        self._vcpu_clock: int | None = None
+        self._vcpu_cpu_start = 0
+        self._idle_ns = 0
+        self._idle_since: int | None = None
         self._timers: list[Timer] = []
         self._seq = itertools.count()
         # Called (from any thread) when a new earliest deadline is armed, so a
@@ -62,11 +77,50 @@ class VirtualClock:
         self.source = source
         self._manual_ns = now
         self._host_origin = time.monotonic_ns() - now
+        self._vcpu_clock = None
+        self._idle_since = None
 
     def now_ns(self) -> int:
-        if self.source is ClockSource.MANUAL:
+        source = self.source
+        if source is ClockSource.MANUAL:
             return self._manual_ns
+        if source is ClockSource.VCPU:
+            if self._vcpu_clock is None:
+                return self._manual_ns  # paused: frozen
+            idle = self._idle_ns
+            if self._idle_since is not None:
+                idle += time.monotonic_ns() - self._idle_since
+            return (self._manual_ns + time.clock_gettime_ns(self._vcpu_clock)
+                    - self._vcpu_cpu_start + idle)
         return time.monotonic_ns() - self._host_origin
+
+    # -- VCPU source: called by the engine on its vCPU thread ------------------
+    def vcpu_started(self) -> None:
+        """The calling thread starts running the guest: time flows from here."""
+        if self.source is not ClockSource.VCPU or self._vcpu_clock is not None:
+            return
+        self._vcpu_clock = time.pthread_getcpuclockid(threading.get_ident())
+        self._vcpu_cpu_start = time.clock_gettime_ns(self._vcpu_clock)
+        self._idle_ns = 0
+        self._idle_since = None
+
+    def vcpu_stopped(self) -> None:
+        """The guest is paused (run() returned): time stands still."""
+        if self.source is not ClockSource.VCPU or self._vcpu_clock is None:
+            return
+        self.idle_end()
+        self._manual_ns = self.now_ns()
+        self._vcpu_clock = None
+
+    def idle_begin(self) -> None:
+        """The guest halted: real time passes for it while the VMM sleeps."""
+        if self.source is ClockSource.VCPU and self._idle_since is None:
+            self._idle_since = time.monotonic_ns()
+
+    def idle_end(self) -> None:
+        if self._idle_since is not None:
+            self._idle_ns += time.monotonic_ns() - self._idle_since
+            self._idle_since = None
 
     def advance(self, ns: int) -> None:
         """Move manual time forward (ignored for the host source)."""
@@ -115,3 +169,5 @@ class VirtualClock:
     def set_state(self, state: dict) -> None:
         self._manual_ns = state["now_ns"]
         self._host_origin = time.monotonic_ns() - state["now_ns"]
+        self._vcpu_clock = None
+        self._idle_since = None

@@ -14,13 +14,14 @@ thread (`set_target`, `offer`, `stop`, `kicks`), so an engine uses one the
 same way whether it is one VM of many or a hypervisor of one.
 
 Targets are host monotonic times in ns (`time.monotonic_ns()`).  Only VMs
-whose clock follows the host (`ClockSource.HOST`, i.e. KVM) need the service:
+whose clock follows the host (`ClockSource.VCPU` or `HOST`, i.e. KVM) need the service:
 an interpreter's clock is advanced by its own instruction count, so its
 deadlines are not host times.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,43 @@ from pyvmm.stats import Stats
 
 STATS_CATEGORY = "timer"
 STAT_HOST_WAKEUPS = "host wake-ups"
+
+# The longest single host wait armed.  Lock/Condition/Event waits raise
+# OverflowError past threading.TIMEOUT_MAX (about 292 years on Linux, but a
+# guest can ask for 2**64 ns); a longer wait is taken in pieces of this size,
+# so no guest- or user-chosen time can crash a host thread.
+MAX_WAIT_SECONDS = 3600.0
+MAX_WAIT_NS = int(MAX_WAIT_SECONDS * 1e9)
+# The longest time a user may give (run timeouts, snapshot times): about
+# three years.  Longer is a typo or an attack, and is refused with a one-line
+# error rather than reaching the engines' integer-ns deadlines.
+MAX_RUN_SECONDS = 1e8
+
+
+def wait_seconds_until(target_ns: int, now_ns: int) -> float:
+    """Seconds from `now_ns` to `target_ns` (host ns), within [0, MAX_WAIT_SECONDS].
+
+    Done in integers first: a target near 2**64 ns or beyond must neither
+    overflow the float conversion nor the host wait."""
+    return min(max(target_ns - now_ns, 0), MAX_WAIT_NS) / 1e9
+
+
+def wait_event(event: threading.Event, seconds: float | None) -> bool:
+    """`event.wait(seconds)` for any `seconds` (None, inf, 1e300, NaN = 0).
+
+    Waits in pieces of at most MAX_WAIT_SECONDS until the event is set (True)
+    or the whole time has passed (False)."""
+    if seconds is None:
+        return event.wait()
+    if math.isnan(seconds):
+        seconds = 0.0
+    end = time.monotonic() + seconds  # inf stays inf: wait until set
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return event.is_set()
+        if event.wait(min(left, MAX_WAIT_SECONDS)):
+            return True
 
 
 class TimerChannel:
@@ -79,6 +117,7 @@ class HostTimerService:
 
     `arms` counts the host waits armed (a new earliest target re-arms the
     single wait), `wakeups` the times the thread woke with expiries to deliver.
+    No wait is longer than MAX_WAIT_SECONDS, whatever the targets.
     """
 
     def __init__(self, name: str = "pyvmm-host-timer") -> None:
@@ -87,6 +126,7 @@ class HostTimerService:
         self._stopping = False
         self.arms = 0
         self.wakeups = 0
+        self.delivery_errors = 0  # wake callbacks that raised (the thread carries on)
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -153,13 +193,17 @@ class HostTimerService:
                     cond.release()
                     try:
                         for c in due:
-                            c._deliver()
+                            try:
+                                c._deliver()
+                            except Exception:  # noqa: BLE001 - one VM's wake must not end the service
+                                self.delivery_errors += 1
                     finally:
                         cond.acquire()
                     continue
                 earliest = self._earliest()
                 self.arms += 1
-                cond.wait(None if earliest is None else (earliest - now) / 1e9)
+                # Bounded: an absurd target is re-armed every MAX_WAIT_SECONDS.
+                cond.wait(None if earliest is None else wait_seconds_until(earliest, now))
 
     def stop(self) -> None:
         """Stop the thread (idempotent); channels stop receiving expiries."""

@@ -278,11 +278,15 @@ class HypercallDevice:
         """Non-blocking: the vCPU never sleeps inside a hypercall.  With
         datagrams queued it returns their count; otherwise it arms a one-shot
         IRQ_PV_EVENT pulse (datagram arrival or `timeout_ns`, 0 = none) and
-        returns -EAGAIN, and the guest halts until an interrupt."""
+        returns -EAGAIN, and the guest halts until an interrupt.  A timeout
+        longer than the PV timer's longest period (1 h) is -EINVAL: no guest
+        value may become a host wait the host cannot arm."""
         switch = self._current_switch()
         if switch is None:
             return {RAX: error(ENODEV)}
         timeout = regs[RBX]
+        if timeout > TIMER_MAX_PERIOD_NS:
+            return {RAX: error(EINVAL)}
         queued = switch.pending(self.vm_id)
         if queued:
             return {RAX: queued}

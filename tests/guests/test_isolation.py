@@ -179,3 +179,84 @@ def test_misbehaving_vms_stop_alone_and_the_others_finish(images, demo_alone, tm
         assert log(name) == b"Hello from a pyvmm boot sector!\r\n"
     for name in ("demo", "hello", "interp-hello"):
         assert results[name].wall_seconds < spin_timeout
+
+
+# -- a huge HC_NET_WAIT next to a normal VM -----------------------------------------
+LIB = ROOT / "guests" / "lib"
+LIB_OBJS = ("boot32", "gdt", "idt", "paging", "pic", "pit", "uart", "fmt", "klog",
+            "cmdline", "pv")
+NETWAIT = """
+%include "x86.inc"
+%include "pv.inc"
+%include "debugexit.inc"
+        extern uart_puts, pv_detect
+        global kmain, guest_name
+        section .rodata
+guest_name: db "netwait", 0
+msg_einval: db "netwait: 2^64-1 ns refused", 10, 0
+msg_armed: db "netwait: 1 h wait armed, halting", 10, 0
+msg_bad: db "netwait: unexpected result", 10, 0
+        section .text
+        bits 64
+        default rel
+kmain:
+        call pv_detect
+        mov rbx, -1                     ; a timeout of 2^64-1 ns (584 years)
+        PV_CALL HC_NET_WAIT
+        cmp rax, -22                    ; -EINVAL
+        jne .bad
+        lea rdi, [msg_einval]
+        call uart_puts
+        mov rbx, 3600000000000          ; the longest allowed: 1 h, armed
+        PV_CALL HC_NET_WAIT
+        cmp rax, -11                    ; -EAGAIN
+        jne .bad
+        lea rdi, [msg_armed]
+        call uart_puts
+        sti
+.idle:  hlt
+        jmp .idle
+.bad:   lea rdi, [msg_bad]
+        call uart_puts
+        DEBUG_EXIT EXIT_FAILURE_VALUE
+"""
+
+
+def build_lib_kernel(out: Path, name: str, source: str) -> Path:
+    """A 64-bit kernel on the bundled guests' library (guests/Makefile's recipe)."""
+    (out / f"{name}.asm").write_text(source)
+    objects = []
+    for unit, path in [(lib, LIB / f"{lib}.asm") for lib in LIB_OBJS] + [
+            (name, out / f"{name}.asm")]:
+        objects.append(out / f"{unit}.o")
+        subprocess.run(["nasm", "-Werror", "-I", f"{LIB}/", "-f", "elf32", "-o",
+                        str(objects[-1]), str(path)], check=True, capture_output=True)
+    image = out / f"{name}.elf"
+    subprocess.run(["ld", "-m", "elf_i386", "--build-id=none", "--no-warn-rwx-segments",
+                    "-nostdlib", "-T", str(ROOT / "guests" / "kernel.ld"), "-o", str(image),
+                    *map(str, objects)], check=True, capture_output=True)
+    return image
+
+
+def test_a_huge_net_wait_is_refused_and_its_neighbour_finishes(demo_alone, tmp_path):
+    """HC_NET_WAIT with 2**64-1 ns once crashed the shared host-timer thread
+    (OverflowError) and with it every VM.  Now the call is -EINVAL, the
+    longest legal wait is armed without harm, and the waiting VM stops by its
+    own timeout while the demo next to it finishes normally."""
+    from pyvmm.paravirt import VirtualSwitch
+
+    image = ImageSpec("multiboot", build_lib_kernel(tmp_path, "netwait", NETWAIT),
+                      label="netwait")
+    with Hypervisor(switch=VirtualSwitch()) as hv:
+        hv.add(VmConfig("netwait", image, engine="kvm", ram_size=16 * MIB,
+                        console=console(tmp_path, "netwait"), timeout=3))
+        hv.add(VmConfig("demo", ImageSpec.bundled("demo", "work=3"), engine="kvm",
+                        ram_size=16 * MIB, console=console(tmp_path, "demo"), timeout=30))
+        results = {r.name: r for r in hv.run()}
+        assert hv.host_timer.running
+    log = (tmp_path / "netwait.log").read_bytes()
+    assert log == b"netwait: 2^64-1 ns refused\nnetwait: 1 h wait armed, halting\n", log
+    assert results["netwait"].reason.kind is StopKind.TIMEOUT, results["netwait"].reason
+    assert results["demo"].exit_status == GUEST_SUCCESS, results["demo"].reason
+    assert stable_demo_lines((tmp_path / "demo.log").read_bytes()) == \
+        stable_demo_lines(demo_alone)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pyvmm.engines.base import StopKind, StopReason
-from pyvmm.paravirt import RegisterListCpu, VirtualSwitch, abi, connect_board
+from pyvmm.paravirt import VirtualSwitch, abi, connect_board
 from pyvmm.vm import ImageSpec, VirtualMachine, engine_availability
 from tests.conftest import requires_kvm, run_pyvmm
 
@@ -34,12 +34,9 @@ ENGINES = [pytest.param("kvm", marks=requires_kvm),
 
 
 def make_vm(engine: str, out: io.BytesIO, name: str = "vm0") -> VirtualMachine:
-    vm = VirtualMachine(engine, serial_output=out, name=name)
-    if vm.board.cpu_access is None:
-        # The interpreter does not publish its registers to the board yet
-        # (pyvmm/engines/interp is another engineer's); this is the one line it needs.
-        vm.board.cpu_access = RegisterListCpu(vm.engine.cpu)  # type: ignore[attr-defined]
-    return vm
+    """A VM as the engine builds it: the engine itself must publish its
+    registers (`board.cpu_access`), or the hypercalls are ignored."""
+    return VirtualMachine(engine, serial_output=out, name=name)
 
 
 # -- the ABI, from a real-mode boot sector ----------------------------------------
@@ -161,6 +158,23 @@ def test_demo_pv_mode_under_the_interpreter_is_byte_identical_but_the_timer_line
     assert (emulated[1], pv[1]) == (0, 1)
 
 
+@requires_interp
+def test_cli_interp_demo_pv_uses_the_pv_timer_and_counts_hypercalls():
+    """The user's way in: the interpreter must publish its registers to the
+    hypercall device itself (nothing in the CLI path patches it in)."""
+    result = run_pyvmm("run", "--engine", "interp", "--stats", "--append", "work=2 pv", "demo")
+    assert result.returncode == GUEST_SUCCESS, result.stderr
+    assert b"demo: pv timer 100 Hz\r\n" in result.stdout, result.stdout
+    stats = result.stderr.decode()
+    lines = stats.split("hypercalls:\n", 1)[1].splitlines()
+    section = "\n".join(line for line in lines[:next(
+        (i for i, line in enumerate(lines) if not line.startswith("  ")), len(lines))])
+    counts = dict(re.findall(r"^  (\S[\w -]*?)\s+(\d+)$", section, re.M))
+    assert counts.get("probe") == "1" and counts.get("timer-start") == "1", section
+    assert int(counts.get("console-write", "0")) > 10, section
+    assert "no register access" not in stats
+
+
 # -- ping: two VMs, one switch ------------------------------------------------------
 
 def run_pair(engine: str, count: int, switch: VirtualSwitch | None = None,
@@ -262,10 +276,8 @@ def test_ping_under_the_hypervisors_time_sliced_interpreter():
     out = io.BytesIO()
     with Hypervisor(switch=VirtualSwitch(), stdout=out) as hypervisor:
         for vm_id in (1, 2):
-            hosted = hypervisor.add(VmConfig(name=f"vm{vm_id}", engine="interp", timeout=60,
-                                             image=ImageSpec.bundled("ping", "count=10")))
-            if hosted.vm.board.cpu_access is None:  # see make_vm
-                hosted.vm.board.cpu_access = RegisterListCpu(hosted.vm.engine.cpu)
+            hypervisor.add(VmConfig(name=f"vm{vm_id}", engine="interp", timeout=60,
+                                    image=ImageSpec.bundled("ping", "count=10")))
         results = hypervisor.run()
     assert [r.exit_status for r in results] == [GUEST_SUCCESS, GUEST_SUCCESS]
     for me, peer in ((1, 2), (2, 1)):

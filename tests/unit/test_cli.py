@@ -72,3 +72,19 @@ def test_malformed_boot_sector_one_line(tmp_path, engine):
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pyvmm: error:")
     assert b"Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "1e308", "1e12", "nan", "-1", "0"])
+def test_absurd_timeouts_are_one_line_usage_errors(value):
+    """No host wait can be armed for them: refused before any VM starts."""
+    result = run_pyvmm("run", "--timeout", value, "hello")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.decode().splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--timeout" in errors[0], result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_too_many_vms_is_a_one_line_error():
+    result = run_pyvmm("run", "--vms", "100000000", "hello")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == "pyvmm: error: --vms: at most 64 VMs"

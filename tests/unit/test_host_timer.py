@@ -154,3 +154,42 @@ def test_stop_ends_the_thread_and_refuses_new_channels():
     assert not svc.running
     with pytest.raises(RuntimeError):
         svc.channel(Recorder())
+
+
+def test_an_absurd_target_neither_kills_the_thread_nor_starves_others(service):
+    """A guest can ask for 2**64 ns (584 years, past threading.TIMEOUT_MAX):
+    the wait is armed in bounded pieces and the service serves everyone else."""
+    far, near = Recorder(), Recorder()
+    service.channel(far, name="far").set_target(time.monotonic_ns() + 2**64)
+    time.sleep(0.05)  # the service has armed its wait for the absurd target
+    assert service.running
+    service.channel(near, name="near").set_target(time.monotonic_ns() + 20 * MS)
+    assert near.event.wait(2.0)
+    assert service.running and far.times == []
+    service.channels[0].set_target(time.monotonic_ns() + 2**200)  # beyond any float ns
+    time.sleep(0.05)
+    assert service.running
+
+
+def test_a_raising_wake_callback_does_not_end_the_service(service):
+    def broken() -> None:
+        raise RuntimeError("a VM's wake failed")
+
+    ok = Recorder()
+    service.channel(broken).set_target(time.monotonic_ns() + MS)
+    service.channel(ok).set_target(time.monotonic_ns() + 10 * MS)
+    assert ok.event.wait(2.0)
+    assert service.running and service.delivery_errors == 1
+
+
+def test_wait_helpers_accept_any_length():
+    from pyvmm.machine.host_timer import MAX_WAIT_SECONDS, wait_event, wait_seconds_until
+
+    assert wait_seconds_until(10**30, 0) == MAX_WAIT_SECONDS
+    assert wait_seconds_until(5, 10) == 0.0
+    assert wait_seconds_until(1_500_000_000, 0) == 1.5
+    event = threading.Event()
+    threading.Timer(0.02, event.set).start()
+    assert wait_event(event, float("inf"))
+    assert not wait_event(threading.Event(), float("nan"))
+    assert not wait_event(threading.Event(), 0.01)

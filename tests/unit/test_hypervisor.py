@@ -76,7 +76,7 @@ def test_combined_exit_status():
     assert combined_exit_status([result("a", 33), result("b", 33), result("c", 35),
                                  result("d", 6, StopKind.TRIPLE_FAULT)]) == 35
     assert combined_exit_status([result("a", None, StopKind.TIMEOUT), result("b", 33)]) == 33
-    assert combined_exit_status([]) == 0
+    assert combined_exit_status([]) == StopKind.INTERNAL_ERROR.exit_code  # never "success"
 
 
 def test_report_has_one_row_per_vm_with_every_column():
@@ -141,6 +141,15 @@ unmapped = "ignore"
     ("[[vm]]\nguest = 'demo'\ncount = 0\n", "count"),
     ("[hypervisor]\nslice_ms = -1\n[[vm]]\nguest = 'demo'\n", "positive number"),
     ("[[vm]]\nguest = 'demo'\nunmapped = 'maybe'\n", "unmapped must be"),
+    ("vm = [1, 2]\n", r"\[\[vm\]\] tables, not values"),
+    ("hypervisor = 5\n[[vm]]\nguest = 'demo'\n", r"\[hypervisor\] table"),
+    ("[[vm]]\nguest = 'demo'\ncount = 100000000\n", "count must be 1 to 64"),
+    ("[[vm]]\nguest = 'demo'\noutput_limit = '-1'\n", "invalid size"),
+    ("[[vm]]\nguest = 'demo'\noutput_limit = -5\n", "invalid size"),
+    ("[[vm]]\nguest = 'demo'\nmemory = 'infG'\n", "invalid size"),
+    ("[[vm]]\nguest = 'demo'\ntimeout = inf\n", "positive number up to"),
+    ("[[vm]]\nguest = 'demo'\ntimeout = nan\n", "positive number up to"),
+    ("[[vm]]\nguest = 'demo'\ntimeout = 1e12\n", "positive number up to"),
 ])
 def test_toml_errors_are_one_line_config_errors(text, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
@@ -213,6 +222,65 @@ def test_stop_all_stops_every_vm(tmp_path):
                         (StopReason(StopKind.USER_QUIT, "test"),)).start()
         results = hv.run()
     assert [r.reason.kind for r in results] == [StopKind.USER_QUIT, StopKind.USER_QUIT]
+
+
+def test_an_engine_that_raises_leaves_an_internal_error_row(tmp_path, monkeypatch):
+    """One VM's engine fails (a pyvmm bug): its row says so (status 10), and
+    the other VM finishes."""
+    with Hypervisor(slice_seconds=0.01, stdout=io.BytesIO()) as hv:
+        broken = hv.add(VmConfig("broken", ImageSpec.bundled("hello"), engine="interp",
+                                 ram_size=2 * MIB, timeout=30))
+        hv.add(VmConfig("hello", ImageSpec.bundled("hello"), engine="interp",
+                        ram_size=2 * MIB, timeout=30))
+
+        def boom(timeout=None):  # noqa: ANN001, ANN202
+            raise RuntimeError("engine bug")
+
+        monkeypatch.setattr(broken.vm.engine, "run", boom)
+        results = hv.run()
+    assert [r.name for r in results] == ["broken", "hello"]
+    assert results[0].exit_status == 10
+    assert results[0].reason.message == "RuntimeError: engine bug"
+    assert results[1].exit_status == 33
+    assert "internal error: RuntimeError: engine bug" in format_report(results)
+
+
+def test_a_crashed_scheduler_finishes_every_vm_it_had(tmp_path, monkeypatch):
+    with Hypervisor(slice_seconds=0.01, stdout=io.BytesIO()) as hv:
+        for name in ("x", "y"):
+            hv.add(VmConfig(name, spin_boot_sector(tmp_path, f"{name}.bin"), engine="interp",
+                            ram_size=2 * MIB, timeout=30))
+        calls = []
+
+        def crash(hosted):  # noqa: ANN001, ANN202
+            calls.append(hosted.name)
+            raise ZeroDivisionError("scheduler bug")
+
+        monkeypatch.setattr(hv, "_turn", crash)
+        results = hv.run()
+    assert calls == ["x"]
+    assert [(r.name, r.exit_status) for r in results] == [("x", 10), ("y", 10)]
+    assert all(r.reason.message == "ZeroDivisionError: scheduler bug" for r in results)
+
+
+@requires_kvm
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_vcpu_thread_that_dies_still_leaves_a_row(tmp_path, monkeypatch):
+    """Even an exception the vCPU thread does not catch (here SystemExit,
+    which ends only that thread) leaves the VM a row."""
+    with Hypervisor(stdout=io.BytesIO()) as hv:
+        dying = hv.add(VmConfig("dying", ImageSpec.bundled("hello"), engine="kvm",
+                                ram_size=2 * MIB, timeout=30))
+        hv.add(VmConfig("hello", ImageSpec.bundled("hello"), engine="kvm",
+                        ram_size=2 * MIB, timeout=30))
+
+        def die(timeout=None):  # noqa: ANN001, ANN202
+            raise SystemExit
+
+        monkeypatch.setattr(dying.vm, "run", die)
+        results = hv.run()
+    assert [(r.name, r.exit_status) for r in results] == [("dying", 10), ("hello", 33)]
+    assert "without a result" in results[0].reason.message
 
 
 def test_boards_get_ids_and_the_switch(tmp_path):

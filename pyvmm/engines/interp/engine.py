@@ -37,6 +37,7 @@ from pyvmm.engines.interp.faults import (
 )
 from pyvmm.engines.interp.signals import EndBatch, SoftwareInterrupt, Unsupported
 from pyvmm.machine.clock import ClockSource
+from pyvmm.machine.host_timer import wait_event
 
 BATCH = 20000  # instructions between host-side checks when no timer is closer
 DR6_BS = 1 << 14  # DR6 bit 14: the #DB was a single-step trap (SDM Vol. 3B §17.2.3)
@@ -429,7 +430,7 @@ class InterpreterEngine(Engine):
             seconds = left if seconds is None else min(seconds, left)
         if seconds is not None and seconds <= 0:
             return False
-        woken = self._wakeup.wait(seconds)
+        woken = wait_event(self._wakeup, seconds)  # any length, in bounded pieces
         self._wakeup.clear()
         board = self.board
         return woken or board.events.pending() or board.stop_request is not None \

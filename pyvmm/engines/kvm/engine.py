@@ -26,7 +26,7 @@ from pyvmm.engines.kvm import state as conv
 from pyvmm.engines.kvm.registers import KvmCpuAccess
 from pyvmm.errors import EngineUnavailable
 from pyvmm.machine.clock import ClockSource
-from pyvmm.machine.host_timer import HostTimerService, TimerChannel
+from pyvmm.machine.host_timer import HostTimerService, TimerChannel, wait_seconds_until
 
 if TYPE_CHECKING:
     from pyvmm.board.pc import PcBoard
@@ -57,6 +57,9 @@ class KvmEngine(Engine):
     """Hardware-assisted virtualization through /dev/kvm, one vCPU."""
 
     name = "kvm"
+    # Guest time: VCPU (the time this VM's vCPU actually got, see
+    # pyvmm/machine/clock.py) or HOST (wall-clock time, QEMU's behaviour).
+    clock_source = ClockSource.VCPU
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -128,7 +131,7 @@ class KvmEngine(Engine):
         supported = set(self._msr_index_list())
         self._msr_indices = [m for m in conv.DEFAULT_MSRS if m in supported]
 
-        board.clock.set_source(ClockSource.HOST)
+        board.clock.set_source(self.clock_source)
         board.clock.on_new_deadline = self._on_new_deadline
         board.events.wake = self.wake
         board.cpu_access = KvmCpuAccess(self)  # hypercall device: vCPU registers
@@ -319,7 +322,11 @@ class KvmEngine(Engine):
             self._waker.offer(self._host_ns(deadline_ns))
 
     def _host_ns(self, guest_ns: int) -> int:
-        """A clock deadline as a host monotonic time (the clock source is HOST)."""
+        """A clock deadline as a host monotonic time.
+
+        Exact for the HOST source; for VCPU it assumes guest time keeps pace
+        with host time from now on, so a vCPU the host scheduler delays is
+        woken early, finds nothing due, and this is computed again."""
         return time.monotonic_ns() + (guest_ns - self.board.clock.now_ns())
 
     def _wake_target(self, run_deadline: int | None) -> int | None:
@@ -341,11 +348,13 @@ class KvmEngine(Engine):
         k.ioctl(self._vcpu_fd, k.KVM_SET_SIGNAL_MASK, unblocked, "KVM_SET_SIGNAL_MASK")
         with self._lock:
             self._thread_id = threading.get_ident()
+        self.board.clock.vcpu_started()
         try:
             reason = self._loop(run_deadline)
             self._complete_pending_io()
             return reason
         finally:
+            self.board.clock.vcpu_stopped()
             with self._lock:
                 self._thread_id = None
             self._waker.set_target(None)
@@ -388,9 +397,13 @@ class KvmEngine(Engine):
                     if self.board.events.pending():
                         continue
                     self._waker.set_target(target)
-                    wait = None if target is None else max(0, target - time.monotonic_ns()) / 1e9
+                    # Bounded (host_timer.MAX_WAIT_SECONDS): the loop re-checks.
+                    wait = None if target is None else wait_seconds_until(
+                        target, time.monotonic_ns())
                     idle_from = time.perf_counter()
+                    self.board.clock.idle_begin()
                     self._wakeup.wait(wait)
+                    self.board.clock.idle_end()
                     stats.idle_seconds += time.perf_counter() - idle_from
                     continue
             self._inject(run)

@@ -1,0 +1,68 @@
+"""The VCPU clock source: guest time is the host time the VM actually got.
+
+pyvmm/machine/clock.py: CPU time of the vCPU thread while it runs, real time
+while the guest is halted, nothing while the VM is paused or the host runs
+something else.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pyvmm.machine.clock import ClockSource, VirtualClock
+
+MS = 1_000_000
+
+
+def burn(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_frozen_until_the_vcpu_runs_and_after_it_stops():
+    clock = VirtualClock(ClockSource.VCPU)
+    start = clock.now_ns()
+    time.sleep(0.02)
+    assert clock.now_ns() == start
+    clock.vcpu_started()
+    burn(0.02)
+    clock.vcpu_stopped()
+    ran = clock.now_ns() - start
+    assert 15 * MS <= ran < 200 * MS
+    time.sleep(0.02)
+    assert clock.now_ns() - start == ran  # paused: time stands still
+
+
+def test_time_spent_blocked_does_not_pass_but_halted_time_does():
+    clock = VirtualClock(ClockSource.VCPU)
+    clock.vcpu_started()
+    before = clock.now_ns()
+    time.sleep(0.05)  # the thread is not running (as when the host runs others)
+    assert clock.now_ns() - before < 10 * MS
+    clock.idle_begin()  # the guest halted: the VMM sleeps for it
+    time.sleep(0.05)
+    clock.idle_end()
+    assert clock.now_ns() - before >= 50 * MS
+    clock.vcpu_stopped()
+
+
+def test_timers_fire_on_vcpu_time():
+    clock = VirtualClock(ClockSource.VCPU)
+    fired = []
+    clock.set_timer(5 * MS, lambda: fired.append(clock.now_ns()))
+    clock.vcpu_started()
+    time.sleep(0.02)
+    assert clock.run_due() == 0  # blocked time is not guest time
+    burn(0.01)
+    assert clock.run_due() == 1 and fired[0] >= 5 * MS
+    clock.vcpu_stopped()
+
+
+def test_switching_sources_keeps_time_continuous():
+    clock = VirtualClock(ClockSource.MANUAL)
+    clock.advance(123 * MS)
+    clock.set_source(ClockSource.VCPU)
+    assert clock.now_ns() == 123 * MS
+    clock.set_source(ClockSource.HOST)
+    assert clock.now_ns() >= 123 * MS
