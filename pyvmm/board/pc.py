@@ -102,7 +102,7 @@ class PcBoard:
 
     def __init__(self, ram_size: int = 64 * MIB, serial_output: BinaryIO | None = None,
                  debugcon_output: BinaryIO | None = None,
-                 clock_source: ClockSource = ClockSource.HOST,
+                 clock_source: ClockSource = ClockSource.VCPU,
                  unmapped: str = "stop") -> None:
         if ram_size < MIN_RAM or ram_size > MAX_RAM:
             raise ConfigError(f"memory size must be between {MIN_RAM // MIB} MiB and "
@@ -123,6 +123,8 @@ class PcBoard:
                               f"{', '.join(UNMAPPED_POLICIES)}, not {unmapped!r}")
         self.unmapped_policy = unmapped
         self.mmio.on_unclaimed = self._unclaimed_access
+        # The default (VCPU) stands still until an engine runs the VM, so guest
+        # time is exactly 0 at the first instruction whichever engine takes it.
         self.clock = VirtualClock(clock_source)
         self.events = HostEvents()
         self.stop_request: StopReason | None = None

@@ -19,9 +19,10 @@ def test_parse_size(text, expected):
     assert parse_size(text) == expected
 
 
-def test_parse_size_rejects_garbage():
+@pytest.mark.parametrize("text", ["lots", "infG", "-5", "-1M"])
+def test_parse_size_rejects_garbage(text):
     with pytest.raises(argparse.ArgumentTypeError):
-        parse_size("lots")
+        parse_size(text)
 
 
 def test_unknown_option_is_a_usage_error():

@@ -66,3 +66,25 @@ def test_switching_sources_keeps_time_continuous():
     assert clock.now_ns() == 123 * MS
     clock.set_source(ClockSource.HOST)
     assert clock.now_ns() >= 123 * MS
+
+
+def test_guest_time_is_zero_at_the_first_instruction_under_every_engine():
+    import pytest
+
+    from pyvmm.engines.registry import ENGINES, engine_availability
+    from pyvmm.vm import ImageSpec, VirtualMachine
+
+    ran = 0
+    for engine in ENGINES:
+        if not engine_availability(engine)[0]:
+            continue
+        vm = VirtualMachine(engine=engine)
+        try:
+            time.sleep(0.01)  # construction and loading take host time; the guest's clock waits
+            vm.load(ImageSpec.bundled("hello"))
+            assert vm.board.clock.now_ns() == 0, engine
+            ran += 1
+        finally:
+            vm.close()
+    if not ran:
+        pytest.skip("no engine can run here")

@@ -248,6 +248,16 @@ def test_wait_times_out_with_the_event_irq():
     assert call(b, cpu_b, abi.HC_NET_RECV, BUF, 64) == -abi.EAGAIN
 
 
+def test_wait_longer_than_the_pv_timer_period_is_einval():
+    """2**64-1 ns would become a host wait no thread can arm; 1 h is the cap."""
+    switch, (a, cpu_a), (b, cpu_b) = pair()
+    assert call(b, cpu_b, abi.HC_NET_WAIT, (1 << 64) - 1) == -abi.EINVAL
+    assert call(b, cpu_b, abi.HC_NET_WAIT, abi.TIMER_MAX_PERIOD_NS + 1) == -abi.EINVAL
+    assert b.clock.next_deadline() is None  # nothing was armed
+    assert call(b, cpu_b, abi.HC_NET_WAIT, abi.TIMER_MAX_PERIOD_NS) == -abi.EAGAIN
+    assert b.clock.next_deadline() == b.clock.now_ns() + abi.TIMER_MAX_PERIOD_NS
+
+
 def test_board_given_a_switch_later_plugs_in_on_first_use():
     switch = VirtualSwitch()
     switch.attach(1)
