@@ -43,9 +43,13 @@ class Stats:
         lines: list[str] = []
         if self.instructions is not None:
             lines.append(f"instructions: {self.instructions}")
-            if self.wall_seconds > 0:
-                lines.append(f"guest MIPS: {self.instructions / self.wall_seconds / 1e6:.3f}")
+            busy = self.wall_seconds - self.idle_seconds
+            if busy > 0:
+                note = " (time halted left out)" if self.idle_seconds else ""
+                lines.append(f"guest MIPS: {self.instructions / busy / 1e6:.3f}{note}")
         lines.append(f"wall time: {self.wall_seconds:.3f} s")
+        if self.guest_seconds is None and self.idle_seconds > 0:
+            lines.append(f"  halted (idle): {self.idle_seconds:.3f} s")
         if self.guest_seconds is not None and self.wall_seconds > 0:
             vmm = max(0.0, self.wall_seconds - self.guest_seconds - self.idle_seconds)
             lines.append(f"  in the guest: {self.guest_seconds:.3f} s, halted (idle): "

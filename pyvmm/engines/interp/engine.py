@@ -430,7 +430,9 @@ class InterpreterEngine(Engine):
             seconds = left if seconds is None else min(seconds, left)
         if seconds is not None and seconds <= 0:
             return False
+        idle_from = time.perf_counter()
         woken = wait_event(self._wakeup, seconds)  # any length, in bounded pieces
+        self.board.stats.idle_seconds += time.perf_counter() - idle_from
         self._wakeup.clear()
         board = self.board
         return woken or board.events.pending() or board.stop_request is not None \
