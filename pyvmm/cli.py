@@ -77,7 +77,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _add_guest_options(parser: argparse.ArgumentParser, with_engine: bool = True) -> None:
+def _add_guest_options(parser: argparse.ArgumentParser, with_engine: bool = True,
+                       append_many: bool = False) -> None:
     from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES
 
     parser.add_argument("guest", nargs="?", metavar="GUEST",
@@ -90,8 +91,13 @@ def _add_guest_options(parser: argparse.ArgumentParser, with_engine: bool = True
                        help="a 512-byte boot sector, run at 0000:7C00 in real mode")
     image.add_argument("--bios", metavar="FILE", type=Path,
                        help="a flat BIOS ROM, entered at the reset vector")
-    image.add_argument("--append", metavar="TEXT", default=None,
-                       help="multiboot command line (for --kernel and the demo guest)")
+    if append_many:  # compare: one column per engine and command line
+        image.add_argument("--append", metavar="TEXT", default=None, action="append",
+                           help="multiboot command line (for --kernel and the demo guest); "
+                                "give it more than once to compare command lines too")
+    else:
+        image.add_argument("--append", metavar="TEXT", default=None,
+                           help="multiboot command line (for --kernel and the demo guest)")
     machine = parser.add_argument_group("machine")
     if with_engine:
         machine.add_argument("--engine", choices=sorted(ENGINES), default=DEFAULT_ENGINE,
@@ -218,8 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  pyvmm compare demo\n"
                "  pyvmm compare --engines interp,kvm --json out.json --plot out.png "
-               "--append work=5 demo\n")
-    _add_guest_options(compare, with_engine=False)
+               "--append work=5 demo\n"
+               "  pyvmm compare --engines kvm --append work=2 --append 'work=2 pv' demo"
+               "   (emulated devices vs para-virtual, side by side)\n")
+    _add_guest_options(compare, with_engine=False, append_many=True)
     compare.add_argument("--engines", metavar="LIST", default=None,
                          help="comma-separated engines (default: all, interp first)")
     compare.add_argument("--json", metavar="FILE", help="also write the results as JSON "
@@ -435,6 +443,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     _check_output_path(args.json, "--json", allow_stdout=True)
     _check_output_path(args.plot, "--plot", suffix=".png")
+    appends: list[str] | None = args.append
+    if appends is not None and len(set(appends)) != len(appends):
+        raise ConfigError("--append: the same command line is given twice")
+    args.append = appends[0] if appends else None  # resolve_image checks it applies
     spec = resolve_image(args)
     if args.engines is not None:
         engines = [name.strip() for name in args.engines.split(",") if name.strip()]
@@ -448,7 +460,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError("--engines names no engine")
     runs = compare.compare(spec, engines, args.memory, args.timeout,
                            progress=lambda line: print(line, file=sys.stderr, flush=True),
-                           unmapped=args.unmapped)
+                           unmapped=args.unmapped, cmdlines=appends)
     # With --json -, stdout is the JSON document alone; the table goes to stderr.
     table_stream = sys.stderr if args.json == "-" else sys.stdout
     print(compare.format_table(spec, runs), file=table_stream)
@@ -463,9 +475,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not usable:
         print("pyvmm: error: no engine could run", file=sys.stderr)
         return EXIT_ENGINE_UNAVAILABLE
-    same = all(run.output == usable[0].output and run.exit_status == usable[0].exit_status
-               for run in usable)
-    return 0 if same else 1
+    # Each run against the first with the same command line (compare.same_behaviour).
+    return 0 if compare.same_behaviour(runs) else 1
 
 
 def cmd_engines(args: argparse.Namespace) -> int:

@@ -4,6 +4,11 @@ Each engine gets a fresh VM (its own board), boots the same image with the
 same command line, and runs to the end.  The guest's console output (COM1
 and the 0xE9 debug console, in order) is captured so that behaviour can be
 checked identical across engines; the counters come from each VM's Stats.
+
+Several command lines (`--append` more than once, e.g. the demo with and
+without `pv`) make one column per (engine, command line) pair.  A column's
+output is compared with the first column that has the SAME command line:
+different command lines may legitimately print different things.
 The JSON form is described by docs/compare-schema.json.
 """
 
@@ -13,13 +18,13 @@ import io
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pyvmm.engines.registry import ENGINES, engine_availability
 from pyvmm.vm import ImageSpec, VirtualMachine
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: several command lines; every engine entry has its cmdline
 
 
 class _Capture(io.RawIOBase):
@@ -50,12 +55,20 @@ class EngineRun:
     idle_seconds: float = 0.0
     instructions: int | None = None
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    cmdline: str = ""
+    label: str = ""  # the column header: the engine, plus [cmdline] when there are several
+
+    @property
+    def column(self) -> str:
+        return self.label or self.engine
 
     @property
     def mips(self) -> float | None:
-        if self.instructions is None or self.wall_seconds <= 0:
+        """Guest instructions per second of host time the guest was not halted."""
+        busy = self.wall_seconds - self.idle_seconds
+        if self.instructions is None or busy <= 0:
             return None
-        return self.instructions / self.wall_seconds / 1e6
+        return self.instructions / busy / 1e6
 
     def total(self, category: str) -> int:
         return sum(self.counters.get(category, {}).values())
@@ -72,7 +85,7 @@ def run_engine(engine: str, spec: ImageSpec, ram_size: int, timeout: float | Non
                unmapped: str = "stop") -> EngineRun:
     available, reason = engine_availability(engine)
     if not available:
-        return EngineRun(engine, False, reason)
+        return EngineRun(engine, False, reason, cmdline=spec.cmdline)
     capture = _Capture()
     vm = VirtualMachine(engine=engine, ram_size=ram_size, serial_output=capture,
                         debugcon_output=capture, name=engine, unmapped=unmapped)
@@ -85,24 +98,38 @@ def run_engine(engine: str, spec: ImageSpec, ram_size: int, timeout: float | Non
             exit_status=stop.exit_code, stop=stop.describe(),
             wall_seconds=stats.wall_seconds, guest_seconds=stats.guest_seconds,
             idle_seconds=stats.idle_seconds, instructions=stats.instructions,
-            counters={cat: dict(c) for cat, c in stats.counters.items() if c})
+            counters={cat: dict(c) for cat, c in stats.counters.items() if c},
+            cmdline=spec.cmdline)
     finally:
         vm.close()
 
 
+def column_label(engine: str, cmdline: str, several: bool) -> str:
+    """`kvm`, or `kvm [work=2 pv]` when the comparison has several command lines."""
+    return f"{engine} [{cmdline}]" if several else engine
+
+
 def compare(spec: ImageSpec, engines: list[str], ram_size: int, timeout: float | None,
-            progress=None, unmapped: str = "stop") -> list[EngineRun]:
+            progress=None, unmapped: str = "stop",
+            cmdlines: list[str] | None = None) -> list[EngineRun]:
+    """Run `spec` under each engine, once per command line (default: the
+    spec's own); columns are engine-major, so one engine's runs sit together."""
+    lines = cmdlines if cmdlines else [spec.cmdline]
+    several = len(lines) > 1
+    pairs = [(engine, line) for engine in engines for line in lines]
     runs = []
-    for index, engine in enumerate(engines, 1):
+    for index, (engine, line) in enumerate(pairs, 1):
+        label = column_label(engine, line, several)
         if progress:
-            progress(f"compare: running {spec.label or spec.path} under {engine} "
-                     f"({index}/{len(engines)})...")
+            progress(f"compare: running {spec.label or spec.path} under {label} "
+                     f"({index}/{len(pairs)})...")
         started = time.monotonic()
-        run = run_engine(engine, spec, ram_size, timeout, unmapped)
+        run = run_engine(engine, replace(spec, cmdline=line), ram_size, timeout, unmapped)
+        run.label = label
         if progress:
             verdict = (f"{time.monotonic() - started:.2f} s, {run.stop}" if run.available
                        else f"unavailable: {run.reason}")
-            progress(f"compare: {engine}: {verdict}")
+            progress(f"compare: {label}: {verdict}")
         runs.append(run)
     return runs
 
@@ -125,27 +152,44 @@ CATEGORY_TITLES: tuple[tuple[str, str, bool], ...] = (
 )
 
 
-def _reference(runs: list[EngineRun]) -> EngineRun | None:
-    return next((run for run in runs if run.available), None)
+def _reference(runs: list[EngineRun], cmdline: str | None = None) -> EngineRun | None:
+    """The first available run (with `cmdline`, if given): what the others are checked against."""
+    return next((run for run in runs if run.available
+                 and (cmdline is None or run.cmdline == cmdline)), None)
+
+
+def same_behaviour(runs: list[EngineRun]) -> bool:
+    """Every available run printed and returned what the reference of its
+    command line did."""
+    for run in runs:
+        reference = _reference(runs, run.cmdline)
+        if run.available and reference is not None and (
+                run.output != reference.output or run.exit_status != reference.exit_status):
+            return False
+    return True
 
 
 def to_json(spec: ImageSpec, runs: list[EngineRun]) -> dict[str, Any]:
     reference = _reference(runs)
     engines = []
     for run in runs:
-        entry: dict[str, Any] = {"engine": run.engine, "available": run.available}
+        entry: dict[str, Any] = {"engine": run.engine, "cmdline": run.cmdline,
+                                 "column": run.column, "available": run.available}
         if not run.available:
             entry["reason"] = run.reason
         else:
+            own = _reference(runs, run.cmdline)
+            assert own is not None  # this run itself qualifies
             entry.update({
                 "exit_status": run.exit_status,
                 "stop": run.stop,
-                "same_output": run.output == reference.output,
-                "same_exit_status": run.exit_status == reference.exit_status,
+                "reference_column": own.column,
+                "same_output": run.output == own.output,
+                "same_exit_status": run.exit_status == own.exit_status,
                 "output_bytes": len(run.output),
                 "wall_seconds": run.wall_seconds,
                 "guest_seconds": run.guest_seconds,
-                "idle_seconds": run.idle_seconds if run.guest_seconds is not None else None,
+                "idle_seconds": run.idle_seconds,
                 "instructions": run.instructions,
                 "mips": run.mips,
                 "counters": run.counters,
@@ -154,7 +198,8 @@ def to_json(spec: ImageSpec, runs: list[EngineRun]) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "guest": spec.label or str(spec.path),
-        "cmdline": spec.cmdline,
+        "cmdline": runs[0].cmdline if runs else spec.cmdline,
+        "cmdlines": list(dict.fromkeys(run.cmdline for run in runs)) or [spec.cmdline],
         "reference_engine": reference.engine if reference else None,
         "engines": engines,
     }
@@ -169,8 +214,10 @@ def _fmt(value: Any) -> str:
 
 
 def format_table(spec: ImageSpec, runs: list[EngineRun]) -> str:
-    """One column per engine, one row per fact."""
+    """One column per engine (per engine and command line), one row per fact."""
     reference = _reference(runs)
+    cmdlines = list(dict.fromkeys(run.cmdline for run in runs))
+    several = len(cmdlines) > 1
     rows: list[tuple[str, list[str]]] = []
     avail = [run for run in runs if run.available]
 
@@ -179,17 +226,20 @@ def format_table(spec: ImageSpec, runs: list[EngineRun]) -> str:
 
     row("available", ["yes" if r.available else "no: " + r.reason for r in runs])
     if reference is not None:
-        row("same output as " + reference.engine,
-            ["yes" if r.available and r.output == reference.output else
-             ("no" if r.available else "-") for r in runs])
-        row("same exit status as " + reference.engine,
-            ["yes" if r.available and r.exit_status == reference.exit_status else
-             ("no" if r.available else "-") for r in runs])
+        # Each column against the first available column with its command line.
+        against = "first column with its cmdline" if several else reference.engine
+        own = [_reference(runs, r.cmdline) for r in runs]
+        row("same output as " + against,
+            ["yes" if r.available and r.output == o.output else
+             ("no" if r.available else "-") for r, o in zip(runs, own, strict=True)])
+        row("same exit status as " + against,
+            ["yes" if r.available and r.exit_status == o.exit_status else
+             ("no" if r.available else "-") for r, o in zip(runs, own, strict=True)])
         row("exit status", [r.exit_status if r.available else None for r in runs])
         row("stop", [r.stop if r.available else None for r in runs])
         row("wall time (s)", [r.wall_seconds if r.available else None for r in runs])
         row("guest instructions", [r.instructions for r in runs])
-        row("guest MIPS", [r.mips for r in runs])
+        row("guest MIPS (halted time left out)", [r.mips for r in runs])
         def share(seconds: float | None, run: EngineRun) -> float | None:
             if not run.available or seconds is None or not run.wall_seconds:
                 return None
@@ -198,7 +248,7 @@ def format_table(spec: ImageSpec, runs: list[EngineRun]) -> str:
         row("time in the guest (%)", [share(r.guest_seconds, r) for r in runs])
         row("time in pyvmm, exits (%)", [share(r.vmm_seconds, r) for r in runs])
         row("time idle, guest halted (%)",
-            [share(r.idle_seconds, r) if r.guest_seconds is not None else None for r in runs])
+            [share(r.idle_seconds, r) if r.available else None for r in runs])
         known = [category for category, _, _ in CATEGORY_TITLES]
         others = sorted({c for r in avail for c in r.counters} - set(known))
         for category, title, summable in [*CATEGORY_TITLES,
@@ -218,12 +268,16 @@ def format_table(spec: ImageSpec, runs: list[EngineRun]) -> str:
                 row(f"  {key}", [r.counters[category].get(key, 0) if has else None
                                  for r, has in zip(runs, counted, strict=True)])
     label_width = max(len(label) for label, _ in rows)
-    widths = [max(len(r.engine), *(len(values[i]) for _, values in rows))
+    widths = [max(len(r.column), *(len(values[i]) for _, values in rows))
               for i, r in enumerate(runs)]
     header = " " * label_width + "  " + "  ".join(
-        r.engine.rjust(w) for r, w in zip(runs, widths, strict=True))
-    lines = [f"guest: {spec.label or spec.path}" + (f"  cmdline: {spec.cmdline!r}"
-                                                      if spec.cmdline else ""), header]
+        r.column.rjust(w) for r, w in zip(runs, widths, strict=True))
+    if several:
+        title = "  cmdlines: " + ", ".join(repr(line) for line in cmdlines)
+    else:
+        shown = cmdlines[0] if cmdlines else spec.cmdline
+        title = f"  cmdline: {shown!r}" if shown else ""
+    lines = [f"guest: {spec.label or spec.path}" + title, header]
     for label, values in rows:
         lines.append(label.ljust(label_width) + "  " + "  ".join(
             v.rjust(w) for v, w in zip(values, widths, strict=True)))
@@ -251,7 +305,7 @@ def plot(runs: list[EngineRun], path: str) -> None:
 
         raise ConfigError("--plot needs matplotlib: pip install 'pyvmm[plot]'") from None
     avail = [r for r in runs if r.available]
-    names = [r.engine for r in avail]
+    names = [r.column for r in avail]
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
     times = [r.wall_seconds for r in avail]
     left.bar(names, times, color="tab:blue")

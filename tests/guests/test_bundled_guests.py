@@ -56,7 +56,18 @@ def test_demo_stats_ends_with_exit_total():
     lines = result.stderr.decode().strip().splitlines()
     exit_lines = [line for line in lines if line.startswith("exits: ")]
     assert len(exit_lines) == 1
-    assert int(exit_lines[0].split()[1]) > 0
+    # The total closes the stats: it is the last line before the stop line.
+    assert lines[-1].startswith("pyvmm: vm0 stopped: "), lines[-2:]
+    assert lines[-2] == exit_lines[0], lines[-3:]
+    total = int(exit_lines[0].split()[1])
+    # ...and it is the sum of the "exits:" category's counters above it.
+    start = lines.index("exits:")
+    counts: list[int] = []
+    for line in lines[start + 1:]:
+        if not line.startswith("  "):
+            break
+        counts.append(int(line.split()[-1]))
+    assert counts and sum(counts) == total > 0, (counts, total)
     assert any("com1" in line for line in lines)
 
 

@@ -6,6 +6,8 @@ The JSON is validated against docs/compare-schema.json.
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import jsonschema
 import pytest
@@ -73,7 +75,8 @@ def test_unavailable_engine_is_listed_with_its_reason(monkeypatch):
     runs = compare.compare(ImageSpec.bundled("hello"), ["kvm"], 16 << 20, 10)
     data = compare.to_json(ImageSpec.bundled("hello"), runs)
     jsonschema.validate(data, SCHEMA)
-    assert data["engines"] == [{"engine": "kvm", "available": False,
+    assert data["engines"] == [{"engine": "kvm", "cmdline": "", "column": "kvm",
+                                "available": False,
                                 "reason": "kvm is switched off for this test"}]
     assert "no: kvm is switched off" in compare.format_table(ImageSpec.bundled("hello"), runs)
 
@@ -87,8 +90,18 @@ def test_json_to_stdout_is_machine_readable():
 
 
 def test_schema_rejects_missing_fields():
-    bad = {"schema_version": 1, "guest": "x", "cmdline": "", "reference_engine": None,
-           "engines": [{"engine": "kvm", "available": True}]}
+    good = {"schema_version": compare.SCHEMA_VERSION, "guest": "x", "cmdline": "",
+            "cmdlines": [""], "reference_engine": None,
+            "engines": [{"engine": "kvm", "cmdline": "", "column": "kvm", "available": False,
+                         "reason": "off"}]}
+    jsonschema.validate(good, SCHEMA)
+    # An available entry without its results, and an entry without its cmdline.
+    bad = {**good, "engines": [{"engine": "kvm", "cmdline": "", "column": "kvm",
+                                "available": True}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, SCHEMA)
+    bad = {**good, "engines": [{"engine": "kvm", "column": "kvm", "available": False,
+                                "reason": "off"}]}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, SCHEMA)
 
@@ -98,9 +111,60 @@ def test_schema_rejects_missing_fields():
     (["--engines", ","], "--engines names no engine"),
     (["--json", "/nonexistent/dir/x.json"], "no such directory"),
     (["--plot", "out.txt"], "must end in .png"),
+    (["--append", "x", "--append", "x"], "the same command line is given twice"),
 ])
 def test_bad_options_fail_before_running(args, message):
     result = run_pyvmm("compare", *args, "hello")
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/kvm") or "kvm" not in AVAILABLE,
+                    reason="needs /dev/kvm and the kvm engine")
+def test_pv_and_emulated_side_by_side_under_kvm(tmp_path):
+    """One column per command line: the demo with emulated devices and with
+    `pv` print different timer lines (each is compared only with runs of its
+    own command line) and the PV column has far fewer exits."""
+    out = tmp_path / "pv.json"
+    result = run_pyvmm("compare", "--engines", "kvm", "--append", "work=2",
+                       "--append", "work=2 pv", "--json", str(out), "demo", timeout=300)
+    assert result.returncode == 0, result.stderr
+    table = result.stdout.decode().splitlines()
+    assert table[0] == "guest: demo  cmdlines: 'work=2', 'work=2 pv'"
+    assert re.fullmatch(r"\s+kvm \[work=2\]\s+kvm \[work=2 pv\]", table[1]), table[1]
+    exits_row = next(line for line in table if line.startswith("VM exits (total)"))
+    emulated, pv = (int(cell) for cell in exits_row.split()[-2:])
+    assert pv * 3 <= emulated, exits_row
+    data = json.loads(out.read_text())
+    jsonschema.validate(data, SCHEMA)
+    assert data["cmdlines"] == ["work=2", "work=2 pv"]
+    first, second = data["engines"]
+    assert (first["cmdline"], second["cmdline"]) == ("work=2", "work=2 pv")
+    assert (first["column"], second["column"]) == ("kvm [work=2]", "kvm [work=2 pv]")
+    assert second["reference_column"] == "kvm [work=2 pv]" and second["same_output"]
+    assert sum(second["counters"]["exits"].values()) == pv
+    assert second["counters"]["hypercalls"]["timer-start"] == 1
+
+
+@pytest.mark.skipif("interp" not in AVAILABLE, reason="needs the interp engine")
+def test_each_column_is_checked_against_its_own_cmdline():
+    """Different command lines legitimately print different things: the
+    verdict compares interp [a] with interp [a] only.  A tampered second run
+    of the same command line is still caught."""
+    spec = ImageSpec.bundled("demo")
+    runs = compare.compare(spec, ["interp", "interp"], 16 << 20, 60,
+                           cmdlines=["work=1", "work=1 pv"])
+    assert [run.column for run in runs] == ["interp [work=1]", "interp [work=1 pv]"] * 2
+    assert runs[0].output != runs[1].output  # the timer line differs
+    assert compare.same_behaviour(runs)
+    data = compare.to_json(spec, runs)
+    jsonschema.validate(data, SCHEMA)
+    assert [e["same_output"] for e in data["engines"]] == [True] * 4
+    runs[3].output += b"!"
+    assert not compare.same_behaviour(runs)
+    assert [e["same_output"] for e in compare.to_json(spec, runs)["engines"]] == \
+        [True, True, True, False]
+    row = next(line for line in compare.format_table(spec, runs).splitlines()
+               if line.startswith("same output as first column with its cmdline"))
+    assert row.split()[-4:] == ["yes", "yes", "yes", "no"]

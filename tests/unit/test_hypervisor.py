@@ -368,6 +368,33 @@ def test_cli_run_vms_prints_each_vms_lines_and_a_report():
     assert all(row[1:4] == ["kvm", "hello", "33"] for row in rows[1:])
 
 
+@requires_kvm
+def test_cli_run_vms_4_demo_exactly_as_the_issue_says():
+    """`pyvmm run --vms 4 demo`: four demos, each prints its own summary, one
+    report row each, and the run's status is the guests' 33."""
+    import re
+
+    from tests.conftest import run_pyvmm
+
+    done = run_pyvmm("run", "--vms", "4", "demo", timeout=120)
+    assert done.returncode == 33, done.stderr
+    names = ("vm1", "vm2", "vm3", "vm4")
+    summaries = {}
+    for name in names:
+        found = re.findall(rb"^\[" + name.encode() + rb"\] demo: ticks=\d+ switches=\d+ "
+                           rb"(syscalls=\d+ page_faults=1 checksum=[0-9a-f]{16})\r?$",
+                           done.stdout, re.M)
+        assert len(found) == 1, done.stdout
+        summaries[name] = found[0]
+    # The timing-independent part of the summary is the same in every VM.
+    assert len(set(summaries.values())) == 1, summaries
+    rows = [line.split() for line in done.stderr.decode().splitlines()
+            if line.startswith("vm")]
+    assert rows[0][:4] == ["vm", "engine", "guest", "status"]
+    assert [row[:4] for row in rows[1:]] == [[name, "kvm", "demo", "33"] for name in names]
+    assert "host timer:" in done.stderr.decode().splitlines()[-1]
+
+
 def test_cli_hypervisor_runs_a_toml_file(tmp_path):
     from tests.conftest import run_pyvmm
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pyvmm.board.pc import PcBoard
 
 KVM_DEVICE = "/dev/kvm"
+MAX_RUN_TIMEOUT = 1e9  # seconds; a longer run() timeout means no limit
 
 # Where KVM may put the three-page TSS and the identity-mapped page table it
 # needs for real-mode/unpaged guests on Intel (KVM API: KVM_SET_TSS_ADDR,
@@ -341,6 +342,8 @@ class KvmEngine(Engine):
     def run(self, timeout: float | None = None) -> StopReason:
         assert self._run is not None and self._waker is not None
         self.sync_memory()
+        if timeout is not None and not 0 <= timeout < MAX_RUN_TIMEOUT:
+            timeout = None if timeout >= MAX_RUN_TIMEOUT else 0.0  # inf: no limit; NaN/<0: now
         run_deadline = None if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
         old_mask = kick.block_kick()
         unblocked = k.kvm_signal_mask_sigset(
