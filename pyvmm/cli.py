@@ -80,10 +80,11 @@ def positive_int(text: str) -> int:
 def _add_guest_options(parser: argparse.ArgumentParser, with_engine: bool = True,
                        append_many: bool = False) -> None:
     from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES
+    from pyvmm.guests import BUNDLED_GUESTS
 
     parser.add_argument("guest", nargs="?", metavar="GUEST",
-                        help="a bundled guest: hello (boot sector) or demo (64-bit multiboot "
-                             "kernel); or use one of the image options below")
+                        help="a bundled guest (" + ", ".join(BUNDLED_GUESTS) + "; "
+                             "guests/README.md); or use one of the image options below")
     image = parser.add_argument_group("image (exactly one, or a bundled GUEST)")
     image.add_argument("--kernel", metavar="FILE", type=Path,
                        help="a multiboot v1 kernel (ELF32, ELF64 or a.out kludge)")
@@ -251,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     hypervisor.add_argument("--stats", action="store_true",
                             help="print each VM's statistics on stderr before the report")
     hypervisor.set_defaults(handler=cmd_hypervisor)
+
+    guests = commands.add_parser("guests", help="list the bundled guests")
+    guests.set_defaults(handler=cmd_guests)
 
     engines = commands.add_parser("engines", help="list the engines and whether they can "
                                                    "run on this host")
@@ -477,6 +481,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return EXIT_ENGINE_UNAVAILABLE
     # Each run against the first with the same command line (compare.same_behaviour).
     return 0 if compare.same_behaviour(runs) else 1
+
+
+def cmd_guests(args: argparse.Namespace) -> int:
+    from pyvmm.guests import BUNDLED_GUESTS
+
+    for guest in BUNDLED_GUESTS.values():
+        print(f"{guest.name:<10} {guest.kind:<12} {guest.description}")
+    return 0
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
