@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from pyvmm.engines.base import StopKind, StopReason
 from pyvmm.errors import EngineUnavailable, PyvmmError
@@ -171,15 +172,23 @@ def _pause_point(args: argparse.Namespace) -> tuple[float | None, int | None]:
     return seconds, instructions
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `pyvmm: error: ... (see pyvmm run --help)`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"pyvmm: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pyvmm",
         description="pyvmm: an x86 PC emulator and virtualizer. One virtual PC, several "
                     "engines: kvm (hardware-assisted virtualization through /dev/kvm) and "
                     "interp (an x86 interpreter in Python).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run 'pyvmm run --help' for the options of a run.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                     parser_class=_Parser)
     commands.required = True
 
     run = commands.add_parser(
@@ -272,14 +281,18 @@ def resolve_image(args: argparse.Namespace):
     if args.guest is not None:
         if given:
             raise ConfigError("give either a bundled GUEST or an image option, not both")
-        return ImageSpec.bundled(args.guest, args.append or "")
-    if len(given) != 1:
+        spec = ImageSpec.bundled(args.guest, args.append or "")
+    elif len(given) != 1:
         raise ConfigError("give exactly one of --kernel, --boot-sector, --bios, or a "
-                          "bundled GUEST (hello, demo)")
-    kind, path = given[0]
-    if args.append is not None and kind != "multiboot":
-        raise ConfigError("--append only applies to multiboot kernels")
-    return ImageSpec(kind, path, args.append or "", label=str(path))
+                          "bundled GUEST (see pyvmm guests)")
+    else:
+        kind, path = given[0]
+        spec = ImageSpec(kind, path, args.append or "", label=str(path))
+    if args.append is not None and spec.kind != "multiboot":
+        raise ConfigError(f"--append only applies to multiboot kernels, and "
+                          f"{spec.label} is a {spec.kind}")
+    spec.read()  # a bad image is reported before any engine is set up
+    return spec
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -6,8 +6,10 @@ build a VM from an `ImageSpec`, run it, read why it stopped.
 
 from __future__ import annotations
 
+import os
+import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,6 +37,7 @@ class ImageSpec:
     path: Path
     cmdline: str = ""
     label: str = ""
+    _data: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def bundled(cls, name: str, cmdline: str = "") -> ImageSpec:
@@ -48,12 +51,21 @@ class ImageSpec:
         return cls(guest.kind, guest_path(name), cmdline, label=name)
 
     def read(self) -> bytes:
+        """The image's bytes (read once): a one-line ImageError if unusable.
+
+        Only regular files are accepted, and never more than MAX_IMAGE_BYTES
+        are read, so /dev/zero or a FIFO cannot make pyvmm eat host memory.
+        """
+        if self._data is not None:
+            return self._data
         try:
-            size = self.path.stat().st_size
-            if size > MAX_IMAGE_BYTES:
-                raise ImageError(f"{self.path}: image is {size} bytes, larger than the "
-                                 f"{MAX_IMAGE_BYTES // MIB} MiB pyvmm accepts")
-            return self.path.read_bytes()
+            if self.path.is_dir():
+                raise IsADirectoryError
+            # stat before open: opening a FIFO would block until a writer comes.
+            if not stat.S_ISREG(os.stat(self.path).st_mode):
+                raise ImageError(f"{self.path}: not a regular file")
+            with open(self.path, "rb") as handle:
+                data = handle.read(MAX_IMAGE_BYTES + 1)
         except IsADirectoryError:
             raise ImageError(f"{self.path}: is a directory, not an image file") from None
         except FileNotFoundError:
@@ -62,6 +74,11 @@ class ImageSpec:
             raise ImageError(f"{self.path}: permission denied") from None
         except OSError as error:
             raise ImageError(f"{self.path}: cannot read: {error.strerror}") from None
+        if len(data) > MAX_IMAGE_BYTES:
+            raise ImageError(f"{self.path}: image is larger than the "
+                             f"{MAX_IMAGE_BYTES // MIB} MiB pyvmm accepts")
+        self._data = data
+        return data
 
 
 def load_image(board: PcBoard, spec: ImageSpec) -> CpuState:

@@ -2,8 +2,9 @@
 
 Neither is PC hardware; both are de-facto standards that test guests use to
 report a result (QEMU hw/misc/debugexit.c, hw/char/debugcon.c; Bochs port
-0xE9 hack).  Wider accesses use the low byte only (the devices are one byte
-wide on the ISA bus).
+0xE9 hack).  debugcon uses the low byte of a wider access; debug-exit takes
+the whole value written, as QEMU's does with iosize=4 (the exit status keeps
+only its low bits anyway).
 """
 
 from __future__ import annotations
