@@ -23,7 +23,7 @@ IRQ_TIMER       equ 0           ; the PIT drives IRQ0
         extern pv_detect, pv_timer_start, uart_pv
         extern sched_init, sched_timer_irq, sched_syscall, sched_all_done
         extern ticks, switches, syscalls, task_result, page_faults, demo_page_fault
-        global kmain, guest_name, work_slices, pv_mode
+        global kmain, guest_name, work_slices, spin_factor, pv_mode
 
 PV_TICK_NS      equ 10000000    ; the PV timer's period: 10 ms, as the PIT's 100 Hz
 PV_TIMER_PERIODIC equ 1
@@ -32,6 +32,7 @@ IDLE_CHUNK      equ 256         ; bytes of kernel log the PV idle loop prints pe
         section .rodata
 guest_name:     db "demo", 0
 key_work:       db "work=", 0
+key_spin:       db "spin=", 0
 word_pv:        db "pv", 0
 msg_multiboot:  db "demo: multiboot magic ok", 13, 10, 0
 msg_cmdline:    db "demo: cmdline work=", 0
@@ -53,6 +54,7 @@ msg_eol:        db 13, 10, 0
 df_stack:       resb DF_STACK_SIZE
 df_stack_top:
 work_slices:    resq 1
+spin_factor:    resq 1          ; `spin=N`: task A runs each slice N times (N - 1 thrown away)
 pv_mode:        resq 1          ; `pv` on the command line and pyvmm found: PV timer + console
 idle_buf:       resb IDLE_CHUNK
 
@@ -89,6 +91,11 @@ kmain:
         mov rdi, [work_slices]
         call uart_put_dec
         SAY msg_eol
+        lea rdi, [key_spin]             ; not printed: the output stays that of work=N
+        mov esi, SPIN_DEFAULT
+        mov edx, SPIN_MAX
+        call cmdline_get_uint
+        mov [spin_factor], rax
 
         mov ecx, MSR_EFER
         rdmsr
@@ -128,6 +135,7 @@ kmain:
 .timer_started:
 
         mov rdi, [work_slices]
+        mov rsi, [spin_factor]
         call sched_init
         SAY msg_tasks
         mov edi, IRQ_TIMER

@@ -49,9 +49,15 @@ syscall_table:                      ; indexed by rax
         bits 64
         default rel
 
-; sched_init(rdi = slices per task): make both tasks ready to enter ring 3.
+; sched_init(rdi = slices per task, rsi = task A's spin factor): make both
+; tasks ready to enter ring 3.  Each task starts with rdi = its index, rsi =
+; its slices and rdx = the passes it throws away after each slice (spin - 1
+; for task A, 0 for B).
 sched_init:
         mov r9, rdi
+        mov r10, rsi
+        sub r10, 1                          ; spin - 1 passes, none for spin=0
+        adc r10, 0
         mov qword [current], IDLE
         mov qword [last_task], NTASKS - 1   ; so task A runs first
         xor r8d, r8d
@@ -70,6 +76,8 @@ sched_init:
         rep stosq
         mov [rdx + FRAME_RDI], r8
         mov [rdx + FRAME_RSI], r9
+        mov [rdx + FRAME_RDX], r10
+        xor r10d, r10d                      ; task B (and any later task) does not spin
         mov eax, user_task_entry
         mov [rdx + FRAME_RIP], rax
         mov qword [rdx + FRAME_CS], SEL_UCODE64

@@ -6,6 +6,9 @@
 ; folded into a checksum and sleeps until the next tick after each one, so
 ; every slice starts on a tick: the output and all counts are the same on
 ; every engine as long as a tick is long enough for both tasks' slices.
+; `spin=N` breaks that on purpose: task A repeats each slice N - 1 more times
+; on throwaway copies of its state, so a slice can outlast a tick and the
+; timer preempts it; the checksums stay those of `work=N` alone.
 
 %include "demo.inc"
 %include "idt.inc"
@@ -21,19 +24,45 @@ hex_digits:     db "0123456789abcdef"
         section .ubss nobits alloc write align=16
 user_stacks:    resb NTASKS * USTACK_SIZE
 
+; XORSHIFT_SLICE state, checksum: one slice, SLICE_ITERS steps of
+; xorshift64* folded into the checksum.  Clobbers rax, rcx, rdx, r8.
+%macro XORSHIFT_SLICE 2
+        mov ecx, SLICE_ITERS
+        mov r8, XORSHIFT_MULT
+%%step:
+        mov rdx, %1                     ; x ^= x >> 12; x ^= x << 25; x ^= x >> 27
+        shr rdx, 12
+        xor %1, rdx
+        mov rdx, %1
+        shl rdx, 25
+        xor %1, rdx
+        mov rdx, %1
+        shr rdx, 27
+        xor %1, rdx
+        mov rax, %1                     ; output = x * M
+        imul rax, r8
+        rol %2, 7
+        xor %2, rax
+        dec ecx
+        jnz %%step
+%endmacro
+
         section .utext progbits alloc exec nowrite align=16
         bits 64
         default rel
 
-; user_task_entry(rdi = task index, rsi = number of slices)
+; user_task_entry(rdi = task index, rsi = number of slices, rdx = passes to
+; throw away after each slice)
 user_task_entry:
         mov r12, rdi                    ; task index (0 = A)
         mov r13, rsi                    ; slices left
+        mov rbx, rdx                    ; throwaway passes per slice (spin - 1)
         lea rax, [task_seeds]
         mov r14, [rax + r12 * 8]        ; xorshift64* state
         xor r15d, r15d                  ; checksum
         lea rdi, [msg_started]
         xor esi, esi
+        xor edx, edx                    ; no value after the text
         call say
 
         test r12, r12
@@ -45,28 +74,20 @@ user_task_entry:
         test r13, r13
         jz .finish
 .slice:
-        mov ecx, SLICE_ITERS
-        mov r8, XORSHIFT_MULT
-.step:
-        mov rdx, r14                    ; x ^= x >> 12; x ^= x << 25; x ^= x >> 27
-        shr rdx, 12
-        xor r14, rdx
-        mov rdx, r14
-        shl rdx, 25
-        xor r14, rdx
-        mov rdx, r14
-        shr rdx, 27
-        xor r14, rdx
-        mov rax, r14                    ; output = x * M
-        imul rax, r8
-        rol r15, 7
-        xor r15, rax
-        dec ecx
-        jnz .step
+        XORSHIFT_SLICE r14, r15
 
         test r12, r12
         jnz .wait
         mov [abs DEMAND_ADDR + 8], r15  ; task A keeps its running checksum there
+        test rbx, rbx
+        jz .wait
+        mov rbp, rbx
+.spin:                                  ; spin=N: the same work again, thrown away
+        mov r9, r14
+        mov r10, r15
+        XORSHIFT_SLICE r9, r10
+        dec rbp
+        jnz .spin
 .wait:
         mov eax, SYS_WAIT_TICK
         int SYSCALL_VECTOR

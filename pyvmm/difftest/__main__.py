@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", default="",
                         help="comma-separated instruction families to draw from "
                              f"(default all: {','.join(FAMILIES)})")
+    parser.add_argument("--guard", action="store_true",
+                        help="put some memory operands on the unmapped page after the data "
+                             "area (32/64-bit): compares the #PF and its W/R bit")
     parser.add_argument("--max-reports", type=int, default=20)
     args = parser.parse_args(argv)
 
@@ -56,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"mode {mode}: skipped: {reason}")
                 continue
             families = tuple(f for f in args.families.split(",") if f) or None
-            summary = run_cases(runner, other, mode, args.seed, indices, args.length, families)
+            summary = run_cases(runner, other, mode, args.seed, indices, args.length, families,
+                                args.guard)
             for disagreement in summary.disagreements:
                 if shown < args.max_reports:
                     print(disagreement.report())

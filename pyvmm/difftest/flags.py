@@ -30,6 +30,8 @@ _SHIFTS = frozenset({Mnemonic.SHL, Mnemonic.SAL, Mnemonic.SHR, Mnemonic.SAR, Mne
                      Mnemonic.ROR, Mnemonic.RCL, Mnemonic.RCR})
 # SHL/SHR/SAR of an 8/16-bit operand by a count >= its width: CF is undefined
 # (SDM Vol. 2B "SAL/SAR/SHL/SHR", Flags Affected).
+# SHLD/SHRD: a masked count of 0 leaves the flags alone too (SDM Vol. 2B "SHLD").
+_DOUBLE_SHIFTS = frozenset({Mnemonic.SHLD, Mnemonic.SHRD})
 _CF_WIDTH_SHIFTS = frozenset({Mnemonic.SHL, Mnemonic.SAL, Mnemonic.SHR, Mnemonic.SAR})
 
 
@@ -49,11 +51,12 @@ def _operand_bits(instr: Instruction) -> int:
 
 
 def shift_count(instr: Instruction) -> int | None:
-    """The masked immediate count of a shift/rotate, None when it comes from CL."""
-    if instr.op1_kind == OpKind.REGISTER:
+    """The masked immediate count of a shift/rotate/SHLD/SHRD, None when it comes from CL."""
+    last = instr.op_count - 1
+    if instr.op_kind(last) == OpKind.REGISTER:
         return None
     mask = 0x3F if _operand_bits(instr) == 64 else 0x1F
-    return instr.immediate(1) & mask
+    return instr.immediate(last) & mask
 
 
 def effect(instr: Instruction) -> tuple[int, int, int]:
@@ -65,7 +68,7 @@ def effect(instr: Instruction) -> tuple[int, int, int]:
     read = to_eflags(instr.rflags_read)
     undefined = to_eflags(instr.rflags_undefined)
     defined = to_eflags(instr.rflags_modified) & ~undefined
-    if instr.mnemonic in _SHIFTS and instr.op_count == 2:
+    if instr.mnemonic in _SHIFTS and instr.op_count == 2 or instr.mnemonic in _DOUBLE_SHIFTS:
         count = shift_count(instr)
         if count == 0:
             return read, 0, 0
@@ -101,10 +104,36 @@ def branch_target(instr: Instruction) -> int | None:
     return None
 
 
+def call_target(instr: Instruction) -> int | None:
+    """Target of a direct near CALL, else None."""
+    if instr.flow_control == FlowControl.CALL and instr.op0_kind in (
+            OpKind.NEAR_BRANCH16, OpKind.NEAR_BRANCH32, OpKind.NEAR_BRANCH64):
+        return instr.near_branch_target
+    return None
+
+
+def _after_subroutine(instrs: list[Instruction], target: int, state: int) -> int:
+    """Flags after a CALL returns: walk its straight-line subroutine up to the RET."""
+    started = False
+    for instr in instrs:
+        started = started or instr.ip == target
+        if not started:
+            continue
+        if instr.flow_control == FlowControl.RETURN:
+            return state
+        if branch_target(instr) is not None or call_target(instr) is not None:
+            break
+        state = transfer(instr, state)
+    return STATUS_FLAGS  # not a straight-line subroutine in the block: assume the worst
+
+
 def analyse(instrs: list[Instruction], end_ip: int) -> tuple[dict[int, int], int]:
     """Maybe-undefined flags before each instruction (by IP) and at `end_ip`.
 
-    `instrs` are decoded, in address order; branches go forward only.
+    `instrs` are decoded, in address order; branches go forward only.  A near
+    CALL goes forward to a straight-line subroutine ending in RET (the
+    generator's call groups); it falls through with the flags the subroutine
+    leaves.
     """
     incoming: dict[int, int] = {}
     before: dict[int, int] = {}
@@ -120,6 +149,10 @@ def analyse(instrs: list[Instruction], end_ip: int) -> tuple[dict[int, int], int
         target = branch_target(instr)
         if target is not None:
             incoming[target] = incoming.get(target, 0) | after
+        called = call_target(instr)
+        if called is not None:
+            incoming[called] = incoming.get(called, 0) | after
+            after = _after_subroutine(instrs, called, after)
         state = after if falls_through(instr) else None
     end = incoming.get(end_ip)
     if state is None:

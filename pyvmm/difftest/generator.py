@@ -15,6 +15,7 @@ data segment, so registers are unconstrained.
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ PTR_LO, PTR_HI = 0x3000, 0xD000
 INDEX_MAX = 0x100
 DISP_MAX = 0x800
 STACK_LO, STACK_HI = 0x6000, 0xA000
+GUARD_PAGE = DATA_BASE + DATA_SIZE  # mapped on neither side: accesses there #PF
+GUARD_CHANCE = 0.08
 MAX_REP = 16
 
 _WRITE_ACCESS = frozenset({OpAccess.WRITE, OpAccess.COND_WRITE, OpAccess.READ_WRITE,
@@ -115,6 +118,14 @@ FAMILIES: dict[str, tuple[Mnemonic, ...]] = {
     "branch": (M.JO, M.JNO, M.JB, M.JAE, M.JE, M.JNE, M.JBE, M.JA, M.JS, M.JNS, M.JP, M.JNP,
                M.JL, M.JGE, M.JLE, M.JG, M.JMP, M.LOOP, M.LOOPE, M.LOOPNE, M.JCXZ, M.JECXZ,
                M.JRCXZ),
+    "frame": (M.ENTER, M.LEAVE, M.PUSHF, M.PUSHFD, M.PUSHFQ, M.POPF, M.POPFD, M.POPFQ,
+              M.PUSHA, M.PUSHAD, M.POPA, M.POPAD),
+    "bcd": (M.DAA, M.DAS, M.AAA, M.AAS, M.AAM, M.AAD),
+    "cmpxchg8b": (M.CMPXCHG8B,),
+    "dshift": (M.SHLD, M.SHRD),
+    "xlat": (M.XLATB,),
+    # A near CALL to a subroutine inside the block: CALL sub; JMP next; sub: insn; RET.
+    "call": (M.CALL,),
 }
 
 # Encodings left out on purpose: BSWAP r16 has an undefined result (SDM Vol. 2A
@@ -128,7 +139,25 @@ EXCLUDED_CODES = frozenset({
     Code.SAL_RM8_1, Code.SAL_RM16_1, Code.SAL_RM32_1, Code.SAL_RM64_1,
     Code.SAL_RM8_CL, Code.SAL_RM16_CL, Code.SAL_RM32_CL, Code.SAL_RM64_CL,
     Code.SAL_RM8_IMM8, Code.SAL_RM16_IMM8, Code.SAL_RM32_IMM8, Code.SAL_RM64_IMM8,
+    Code.CMPXCHG16B_M128,  # needs CPUID.CX16, which the interpreter's model leaves clear
 })
+
+# Instructions that move the stack pointer themselves (RSP is reserved otherwise).
+_STACK_MNEMONICS = frozenset({M.PUSH, M.POP, M.ENTER, M.LEAVE, M.PUSHF, M.PUSHFD, M.PUSHFQ,
+                              M.POPF, M.POPFD, M.POPFQ, M.PUSHA, M.PUSHAD, M.POPA, M.POPAD,
+                              M.CALL, M.RET})
+# Flags POPF may load in the generated blocks: the status flags and DF.  IF, TF, IOPL, NT
+# and AC would behave differently at the native side's CPL 3 (SDM Vol. 2B "POPF").
+POPF_LOADABLE = 0xCD5
+PUSHF_MASKED = 0x300  # IF and TF: IF is 1 natively (ring 3) and 0 in the engine
+# CALL rel, RET (and RET imm16) by code-segment size.
+_CALL_CODES = {16: Code.CALL_REL16, 32: Code.CALL_REL32_32, 64: Code.CALL_REL32_64}
+_RET_CODES = {16: (Code.RETNW, Code.RETNW_IMM16), 32: (Code.RETND, Code.RETND_IMM16),
+              64: (Code.RETNQ, Code.RETNQ_IMM16)}
+_JMP_CODES = {16: Code.JMP_REL8_16, 32: Code.JMP_REL8_32, 64: Code.JMP_REL8_64}
+# Families a subroutine body may come from: nothing that moves RSP or branches.
+_SUBROUTINE_FAMILIES = ("alu", "unary", "shift", "muldiv", "move", "atomic", "bits", "setcc",
+                        "cmovcc", "convert", "flagops", "bcd", "dshift", "xlat", "cmpxchg8b")
 
 _REG_KINDS = {K.R8_REG: 1, K.R16_REG: 2, K.R32_REG: 4, K.R64_REG: 8, K.R8_OPCODE: 1,
               K.R16_OPCODE: 2, K.R32_OPCODE: 4, K.R64_OPCODE: 8}
@@ -147,7 +176,7 @@ _STRING_KINDS = {K.ES_RDI, K.SEG_RSI, K.AL, K.AX, K.EAX, K.RAX}
 _NO_SEGMENT_STRINGS = frozenset({M.STOSB, M.STOSW, M.STOSD, M.STOSQ, M.SCASB, M.SCASW,
                                  M.SCASD, M.SCASQ})
 SUPPORTED_KINDS = (set(_REG_KINDS) | set(_RM_KINDS) | set(_FIXED_KINDS) | set(_IMM_KINDS)
-                   | set(_BRANCH_KINDS) | {K.MEM})
+                   | set(_BRANCH_KINDS) | {K.MEM, K.SEG_RBX_AL})
 
 
 def _code_table(mode: int) -> dict[str, list[list[int]]]:
@@ -174,6 +203,8 @@ def _code_table(mode: int) -> dict[str, list[list[int]]]:
         branch_sizes = [_BRANCH_KINDS[k] for k in kinds if k in _BRANCH_KINDS]
         if any(kind in (K.BR16_2, K.BR32_4, K.BR64_4) for kind in kinds):
             continue
+        if families[info.mnemonic] == "call":
+            continue  # built by BlockGenerator.call_group, not from the table
         if families[info.mnemonic] == "branch" and not branch_sizes:
             continue  # indirect JMP forms
         if branch_sizes and (branch_sizes[0] != mode or info.address_size not in (0, mode)):
@@ -184,6 +215,7 @@ def _code_table(mode: int) -> dict[str, list[list[int]]]:
         lists = [by_mnemonic[m] for m in mnemonics if m in by_mnemonic]
         if lists:
             table[name] = lists
+    table["call"] = [[_CALL_CODES[mode]]]
     return table
 
 
@@ -209,6 +241,8 @@ class TestCase:
     data: bytes
     groups: int  # number of instruction groups; branches may target group `groups` (the end)
     pointer_regs: tuple[Register, ...] = field(default_factory=tuple)
+    families: tuple[str, ...] | None = None  # as generated (for the rerun command)
+    guard: bool = False
 
     @property
     def end_label(self) -> int:
@@ -223,9 +257,12 @@ class BlockGenerator:
     """Builds one `TestCase` from a `random.Random`."""
 
     def __init__(self, mode: int, rng: random.Random,
-                 families: tuple[str, ...] | None = None) -> None:
+                 families: tuple[str, ...] | None = None, guard: bool = False) -> None:
         self.mode = mode
         self.rng = rng
+        # guard: some memory operands address the unmapped page after the data area,
+        # so the block ends in #PF and its error code (W/R bit) is compared.
+        self.guard = guard and mode != 16  # 16-bit offsets cannot leave the data area
         self.table = code_table(mode)
         if families:
             unknown = set(families) - set(FAMILIES)
@@ -304,6 +341,8 @@ class BlockGenerator:
                 size, displ = 1, 0  # [bp] needs a displacement byte
             return MemoryOperand(base, index, 1, displ, size)
         assert self.ptr is not None and self.idx is not None
+        if self.guard and r.random() < GUARD_CHANCE:
+            return MemoryOperand(displ=GUARD_PAGE + r.randrange(0, 0x100), displ_size=4)
         wide = self.mode == 64
         ptr = self.ptr if wide else RegisterExt.full_register32(self.ptr)
         idx = self.idx if wide else RegisterExt.full_register32(self.idx)
@@ -358,7 +397,14 @@ class BlockGenerator:
                     self.last_mem = self.data_mem()
                     ops.append(("mem", self.last_mem))
             elif kind == K.MEM:
-                ops.append(("mem", self.lea_mem()))
+                if info.mnemonic == M.CMPXCHG8B:
+                    self.last_mem = self.data_mem()
+                    ops.append(("mem", self.last_mem))
+                else:
+                    ops.append(("mem", self.lea_mem()))
+            elif kind == K.SEG_RBX_AL:  # XLAT: [rBX + AL] at the mode's address size
+                base = {16: Register.BX, 32: Register.EBX, 64: Register.RBX}[self.mode]
+                return Instruction.create_mem(code, MemoryOperand(base, Register.AL))
             elif kind in _FIXED_KINDS:
                 ops.append(("reg", _FIXED_KINDS[kind]))
             elif kind in _IMM_KINDS:
@@ -366,6 +412,11 @@ class BlockGenerator:
                 value = self.rng.randint(lo, hi)
                 if info.mnemonic in flaginfo._SHIFTS and self.rng.random() < 0.6:
                     value = self.rng.randrange(0, 70) if kind == K.IMM8 else value
+                if info.mnemonic in (M.SHLD, M.SHRD):
+                    value = self.double_shift_count(_RM_KINDS[kinds[0]])
+                if info.mnemonic == M.ENTER:
+                    value = (self.rng.choice((0, 0, 1, 2, 3, 4, 0x21)) if len(ops) == 1 else
+                             self.rng.choice((0, 0x10, self.rng.randrange(0, 0x200))))
                 ops.append(("i64" if kind == K.IMM64 else "i32", value))
             elif kind in _BRANCH_KINDS:
                 return Instruction.create_branch(code, target_label)
@@ -404,8 +455,10 @@ class BlockGenerator:
         explicit_regs, implicit = self.written_registers(instr)
         if explicit_regs & self.reserved:
             raise _Reject
+        if instr.mnemonic in (M.POPA, M.POPAD):
+            return  # its prelude is the matching PUSHA: every register gets its value back
         for reg in implicit & self.reserved:
-            if reg == Register.RSP and instr.mnemonic in (M.PUSH, M.POP):
+            if reg == Register.RSP and instr.mnemonic in _STACK_MNEMONICS:
                 continue
             if string_op and reg in (Register.RSI, Register.RDI):
                 continue
@@ -428,10 +481,96 @@ class BlockGenerator:
         return Instruction.create_reg_u32(Code.MOV_R32_IMM32, _sized(reg64, 4),
                                           value & 0xFFFFFFFF)
 
+    def double_shift_count(self, size: int) -> int:
+        """SHLD/SHRD count: a 16-bit operand shifted by more than 16 is undefined
+        (SDM Vol. 2B "SHLD"), so 16-bit counts stay in 0..16 after masking."""
+        if size == 2:
+            return self.rng.randrange(0, 17) | self.rng.choice((0, 0, 0x20, 0x40))
+        return self.rng.randrange(0, 0x100 if self.rng.random() < 0.3 else size * 8)
+
+    def free_reg(self, size: int) -> Register:
+        """A register of `size` bytes that is not reserved (never RSP)."""
+        choices = [x for x in registers(size, self.mode) if x not in GPR8_HIGH
+                   and RegisterExt.full_register(x) not in self.reserved]
+        if not choices:
+            raise _Reject
+        return self.rng.choice(choices)
+
+    def frame_pointer_prelude(self, low: int, high: int) -> list[Instruction]:
+        """rBP = rSP + d (d in [low, high), stack-slot aligned): ENTER/LEAVE need a frame
+        pointer inside the data area in 32/64-bit code; 16-bit offsets all lie in it."""
+        if Register.RBP in self.reserved:
+            raise _Reject
+        if self.mode == 16:
+            if self.rng.random() < 0.5:
+                return []
+            return [Instruction.create_reg_reg(Code.MOV_R16_RM16, Register.BP, Register.SP)]
+        d = self.rng.randrange(low, high) & ~(self.gsize - 1)
+        if self.mode == 64:
+            code, bp, sp = Code.LEA_R64_M, Register.RBP, Register.RSP
+        else:
+            code, bp, sp = Code.LEA_R32_M, Register.EBP, Register.ESP
+        return [Instruction.create_reg_mem(code, bp, MemoryOperand(
+            sp, displ=d, displ_size=1 if -0x80 <= d < 0x80 else 4))]
+
+    def frame_prelude(self, instr: Instruction) -> list[Instruction]:
+        r = self.rng
+        m = instr.mnemonic
+        if m == M.ENTER:
+            return self.frame_pointer_prelude(0, 0x80)
+        if m == M.LEAVE:
+            return self.frame_pointer_prelude(-0x100, 0x100)
+        if m in (M.POPF, M.POPFD, M.POPFQ):
+            value = (r.getrandbits(32) & POPF_LOADABLE) | 0x2
+            code = {Code.POPFW: Code.PUSH_IMM16, Code.POPFD: Code.PUSHD_IMM32,
+                    Code.POPFQ: Code.PUSHQ_IMM32}[instr.code]
+            if code == Code.PUSH_IMM16:
+                return [Instruction.create_u32(code, value)]
+            return [Instruction.create_i32(code, value)]
+        if m in (M.POPA, M.POPAD):
+            size = 2 if instr.code == Code.POPAW else 4
+            out = [Instruction.create(Code.PUSHAW if size == 2 else Code.PUSHAD)]
+            if r.random() < 0.5:  # POPA must undo this
+                out.append(self.mov_imm(RegisterExt.full_register(self.free_reg(size)),
+                                        r.randrange(-0x80, 0x80)))
+            return out
+        return []
+
+    def postlude_for(self, instr: Instruction) -> list[Instruction]:
+        """PUSHF: clear IF and TF in the pushed image (they differ between the sides)."""
+        if instr.mnemonic not in (M.PUSHF, M.PUSHFD, M.PUSHFQ):
+            return []
+        size = {Code.PUSHFW: 2, Code.PUSHFD: 4, Code.PUSHFQ: 8}[instr.code]
+        reg = self.free_reg(size)
+        pop, push, and_ = {2: (Code.POP_R16, Code.PUSH_R16, Code.AND_RM16_IMM16),
+                           4: (Code.POP_R32, Code.PUSH_R32, Code.AND_RM32_IMM32),
+                           8: (Code.POP_R64, Code.PUSH_R64, Code.AND_RM64_IMM32)}[size]
+        return [Instruction.create_reg(pop, reg),
+                Instruction.create_reg_i32(and_, reg, ~PUSHF_MASKED & (0xFFFF if size == 2
+                                                                       else -1)),
+                Instruction.create_reg(push, reg)]
+
     def prelude_for(self, instr: Instruction) -> list[Instruction]:
         r = self.rng
         m = instr.mnemonic
         out: list[Instruction] = []
+        if m in _STACK_MNEMONICS:
+            return self.frame_prelude(instr)
+        if m == M.CMPXCHG8B:
+            # Half the time run it twice: the first loads EDX:EAX, the second then matches.
+            return [copy.copy(instr)] if r.random() < 0.5 else []
+        if m == M.XLATB and self.mode != 16:
+            if self.ptr == Register.RBX:
+                return []
+            if Register.RBX in self.reserved:
+                raise _Reject
+            return [self.mov_imm(Register.RBX, DATA_BASE + r.randrange(PTR_LO, PTR_HI))]
+        if m in (M.SHLD, M.SHRD) and instr.op2_kind == OpKind.REGISTER:
+            if Register.RCX in self.reserved:
+                raise _Reject
+            size = RegisterExt.size(instr.op1_register)
+            return [Instruction.create_reg_i32(Code.MOV_R8_IMM8, Register.CL,
+                                               self.double_shift_count(size))]
         if m in _STRING_MNEMONICS:
             if instr.has_rep_prefix or instr.has_repne_prefix:
                 out.append(self.mov_imm(Register.RCX, r.randrange(0, MAX_REP + 1)))
@@ -479,9 +618,37 @@ class BlockGenerator:
         return Instruction.create_reg_reg(code, self.reg(size), self.reg(size))
 
     # -- the block ------------------------------------------------------------
+    def subroutine_body(self) -> Instruction:
+        """The instruction a generated CALL's subroutine runs before its RET."""
+        table = code_table(self.mode)
+        family = self.rng.choice([f for f in _SUBROUTINE_FAMILIES if f in table])
+        code = self.rng.choice(self.rng.choice(table[family]))
+        instr = self.build(code, 0)
+        self.encodable(instr)
+        self.check_reserved(instr, False)
+        return instr
+
+    def call_group(self, label: int, next_label: int, body: Instruction
+                   ) -> list[Instruction]:
+        """CALL sub; JMP next; sub: body; RET [n] (SDM Vol. 2A "CALL", Vol. 2B "RET").
+
+        The subroutine sits after the CALL so every branch still goes forward.
+        """
+        call = Instruction.create_branch(_CALL_CODES[self.mode], label + 2 * LABEL_STEP)
+        jmp = Instruction.create_branch(_JMP_CODES[self.mode], next_label)
+        plain, with_imm = _RET_CODES[self.mode]
+        if self.rng.random() < 0.3:
+            ret = Instruction.create_u32(with_imm, self.rng.choice((0, 1, 2, 4)) * self.gsize)
+        else:
+            ret = Instruction.create(plain)
+        return [call, jmp, body, ret]
+
     def pick(self, group: int, groups: int) -> Instruction:
         r = self.rng
         family = r.choice(list(self.table))
+        self.last_family = family
+        if family == "call":
+            return self.subroutine_body()
         code = r.choice(r.choice(self.table[family]))
         if family == "string":
             instr = self.build_string(code)
@@ -525,10 +692,25 @@ class BlockGenerator:
                 definer = self.flag_definer()
                 prelude.append(definer)
                 s = flaginfo.transfer(definer, s)
-            group_instrs = prelude + [instr]
+            if self.last_family == "call":
+                next_label = LABEL_BASE[self.mode] + (group + 1) * LABEL_GROUP
+                first = len(prelude)
+                group_instrs = prelude + self.call_group(label + first * LABEL_STEP,
+                                                         next_label, instr)
+                for k, ins in enumerate(group_instrs):
+                    ins.ip = label + k * LABEL_STEP
+                group_instrs[first].near_branch64 = group_instrs[first + 2].ip
+                body.extend(group_instrs)
+                state = flaginfo.transfer(instr, s)
+                continue
+            postlude = self.postlude_for(instr)
+            group_instrs = prelude + [instr] + postlude
             for k, ins in enumerate(group_instrs):
                 ins.ip = label + k * LABEL_STEP
             body.extend(group_instrs)
+            for post in postlude:  # the group's flags are those after its last instruction
+                s = flaginfo.transfer(instr, s)
+                instr = post
             after = flaginfo.transfer(instr, s)
             target = flaginfo.branch_target(instr)
             if target is not None:
@@ -560,12 +742,13 @@ def case_rng(seed: int, mode: int, index: int) -> random.Random:
 
 
 def generate_case(mode: int, seed: int, index: int, length: int = 8,
-                  families: tuple[str, ...] | None = None) -> TestCase:
-    """Block `index` of `seed` in `mode`; `families` limits the FAMILIES drawn from."""
+                  families: tuple[str, ...] | None = None, guard: bool = False) -> TestCase:
+    """Block `index` of `seed` in `mode`; `families` limits the FAMILIES drawn from;
+    `guard` puts some memory operands on the unmapped page after the data area."""
     rng = case_rng(seed, mode, index)
-    gen = BlockGenerator(mode, rng, families)
+    gen = BlockGenerator(mode, rng, families, guard)
     gprs, rflags = gen.initial_state()
     body, groups = gen.generate(length)
     data = rng.randbytes(DATA_SIZE)
     return TestCase(mode, seed, index, body, gprs, rflags, data, groups,
-                    tuple(r for r in (gen.ptr, gen.idx) if r is not None))
+                    tuple(r for r in (gen.ptr, gen.idx) if r is not None), families, guard)

@@ -93,10 +93,10 @@ def make_engine_side(engine_class: type) -> SideRunner:
 
 def run_cases(runner: NativeRunner, other: SideRunner, mode: int, seed: int,
               indices: Iterable[int], length: int,
-              families: tuple[str, ...] | None = None) -> Summary:
+              families: tuple[str, ...] | None = None, guard: bool = False) -> Summary:
     summary = Summary(mode)
     for index in indices:
-        case = generate_case(mode, seed, index, length, families)
+        case = generate_case(mode, seed, index, length, families, guard)
         try:
             enc = encode_case(case, runner.info.exit_stub)
         except EncodeMismatch:

@@ -7,7 +7,7 @@ HLT (80286), compare registers and RAM, masking the flags metadata.json marks
 undefined (also in a FLAGS word an exception pushed).
 
     python -m tests.conformance.x86_vectors --all                # every test, pass rates
-    python -m tests.conformance.x86_vectors --set 8086 --files D0,D1 --show 5
+    python -m tests.conformance.x86_vectors --set 8086 --files D0.4,D1.4 --show 5
     python -m tests.conformance.x86_vectors --sample 5           # what CI runs
 """
 
@@ -216,8 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     expected = expected_failures()
     lines = []
     status = 0
+    requested = [f for f in (args.files or "").split(",") if f]
     for cpu_set in args.set or SETS:
-        files = args.files.split(",") if args.files else test_files(cpu_set)
+        names = test_files(cpu_set)
+        unknown = [f for f in requested if f not in names]
+        if unknown:
+            near = [n for n in names if n.startswith(unknown[0])] or names[:3] + ["..."]
+            print(f"--files: no file {', '.join(unknown)} in set {cpu_set}; names are "
+                  f"opcodes, ModRM groups as OP.N (e.g. {', '.join(near)})", file=sys.stderr)
+            return 2
+    for cpu_set in args.set or SETS:
+        files = requested or test_files(cpu_set)
         started = time.monotonic()
         failures = run_set(cpu_set, files, first)
         count = int(failures.pop("_count")[0])

@@ -32,3 +32,35 @@ def test_interpreter_agrees_with_the_cpu(native_runner, mode):
     reports = "\n\n".join(d.report() for d in summary.disagreements[:10])
     assert not summary.disagreements, f"{summary.line()}\n\n{reports}"
     assert summary.total == COUNTS[mode]
+
+
+FAMILY_SEED = 20260101
+NEW_FAMILIES = ("frame", "bcd", "cmpxchg8b", "dshift", "xlat", "call")
+
+
+@pytest.mark.parametrize("mode", [64, 32, 16])
+def test_frame_bcd_call_families_agree_with_the_cpu(native_runner, mode):
+    """ENTER/LEAVE, PUSHF/POPF, PUSHA/POPA, BCD, CMPXCHG8B, SHLD/SHRD, XLAT, CALL/RET."""
+    ok, reason = native_runner.supports(mode)
+    if not ok:
+        pytest.skip(reason)
+    side = make_engine_side(_engine_or_skip())
+    summary = run_cases(native_runner, side, mode, FAMILY_SEED, range(60), length=8,
+                        families=NEW_FAMILIES)
+    reports = "\n\n".join(d.report() for d in summary.disagreements[:10])
+    assert not summary.disagreements, f"{summary.line()}\n\n{reports}"
+    assert summary.total == 60
+
+
+@pytest.mark.parametrize("mode", [64, 32])
+def test_guard_page_faults_agree_with_the_cpu(native_runner, mode):
+    """Memory operands on an unmapped page: same #PF, same W/R bit (read-modify-write
+    instructions report a write)."""
+    ok, reason = native_runner.supports(mode)
+    if not ok:
+        pytest.skip(reason)
+    side = make_engine_side(_engine_or_skip())
+    summary = run_cases(native_runner, side, mode, SEED, range(80), length=8, guard=True)
+    reports = "\n\n".join(d.report() for d in summary.disagreements[:10])
+    assert not summary.disagreements, f"{summary.line()}\n\n{reports}"
+    assert summary.faulted >= 10  # the guard page was really hit

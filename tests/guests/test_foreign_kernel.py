@@ -19,15 +19,21 @@ from tests.conftest import run_pyvmm
 SOURCE = Path(__file__).parent / "c_kernel"
 
 
-@pytest.fixture(scope="module")
-def c_kernel(tmp_path_factory) -> Path:
+# -O2 leaves frame pointers out; -O0 with frame pointers makes every function use
+# `push ebp; mov ebp, esp ... leave` (32-bit LEAVE must pop 4 bytes).
+OPT_FLAGS = {"O2": ["-O2"], "O0-frame-pointer": ["-O0", "-fno-omit-frame-pointer"]}
+
+
+@pytest.fixture(scope="module", params=sorted(OPT_FLAGS))
+def c_kernel(request, tmp_path_factory) -> Path:
     if shutil.which("gcc") is None or shutil.which("ld") is None:
         pytest.skip("gcc and ld are needed to build the C test kernel")
-    out = tmp_path_factory.mktemp("c_kernel")
+    out = tmp_path_factory.mktemp(f"c_kernel_{request.param}")
     obj, elf = out / "kernel.o", out / "kernel.elf"
     compile_ = subprocess.run(
         ["gcc", "-m32", "-ffreestanding", "-fno-pic", "-fno-stack-protector", "-nostdlib",
-         "-O2", "-c", str(SOURCE / "kernel.c"), "-o", str(obj)], capture_output=True, text=True)
+         *OPT_FLAGS[request.param], "-c", str(SOURCE / "kernel.c"), "-o", str(obj)],
+        capture_output=True, text=True)
     if compile_.returncode:
         pytest.skip(f"gcc cannot build 32-bit freestanding code here: {compile_.stderr[:200]}")
     subprocess.run(["ld", "-m", "elf_i386", "-T", str(SOURCE / "kernel.ld"), "--build-id=none",

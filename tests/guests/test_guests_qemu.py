@@ -1,9 +1,10 @@
 """The bundled guests behave as documented, checked on QEMU (an outside oracle).
 
-Skipped when qemu-system-x86_64 is not installed.  The demo's checksum is
-recomputed here from its definition (xorshift64* folded into a rotating
-checksum, guests/README.md), so the test checks the guest's arithmetic, the
-demand-zero page and the per-tick scheduling, not a recorded output.
+Skipped when qemu-system-x86_64 is not installed.  The demo's expected
+output comes from tests/guests/demo_model.py, which recomputes it from its
+definition (xorshift64* folded into a rotating checksum, guests/README.md),
+so the test checks the guest's arithmetic, the demand-zero page and the
+per-tick scheduling, not a recorded output.
 """
 
 from __future__ import annotations
@@ -16,59 +17,15 @@ import subprocess
 import pytest
 
 from pyvmm.guests import EXIT_SUCCESS_STATUS, guest_path
+from tests.guests.demo_model import (
+    combined_checksum,
+    expected_demo_output,
+    task_checksum,
+    tick_synchronous_counts,
+)
 
 QEMU = shutil.which("qemu-system-x86_64")
 pytestmark = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not installed")
-
-MASK = (1 << 64) - 1
-SLICE_ITERS = 256
-XORSHIFT_MULT = 0x2545F4914F6CDD1D
-CHECKSUM_MIX = 0x9E3779B97F4A7C15
-SEEDS = (0x0123456789ABCDEF, 0xFEDCBA9876543210)
-
-
-def _rol(value: int, bits: int) -> int:
-    return ((value << bits) | (value >> (64 - bits))) & MASK
-
-
-def task_checksum(task: int, work: int) -> int:
-    x, checksum = SEEDS[task], 0
-    for _ in range(work * SLICE_ITERS):
-        x ^= x >> 12
-        x ^= (x << 25) & MASK
-        x ^= x >> 27
-        checksum = _rol(checksum, 7) ^ ((x * XORSHIFT_MULT) & MASK)
-    if task == 0:  # task A adds back what it stored in its demand-zero page
-        checksum = (checksum + (checksum if work else 0)) & MASK
-    return checksum
-
-
-def expected_demo_output(work: int) -> str:
-    a, b = task_checksum(0, work), task_checksum(1, work)
-    ticks = work + 1  # tasks start on tick 1 and exit on tick work + 1
-    lines = [
-        "demo: multiboot magic ok",
-        f"demo: cmdline work={work}",
-        "demo: long mode ok (4-level paging)",
-        "demo: gdt, tss and idt loaded",
-        "demo: pic remapped to 0x20/0x28",
-        "demo: pit 100 Hz",
-        "demo: starting 2 ring-3 tasks",
-        "task A: started",
-        "demo: page fault at 0000000040000010, mapped a demand-zero page",
-    ]
-    if work == 0:  # task A finishes within its first run
-        lines.append(f"task A: done checksum={a:016x}")
-        lines.append("task B: started")
-    else:
-        lines.append("task B: started")
-        lines.append(f"task A: done checksum={a:016x}")
-    lines += [
-        f"task B: done checksum={b:016x}",
-        f"demo: ticks={ticks} switches={3 * ticks} syscalls={2 * (work + 3)} "
-        f"page_faults=1 checksum={(a * CHECKSUM_MIX + b) & MASK:016x}",
-    ]
-    return "".join(line + "\r\n" for line in lines)
 
 
 def run_qemu(*args: str, accel: str = "tcg") -> subprocess.CompletedProcess[bytes]:
@@ -110,6 +67,25 @@ def test_demo_same_output_under_kvm() -> None:
     # compare what does not depend on timing, and the rest as a set.
     assert stable(result.stdout.decode()) == stable(expected_demo_output(5))
     assert result.returncode == EXIT_SUCCESS_STATUS
+
+
+def test_demo_spin_is_preempted_and_computes_the_same() -> None:
+    """`spin=N` makes task A's slices outlast a tick, so QEMU's timer preempts
+    it: more ticks and switches than the tick-synchronous run, same results."""
+    work = 2
+    result = run_qemu("-kernel", str(guest_path("demo")), "-append", f"work={work} spin=200000")
+    assert result.returncode == EXIT_SUCCESS_STATUS
+    output = result.stdout.decode()
+    summary = re.search(r"ticks=(\d+) switches=(\d+) syscalls=(\d+) page_faults=1 "
+                        r"checksum=([0-9a-f]{16})", output)
+    assert summary, output
+    ticks, switches, syscalls = (int(summary.group(i)) for i in range(1, 4))
+    sync_ticks, sync_switches, sync_syscalls = tick_synchronous_counts(work)
+    assert ticks > sync_ticks and switches > sync_switches, (ticks, switches)
+    assert syscalls == sync_syscalls
+    assert int(summary.group(4), 16) == combined_checksum(work)
+    for task, name in enumerate("AB"):
+        assert f"task {name}: done checksum={task_checksum(task, work):016x}\r\n" in output
 
 
 def stable(output: str) -> list[str]:

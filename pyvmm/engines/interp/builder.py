@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import iced_x86
-from iced_x86 import OpKind, Register
+from iced_x86 import OpAccess, OpKind, Register
 
 from pyvmm.engines.interp import faults
 from pyvmm.engines.interp import flags as fl
@@ -58,6 +58,9 @@ STRING_SEG_DI_KINDS = frozenset({OpKind.MEMORY_SEG_DI, OpKind.MEMORY_SEG_EDI,
                                  OpKind.MEMORY_SEG_RDI})
 
 _MEMSIZE: dict[int, int] = {}
+_INFO = iced_x86.InstructionInfoFactory()
+# Memory operands read and then written: their read checks writability first.
+_RMW_ACCESS = frozenset({OpAccess.READ_WRITE, OpAccess.READ_COND_WRITE})
 
 
 def memory_size_bytes(memory_size: int) -> int:
@@ -166,6 +169,14 @@ class Insn:
                 kind, 4)
         return memory_size_bytes(self.ins.memory_size)
 
+    def is_rmw(self, i: int) -> bool:
+        """Operand i is read and written (ADD [m], r; XCHG; CMPXCHG writes either way).
+
+        Such a read is a write access for paging and segment checks: a
+        not-present page reports W=1 in the #PF error code (SDM Vol. 3A §4.7).
+        """
+        return _INFO.info(self.ins).op_access(i) in _RMW_ACCESS
+
     def imm(self, i: int, size: int | None = None) -> int:
         """Immediate operand i as iced sign-extends it, masked to `size` bytes.
 
@@ -218,6 +229,8 @@ class Insn:
             return self.const(self.imm(i))
         if kind == OpKind.MEMORY:
             self._uses_ea = True
+            if self.is_rmw(i):
+                return f"cpu.read_rmw({self.seg()}, ea, {self.size(i)})"
             return f"read({self.seg()}, ea, {self.size(i)})"
         raise NotImplementedError(f"operand kind {kind} for {self.ins}")
 

@@ -130,6 +130,10 @@ class Cpu:
         self.apic_base = 0xFEE00900
         self.msrs: dict[int, int] = {}
         self.tsc_offset = 0
+        # Set by RDTSC / RDMSR(TSC) ("read") and WRMSR(TSC) ("write"), which end the
+        # batch: the clock has not yet advanced by the batch's earlier instructions,
+        # so the engine corrects the value read/written once it knows how many ran.
+        self.tsc_fixup: str | None = None
         self.interrupt_shadow = False
         self.halted = False
         self.fpu_image: bytes | None = None
@@ -371,6 +375,37 @@ class Cpu:
                             or (lin + size - 1 + _CANON) >> 48 & 0xFFFF):
             raise self.canonical_fault(seg)
         self.write_lin_slow(lin, size, value & _MASK[size])
+
+    def read_rmw(self, seg: int, off: int, size: int) -> int:
+        """The read half of a read-modify-write (ADD [m], XCHG, CMPXCHG...).
+
+        The processor checks the destination for writing before it reads, so a
+        not-present or read-only page faults with error-code W=1 (SDM Vol. 3A
+        §4.7: "the access causing the fault was a write"): look the page up in
+        the write dict, and on a miss translate with write intent.
+        """
+        if off < self.seg_lo[seg] or off + size - 1 > self.seg_whi[seg]:
+            if self.is_8086 or off < self.seg_lo[seg] or off + size - 1 > self.seg_hi[seg]:
+                return self._read_outside(seg, off, size)
+            raise CpuFault(GP, 0)  # code segment or read-only data (SDM Vol. 3A §5.5)
+        lin = (self.seg_base[seg] + off) & self.lin_mask
+        page = self.wr.get(lin >> 12)
+        if page is not None:
+            o = lin & 0xFFF
+            if o <= 4096 - size:
+                self.tlb_hits += 1
+                if size == 1:
+                    return self.ram[page | o]
+                return _UNPACK[size](self.ram, page | o)[0]
+        if self.long64 and ((lin + _CANON) >> 48 & 0xFFFF
+                            or (lin + size - 1 + _CANON) >> 48 & 0xFFFF):
+            raise self.canonical_fault(seg)
+        user = self.cpl == 3
+        last = (lin + size - 1) & self.lin_mask
+        self.tlb.translate(lin, PF_WRITE | (4 if user else 0), user)
+        if last >> 12 != lin >> 12:
+            self.tlb.translate(last, PF_WRITE | (4 if user else 0), user)
+        return self.read_lin_slow(lin, size, 0)
 
     def _limit_fault(self, seg: int) -> CpuFault:
         """#SS(0) for the stack segment, #GP(0) otherwise (SDM Vol. 3A §6.15, int 12/13).

@@ -46,6 +46,15 @@ def _raise(fault: CpuFault) -> Handler:
     return handler
 
 
+def _unsupported(stats, name: str) -> Handler:  # noqa: ANN001
+    """#UD for an instruction with no builder, counted in stats["unsupported"] each time
+    it executes (not only when it is decoded)."""
+    def handler() -> None:
+        stats.count("unsupported", name)
+        raise CpuFault(UD)
+    return handler
+
+
 def legacy_alias(raw: bytes, model: str) -> bytes | None:
     """The byte string an 8086/80286 instruction behaves as (None: #UD on this model)."""
     out = bytearray(raw)
@@ -249,8 +258,7 @@ class DecodeCache:
                 handler = None
         if handler is None:
             name = iced_x86.Formatter(iced_x86.FormatterSyntax.INTEL).format_mnemonic(ins)
-            self.stats.count("unsupported", name)
-            handler = _raise(CpuFault(UD))
+            handler = _unsupported(self.stats, name)
         self._store(rip, lin, ins.len, handler)
         return handler
 

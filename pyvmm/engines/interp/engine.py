@@ -225,7 +225,28 @@ class InterpreterEngine(Engine):
     # -- running -------------------------------------------------------------
     def step(self) -> StopReason | None:
         """Execute exactly one instruction (all REP iterations; faults delivered)."""
-        return self._run_batch(1)
+        stop = self._run_batch(1)
+        if self.cpu.tsc_fixup:
+            self._fix_tsc(1)
+        return stop
+
+    def _fix_tsc(self, executed: int) -> None:
+        """A batch ended at RDTSC / RDMSR / WRMSR of the TSC: account for the batch.
+
+        The handler used the clock as of the batch's start; the `executed - 1`
+        instructions before it in the batch had already run (1 ns each by
+        default), so the counter it saw must include them (SDM Vol. 3B §18.17).
+        """
+        cpu = self.cpu
+        kind, cpu.tsc_fixup = cpu.tsc_fixup, None
+        delta = max(0, executed - 1) * self.ns_per_instruction
+        if kind == "read":
+            regs = cpu.regs
+            value = (((regs[2] & 0xFFFFFFFF) << 32) | (regs[0] & 0xFFFFFFFF)) + delta
+            regs[0] = value & 0xFFFFFFFF
+            regs[2] = (value >> 32) & 0xFFFFFFFF
+        elif kind == "write":
+            cpu.tsc_offset -= delta
 
     def _run_batch(self, budget: int) -> StopReason | None:
         """Run up to `budget` instructions; returns a StopReason to stop, else None."""
@@ -360,6 +381,8 @@ class InterpreterEngine(Engine):
                     stop = self._single_step()
                 else:
                     stop = self._run_batch(budget)
+                if cpu.tsc_fixup:
+                    self._fix_tsc(self.instructions - before)
                 clock.advance((self.instructions - before) * self.ns_per_instruction)
                 clock.run_due()
                 board.events.drain()

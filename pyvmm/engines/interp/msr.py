@@ -42,6 +42,25 @@ PLAIN = {MSR_STAR: 0, MSR_LSTAR: 0, MSR_CSTAR: 0, MSR_SFMASK: 0, MSR_KERNEL_GS_B
          MSR_IA32_PAT: 0x0007040600070406, MSR_TSC_AUX: 0}
 EFER_WRITABLE = EFER_SCE | EFER_LME | EFER_NXE
 
+# Identification and feature MSRs early kernel code reads (SDM Vol. 4 Table 2-2).
+MSR_IA32_PLATFORM_ID = 0x17  # platform id bits 52:50 (read-only)
+MSR_IA32_FEATURE_CONTROL = 0x3A  # bit 0 lock; VMX enables (locked at reset by firmware)
+MSR_IA32_BIOS_SIGN_ID = 0x8B  # microcode revision in bits 63:32 (a write 0 starts a read)
+MSR_IA32_MTRRCAP = 0xFE  # variable-range count, fixed/WC support (read-only)
+MSR_IA32_MCG_CAP = 0x179  # machine-check bank count and capabilities (read-only)
+MSR_IA32_MISC_ENABLE = 0x1A0  # bit 0: fast-string operations enabled
+FEATURE_CONTROL_LOCK = 1 << 0  # writes #GP once set (SDM Vol. 4 Table 2-2, 3AH)
+MISC_ENABLE_FAST_STRINGS = 1 << 0
+# index -> (value RDMSR returns, how WRMSR behaves: "ignore" or "gp")
+FIXED: dict[int, tuple[int, str]] = {
+    MSR_IA32_PLATFORM_ID: (0, "gp"),
+    MSR_IA32_FEATURE_CONTROL: (FEATURE_CONTROL_LOCK, "gp"),  # locked, no VMX/SMX
+    MSR_IA32_BIOS_SIGN_ID: (0, "ignore"),  # no microcode update loaded
+    MSR_IA32_MTRRCAP: (0, "gp"),  # no MTRRs
+    MSR_IA32_MCG_CAP: (0, "gp"),  # no machine-check banks
+    MSR_IA32_MISC_ENABLE: (MISC_ENABLE_FAST_STRINGS, "ignore"),
+}
+
 
 def read_tsc(cpu: Cpu) -> int:
     clock = getattr(cpu, "clock", None)
@@ -62,6 +81,8 @@ def read_msr(cpu: Cpu, index: int) -> int:
         return read_tsc(cpu)
     if index in PLAIN:
         return cpu.msrs.get(index, PLAIN[index])
+    if index in FIXED:
+        return FIXED[index][0]
     raise CpuFault(GP, 0)
 
 
@@ -83,6 +104,8 @@ def write_msr(cpu: Cpu, index: int, value: int) -> None:
         cpu.tsc_offset = value - read_tsc(cpu) + cpu.tsc_offset
     elif index in PLAIN:
         cpu.msrs[index] = value
+    elif index in FIXED and FIXED[index][1] == "ignore":
+        pass
     else:
         raise CpuFault(GP, 0)
 

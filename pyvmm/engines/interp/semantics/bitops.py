@@ -80,7 +80,7 @@ def build_bt(b: Insn) -> Handler:
         head = (f"o = ({b.get(1)} ^ {sign:#x}) - {sign:#x}\n"
                 f"a = (({b.ea()}) + ((o >> {w.bit_length() - 1}) * {size})) & {b.addr_mask:#x}\n"
                 f"bit = o & {w - 1}\n"
-                f"v = read({seg}, a, {size})")
+                f"v = {'cpu.read_rmw' if update else 'read'}({seg}, a, {size})")
         store = f"write({seg}, a, {size}, {update})" if update else ""
     return b.compile("\n".join(x for x in (head, store, flags, b.next) if x))
 

@@ -176,20 +176,19 @@ def _cmpxchg8b(b: Insn) -> Handler:
     if half == 8:
         raise NotImplementedError
     seg = b.seg()
+    # One 8-byte operand: limit and page checks cover all of it (an operand at
+    # offset 0xFFFC of a 64 KiB segment is #GP, not a wrap), checked for writing.
     return b.compile(f"""
 ea = {b.ea()}
-lo = read({seg}, ea, 4)
-hi = read({seg}, (ea + 4) & {b.const(b.addr_mask)}, 4)
+v = cpu.read_rmw({seg}, ea, 8)
 f = fl.materialize(cpu)
-if lo == (regs[0] & 0xFFFFFFFF) and hi == (regs[2] & 0xFFFFFFFF):
-    write({seg}, ea, 4, regs[3])
-    write({seg}, (ea + 4) & {b.const(b.addr_mask)}, 4, regs[1])
+if v == ((regs[2] & 0xFFFFFFFF) << 32) | (regs[0] & 0xFFFFFFFF):
+    write({seg}, ea, 8, ((regs[1] & 0xFFFFFFFF) << 32) | (regs[3] & 0xFFFFFFFF))
     cpu.flags = f | 0x40
 else:
-    write({seg}, ea, 4, lo)
-    write({seg}, (ea + 4) & {b.const(b.addr_mask)}, 4, hi)
-    regs[0] = lo
-    regs[2] = hi
+    write({seg}, ea, 8, v)
+    regs[0] = v & 0xFFFFFFFF
+    regs[2] = v >> 32
     cpu.flags = f & ~0x40
 {b.next}
 """)

@@ -6,7 +6,7 @@ The push/pop width is iced's `stack_pointer_increment` (operand size, 8 in
 
 from __future__ import annotations
 
-from iced_x86 import Mnemonic
+from iced_x86 import Code, Mnemonic
 
 from pyvmm.cpu.state import CR0_PE, FLAG_IF, FLAG_IOPL, FLAG_RF, FLAG_TF, FLAG_VM
 from pyvmm.engines.interp.builder import SEGREG, Handler, Insn
@@ -16,8 +16,18 @@ from pyvmm.engines.interp.semantics import semantic
 from pyvmm.engines.interp.semantics.datamov import load_segment
 from pyvmm.engines.interp.signals import END_BATCH
 
+# ENTER/LEAVE operand size by iced Code: iced reports LEAVE's stack increment as 0 and
+# ENTER's as -(size * (level + 1) + frame), so neither gives the push width.
+_FRAME_WIDTH = {Code.LEAVEW: 2, Code.LEAVED: 4, Code.LEAVEQ: 8,
+                Code.ENTERW_IMM16_IMM8: 2, Code.ENTERD_IMM16_IMM8: 4,
+                Code.ENTERQ_IMM16_IMM8: 8}
+
 
 def _width(b: Insn) -> int:
+    """Bytes one push/pop of this instruction moves (operand size; 8 for most 64-bit forms)."""
+    width = _FRAME_WIDTH.get(b.code)
+    if width is not None:
+        return width
     return abs(b.ins.stack_pointer_increment) or b.size(0)
 
 
@@ -175,13 +185,13 @@ def _popf(b: Insn) -> Handler:
 
 @semantic(Mnemonic.LEAVE)
 def _leave(b: Insn) -> Handler:
+    """SDM "LEAVE": SP/ESP/RSP (stack-address size) = BP/EBP/RBP, then pop BP (operand size)."""
     size = _width(b)
-    cpu = b.cpu
-    mask = cpu.stack_mask
     set_bp = {2: "regs[5] = (regs[5] & -65536) | v", 4: "regs[5] = v", 8: "regs[5] = v"}[size]
     return b.compile(f"""
 sp = regs[4]
-regs[4] = (sp & ~{b.const(mask)}) | (regs[5] & {b.const(mask)})
+mask = cpu.stack_mask
+regs[4] = (sp & ~mask) | (regs[5] & mask)
 try:
     v = cpu.pop({size})
 except CpuFault:
@@ -194,6 +204,12 @@ except CpuFault:
 
 @semantic(Mnemonic.ENTER)
 def _enter(b: Insn) -> Handler:
+    """SDM "ENTER": push BP, copy level-1 frame pointers, push FrameTemp, allocate.
+
+    BP's decrement and the new SP use the stack-address size (SS.B / 64-bit);
+    the pushes and the width of the new BP use the operand size (outside 64-bit
+    mode: `data32 enter` with a 16-bit stack sets EBP to the zero-extended SP).
+    """
     size = _width(b)
     frame = b.ins.immediate(0) & 0xFFFF
     level = b.ins.immediate(1) & 0x1F
@@ -207,23 +223,25 @@ def _enter(b: Insn) -> Handler:
         saved = (regs[4], regs[5])
         try:
             cpu.push(regs[5] & vmask, size)
-            frame_ptr = regs[4] & mask
-            bp = regs[5]
+            frame_temp = regs[4] & mask
+            bp = regs[5] & mask
             for _ in range(1, level):
-                bp = (bp & ~mask) | (((bp & mask) - size) & mask)
-                cpu.push(cpu.read(SS_SEG, bp & mask, size), size)
+                bp = (bp - size) & mask
+                cpu.push(cpu.read(SS_SEG, bp, size), size)
             if level:
-                cpu.push(frame_ptr & vmask, size)
+                cpu.push(frame_temp & vmask, size)
             new_sp = ((regs[4] & mask) - frame) & mask
             if frame:
                 cpu.read(SS_SEG, new_sp, 1)  # the new stack top must be valid
         except CpuFault:
             regs[4], regs[5] = saved
             raise
-        if size == 2:
-            regs[5] = (regs[5] & -65536) | (frame_ptr & 0xFFFF)
+        if cpu.long64:
+            regs[5] = frame_temp  # RBP <- FrameTemp, whatever the operand size
+        elif size == 4:
+            regs[5] = frame_temp  # EBP <- FrameTemp (zero-extended SP with a 16-bit stack)
         else:
-            regs[5] = frame_ptr & vmask
+            regs[5] = (regs[5] & -65536) | (frame_temp & 0xFFFF)  # BP <- FrameTemp[15:0]
         regs[4] = (regs[4] & ~mask) | new_sp
         cpu.rip = next_ip
     return enter

@@ -17,6 +17,7 @@ from pyvmm.cpu.state import (
     EFER_SCE,
     FLAG_RF,
     FLAG_VM,
+    MSR_IA32_TSC,
     MSR_LSTAR,
     MSR_SFMASK,
     MSR_STAR,
@@ -295,6 +296,8 @@ def _rdtsc(b: Insn) -> Handler:
         cpu.regs[0] = tsc & 0xFFFFFFFF
         cpu.regs[2] = (tsc >> 32) & 0xFFFFFFFF
         cpu.rip = next_ip
+        cpu.tsc_fixup = "read"  # the engine adds the instructions run earlier in the batch
+        raise END_BATCH
     return rdtsc
 
 
@@ -311,11 +314,16 @@ def _msr(b: Insn) -> Handler:
         if write:
             msrs.write_msr(cpu, index, ((regs[2] & 0xFFFFFFFF) << 32) | (regs[0] & 0xFFFFFFFF))
             cpu.rip = next_ip
+            if index == MSR_IA32_TSC:
+                cpu.tsc_fixup = "write"
             raise END_BATCH
         value = msrs.read_msr(cpu, index)
         regs[0] = value & 0xFFFFFFFF
         regs[2] = value >> 32
         cpu.rip = next_ip
+        if index == MSR_IA32_TSC:
+            cpu.tsc_fixup = "read"
+            raise END_BATCH
     return handler
 
 
