@@ -65,8 +65,9 @@ BUNDLED_GUESTS: dict[str, BundledGuest] = {
             description=(
                 "64-bit multiboot kernel: long mode, GDT/IDT/TSS, PIC+PIT, two ring-3 tasks "
                 "preempted by the timer, int 0x80 system calls, a demand-zero page fault; "
-                "command line: work=N (slices per task, default 20), pv (pyvmm's PV timer "
-                "and console when the hypervisor leaf is present)"
+                "command line: work=N (slices per task, default 20), spin=N (task A's slices "
+                "take N times as long, so the timer preempts it; same checksums), pv (pyvmm's "
+                "PV timer and console when the hypervisor leaf is present)"
             ),
             default_cmdline="work=20",
         ),
