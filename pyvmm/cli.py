@@ -360,10 +360,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                       file=sys.stderr)
         else:
             reason = _run_vm(vm, timeout, serial, serial_is_stdio)
-        if args.stats:
-            print(vm.stats.format(), file=sys.stderr)
         if not (args.quiet and reason.kind is StopKind.DEBUG_EXIT):
             print(f"pyvmm: {vm.name} stopped: {reason.describe()}", file=sys.stderr)
+        if args.stats:  # last, so that its final line `exits: N` ends the output
+            print(vm.stats.format(), file=sys.stderr)
         return reason.exit_code
     finally:
         vm.close()

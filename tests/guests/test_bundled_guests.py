@@ -83,9 +83,9 @@ def test_demo_stats_ends_with_exit_total():
     lines = result.stderr.decode().strip().splitlines()
     exit_lines = [line for line in lines if line.startswith("exits: ")]
     assert len(exit_lines) == 1
-    # The total closes the stats: it is the last line before the stop line.
-    assert lines[-1].startswith("pyvmm: vm0 stopped: "), lines[-2:]
-    assert lines[-2] == exit_lines[0], lines[-3:]
+    # The stop line comes first, and the total closes the output.
+    assert lines[0].startswith("pyvmm: vm0 stopped: "), lines[:2]
+    assert lines[-1] == exit_lines[0], lines[-3:]
     total = int(exit_lines[0].split()[1])
     # ...and it is the sum of the "exits:" category's counters above it.
     start = lines.index("exits:")
