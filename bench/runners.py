@@ -9,7 +9,6 @@ the suite skips it with that reason.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
@@ -48,17 +47,6 @@ class Runner(Protocol):
     def run(self, image: Path, cmdline: str, timeout: float) -> RunOutcome: ...
 
 
-class _Capture(io.RawIOBase):
-    def __init__(self) -> None:
-        super().__init__()
-        self.data = bytearray()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:  # type: ignore[override]
-        self.data += data
-        return len(data)
 
 
 class PyvmmRunner:

@@ -14,32 +14,19 @@ The JSON form is described by docs/compare-schema.json.
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pyvmm.console import OutputCapture
 from pyvmm.engines.registry import ENGINES, engine_availability
 from pyvmm.vm import ImageSpec, VirtualMachine
 
 SCHEMA_VERSION = 2  # 2: several command lines; every engine entry has its cmdline
 
 
-class _Capture(io.RawIOBase):
-    """Collects everything the guest prints, from any of its output devices."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.data = bytearray()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:  # type: ignore[override]
-        self.data += data
-        return len(data)
 
 
 @dataclass
@@ -86,7 +73,7 @@ def run_engine(engine: str, spec: ImageSpec, ram_size: int, timeout: float | Non
     available, reason = engine_availability(engine)
     if not available:
         return EngineRun(engine, False, reason, cmdline=spec.cmdline)
-    capture = _Capture()
+    capture = OutputCapture()
     vm = VirtualMachine(engine=engine, ram_size=ram_size, serial_output=capture,
                         debugcon_output=capture, name=engine, unmapped=unmapped)
     try:

@@ -8,6 +8,7 @@ Ctrl-A Ctrl-A sends a literal Ctrl-A).
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import termios
@@ -39,6 +40,21 @@ class _StdoutWriter:
 
     def flush(self) -> None:
         pass
+
+
+class OutputCapture(io.RawIOBase):
+    """A guest output (COM1, debugcon, PV console) collected in memory, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self.data += data
+        return len(data)
 
 
 class _NullWriter:

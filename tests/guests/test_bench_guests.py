@@ -16,7 +16,6 @@ present the kvm engine must print the same bytes as the interpreter.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ import subprocess
 
 import pytest
 
+from pyvmm.console import OutputCapture
 from pyvmm.engines.registry import engine_availability
 from pyvmm.guests import EXIT_SUCCESS_STATUS, guest_path
 from pyvmm.vm import ImageSpec, VirtualMachine
@@ -38,17 +38,6 @@ needs_interp = pytest.mark.skipif(not interp_ok, reason=f"interp engine: {interp
 needs_kvm = pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="no /dev/kvm on this host")
 
 
-class _Capture(io.RawIOBase):
-    def __init__(self) -> None:
-        super().__init__()
-        self.data = bytearray()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:  # type: ignore[override]
-        self.data += data
-        return len(data)
 
 
 def elf32_symbols(image: bytes) -> dict[str, int]:
@@ -80,7 +69,7 @@ def parse_result(output: bytes) -> dict:
 
 def run(engine: str, bench: str, cmdline: str) -> tuple[bytes, int | None, int | None]:
     """(console output, exit status, Stats.instructions) of one whole run."""
-    capture = _Capture()
+    capture = OutputCapture()
     vm = VirtualMachine(engine=engine, serial_output=capture, debugcon_output=capture)
     try:
         vm.load(ImageSpec.bundled(f"bench-{bench}", cmdline))
@@ -94,7 +83,7 @@ def traced_count(bench: str, cmdline: str) -> tuple[int, bytes]:
     """Single-step the guest under interp; count measure_start .. measure_end."""
     symbols = elf32_symbols(guest_path(f"bench-{bench}").read_bytes())
     start, end = symbols["measure_start"], symbols["measure_end"]
-    capture = _Capture()
+    capture = OutputCapture()
     vm = VirtualMachine(engine="interp", serial_output=capture, debugcon_output=capture)
     try:
         vm.load(ImageSpec.bundled(f"bench-{bench}", cmdline))
