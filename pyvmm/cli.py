@@ -333,11 +333,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
                 snapshot = take_snapshot(vm)
                 snapshot.save(args.snapshot_to)
-                if args.stats:
-                    print(vm.stats.format(), file=sys.stderr)
                 print(f"pyvmm: {vm.name} snapshot saved to {args.snapshot_to} "
                       f"({snapshot.describe()}); resume with: pyvmm run --restore "
                       f"{args.snapshot_to}", file=sys.stderr)
+                if args.stats:
+                    print(vm.stats.format(), file=sys.stderr)
                 return 0
             if paused:
                 from pyvmm.snapshot import switch_engine
