@@ -41,7 +41,7 @@ def c_kernel(request, tmp_path_factory) -> Path:
     return elf
 
 
-@pytest.mark.parametrize("engine", ["kvm", "interp"])
+@pytest.mark.parametrize("engine", ["kvm", "interp", "jit"])
 def test_c_multiboot_kernel(c_kernel, engine):
     ok, reason = engine_availability(engine)
     if not ok:
