@@ -53,7 +53,7 @@ def test_demo_defaults_and_ignores_unknown_words() -> None:
     plain = run_qemu("-kernel", str(guest_path("demo")))
     noisy = run_qemu("-kernel", str(guest_path("demo")), "-append", "quiet work=x pv workers=3")
     assert plain.stdout.decode() == expected_demo_output(20)
-    assert noisy.stdout == plain.stdout  # on QEMU `pv` finds no pyvmm leaf and falls back; bad values too
+    assert noisy.stdout == plain.stdout  # QEMU: `pv` falls back; bad values too
 
 
 @pytest.mark.kvm
