@@ -39,32 +39,27 @@ EXIT_STATUS_HELP = ("exit status:\n"
 
 def parse_size(text: str) -> int:
     """QEMU-style sizes: 64M, 1G, 512K; a bare number is MiB."""
-    units = {"k": 1 << 10, "m": MIB, "g": 1 << 30}
-    value = text.strip().lower()
+    from pyvmm.units import parse_size as parse
+
     try:
-        if value and value[-1] in units:
-            size = int(float(value[:-1]) * units[value[-1]])
-        else:
-            size = int(value) * MIB
-    except (ValueError, OverflowError):  # "lots", "infG"
-        size = -1
-    if size < 0:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r} (examples: 64M, 1G)")
-    return size
+        return parse(text, MIB)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r} (examples: 64M, 1G)") from None
 
 
 def positive_float(text: str) -> float:
     """A number of seconds: finite, positive, at most MAX_RUN_SECONDS."""
-    from pyvmm.machine.host_timer import MAX_RUN_SECONDS
+    from pyvmm.units import MAX_RUN_SECONDS, valid_seconds
 
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if value != value or value <= 0:  # NaN compares false to everything
+    if not valid_seconds(value):
+        if value > MAX_RUN_SECONDS:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is too large (at most {MAX_RUN_SECONDS:g})")
         raise argparse.ArgumentTypeError("must be positive")
-    if value > MAX_RUN_SECONDS:
-        raise argparse.ArgumentTypeError(f"{text!r} is too large (at most {MAX_RUN_SECONDS:g})")
     return value
 
 

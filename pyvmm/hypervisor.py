@@ -36,6 +36,7 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from pyvmm import units
 from pyvmm.board.pc import MIB
 from pyvmm.engines.base import Engine, StopKind, StopReason
 from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES
@@ -495,29 +496,21 @@ _HYPERVISOR_KEYS = {"timeout", "slice_ms", "output_limit", "engine", "memory", "
 
 def parse_size(value: object, what: str) -> int:
     """64M, 1G, 512K, or a bare integer number of bytes (TOML integer); never negative."""
-    size: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    elif isinstance(value, str):
-        units = {"k": 1 << 10, "m": MIB, "g": 1 << 30}
-        text = value.strip().lower()
-        try:
-            if text and text[-1] in units:
-                size = int(float(text[:-1]) * units[text[-1]])
-            else:
-                size = int(text)
-        except (ValueError, OverflowError):  # "xG", "infG"
-            size = None
-    if size is None or size < 0:
-        raise ConfigError(f"{what}: invalid size {value!r} (examples: 64M, 1G, 65536)")
-    return size
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return units.parse_size(str(value), 1)
+        if isinstance(value, str):
+            return units.parse_size(value, 1)
+    except ValueError:
+        pass
+    raise ConfigError(f"{what}: invalid size {value!r} (examples: 64M, 1G, 65536)")
 
 
 def _number(value: object, what: str) -> float:
     """A positive, finite TOML number no larger than MAX_RUN_SECONDS (TOML
     allows inf and nan; no host wait or deadline can be armed for them)."""
     if isinstance(value, int | float) and not isinstance(value, bool) \
-            and 0 < value <= MAX_RUN_SECONDS:
+            and units.valid_seconds(value):
         return float(value)
     raise ConfigError(f"{what}: expected a positive number up to {MAX_RUN_SECONDS:g}, "
                       f"not {value!r}")
