@@ -153,21 +153,7 @@ user_resume:
         push r15
         mov [kernel_rsp], rsp
         mov rsp, rdi
-        pop r15
-        pop r14
-        pop r13
-        pop r12
-        pop r11
-        pop r10
-        pop r9
-        pop r8
-        pop rbp
-        pop rdi
-        pop rsi
-        pop rdx
-        pop rcx
-        pop rbx
-        pop rax
+        FRAME_POP_GPRS
         add rsp, 16                     ; vector and error code
         iretq
 

@@ -79,21 +79,7 @@ isr_stub_table:
 %endrep
 
 isr_common:
-        push rax
-        push rbx
-        push rcx
-        push rdx
-        push rsi
-        push rdi
-        push rbp
-        push r8
-        push r9
-        push r10
-        push r11
-        push r12
-        push r13
-        push r14
-        push r15
+        FRAME_PUSH_GPRS
         cld
         mov rdi, rsp
         mov rax, [rsp + FRAME_VECTOR]
@@ -104,21 +90,7 @@ isr_common:
 .call:
         call rax
         mov rsp, rax                    ; the frame to resume (maybe another task's)
-        pop r15
-        pop r14
-        pop r13
-        pop r12
-        pop r11
-        pop r10
-        pop r9
-        pop r8
-        pop rbp
-        pop rdi
-        pop rsi
-        pop rdx
-        pop rcx
-        pop rbx
-        pop rax
+        FRAME_POP_GPRS
         add rsp, 16                     ; vector and error code
         iretq
 
