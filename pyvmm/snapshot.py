@@ -34,6 +34,7 @@ from pyvmm import __version__
 from pyvmm.board.pc import MAX_RAM, MIN_RAM, PcBoard
 from pyvmm.cpu.state import SEGMENT_NAMES, CpuState
 from pyvmm.errors import PyvmmError
+from pyvmm.files import read_user_file
 
 if TYPE_CHECKING:
     from pyvmm.vm import VirtualMachine
@@ -46,6 +47,10 @@ CHUNK = 1 << 20  # bytes copied per step when (de)compressing memory
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few KiB; refuse absurd ones
 MAX_ROM_BYTES = 16 << 20  # largest BIOS ROM pyvmm maps
 ROM_REGION = "bios"  # the ROM region `PcBoard.map_bios` recreates (with "bios-low")
+
+
+# RAM (at most MAX_RAM) compresses, so a snapshot file is never larger than this.
+MAX_SNAPSHOT_BYTES = 2 * MAX_RAM
 
 
 class SnapshotError(PyvmmError):
@@ -151,14 +156,7 @@ class Snapshot:
     @classmethod
     def load(cls, path: str | Path) -> Snapshot:
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except IsADirectoryError:
-            raise SnapshotError(f"{path}: is a directory, not a snapshot") from None
-        except FileNotFoundError:
-            raise SnapshotError(f"{path}: no such file") from None
-        except OSError as error:
-            raise SnapshotError(f"{path}: cannot read: {error.strerror}") from None
+        data = read_user_file(path, MAX_SNAPSHOT_BYTES, SnapshotError, "snapshot")
         return cls.read(io.BytesIO(data), str(path))
 
 

@@ -6,8 +6,6 @@ build a VM from an `ImageSpec`, run it, read why it stopped.
 
 from __future__ import annotations
 
-import os
-import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from pyvmm.engines.registry import (  # noqa: F401  (re-exported)
     engine_class,
 )
 from pyvmm.errors import ConfigError, EngineUnavailable, ImageError
+from pyvmm.files import read_user_file
 from pyvmm.machine.host_timer import HostTimerService
 
 # Largest image file we read at all (a BIOS may be 16 MiB; kernels are smaller).
@@ -58,25 +57,7 @@ class ImageSpec:
         """
         if self._data is not None:
             return self._data
-        try:
-            if self.path.is_dir():
-                raise IsADirectoryError
-            # stat before open: opening a FIFO would block until a writer comes.
-            if not stat.S_ISREG(os.stat(self.path).st_mode):
-                raise ImageError(f"{self.path}: not a regular file")
-            with open(self.path, "rb") as handle:
-                data = handle.read(MAX_IMAGE_BYTES + 1)
-        except IsADirectoryError:
-            raise ImageError(f"{self.path}: is a directory, not an image file") from None
-        except FileNotFoundError:
-            raise ImageError(f"{self.path}: no such file") from None
-        except PermissionError:
-            raise ImageError(f"{self.path}: permission denied") from None
-        except OSError as error:
-            raise ImageError(f"{self.path}: cannot read: {error.strerror}") from None
-        if len(data) > MAX_IMAGE_BYTES:
-            raise ImageError(f"{self.path}: image is larger than the "
-                             f"{MAX_IMAGE_BYTES // MIB} MiB pyvmm accepts")
+        data = read_user_file(self.path, MAX_IMAGE_BYTES, ImageError)
         self._data = data
         return data
 

@@ -116,3 +116,9 @@ def test_too_many_vms_is_a_one_line_error():
     result = run_pyvmm("run", "--vms", "100000000", "hello")
     assert result.returncode == 2
     assert result.stderr.decode().strip() == "pyvmm: error: --vms: at most 64 VMs"
+
+
+def test_restoring_from_a_device_file_is_refused_at_once():
+    result = run_pyvmm("run", "--restore", "/dev/zero", timeout=20)
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == "pyvmm: error: /dev/zero: not a regular file"

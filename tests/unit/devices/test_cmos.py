@@ -6,22 +6,12 @@ import json
 from pyvmm.devices.cmos import CmosRtc
 from pyvmm.machine.clock import ClockSource, VirtualClock
 from pyvmm.machine.interrupts import IrqLine
+from tests.unit.devices.irq_sink import Sink
 
 MIB = 1 << 20
 NS = 1_000_000_000
 # 2024-02-29 23:59:58 UTC, a Thursday.
 EPOCH = calendar.timegm((2024, 2, 29, 23, 59, 58, 0, 0, 0)) * NS
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.level = False
-        self.rises = 0
-
-    def set_irq(self, irq: int, level: bool) -> None:
-        if level and not self.level:
-            self.rises += 1
-        self.level = level
 
 
 def make(ram=64 * MIB):

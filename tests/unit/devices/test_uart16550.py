@@ -5,6 +5,7 @@ import json
 
 from pyvmm.devices.uart16550 import Uart16550
 from pyvmm.machine.interrupts import IrqLine
+from tests.unit.devices.irq_sink import Sink
 
 RBR = THR = DLL = 0
 IER = DLM = 1
@@ -14,17 +15,6 @@ MCR = 4
 LSR = 5
 MSR = 6
 SCR = 7
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.level = False
-        self.rises = 0
-
-    def set_irq(self, irq: int, level: bool) -> None:
-        if level and not self.level:
-            self.rises += 1
-        self.level = level
 
 
 def make():
