@@ -340,6 +340,11 @@ class Cpu:
         self.lf_r = r
         self.lf_size = size
 
+    def code_context(self) -> tuple[int, int, int, int]:
+        """What decoded code depends on besides its bytes: CS base and limit,
+        the code size and the privilege level (a cache key for decoders)."""
+        return (self.seg_base[CS], self.seg_hi[CS], self.code_bits, self.cpl)
+
     # ------------------------------------------------------------------ memory
     def read(self, seg: int, off: int, size: int) -> int:
         """Read `size` bytes at seg:off (off already wrapped to the address size)."""

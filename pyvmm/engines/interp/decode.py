@@ -131,7 +131,7 @@ class DecodeCache:
 
     def select_context(self) -> None:
         cpu = self.cpu
-        key = (cpu.seg_base[CS], cpu.seg_hi[CS], cpu.code_bits, cpu.cpl)
+        key = cpu.code_context()
         context = self.contexts.get(key)
         if context is None:
             context = self.contexts[key] = CodeContext()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from pyvmm.cpu.state import FLAG_TF, CpuState
 from pyvmm.engines.base import StopReason
-from pyvmm.engines.interp.cpu import CS
 from pyvmm.engines.interp.engine import InterpreterEngine
 from pyvmm.engines.interp.faults import CpuFault
 from pyvmm.engines.interp.signals import EndBatch
@@ -102,7 +101,7 @@ class JitEngine(InterpreterEngine):
     # -- the block cache -----------------------------------------------------
     def _select_context(self) -> None:
         cpu = self.cpu
-        key = (cpu.seg_base[CS], cpu.seg_hi[CS], cpu.code_bits, cpu.cpl)
+        key = cpu.code_context()
         context = self.contexts.get(key)
         if context is None:
             context = self.contexts[key] = _Context()
