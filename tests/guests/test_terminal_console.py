@@ -64,46 +64,39 @@ def echo_image(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("engine", ["kvm", "interp"])
-def test_typing_and_ctrl_a_x(echo_image, engine):
-    ok, reason = engine_availability(engine)
+@pytest.fixture(params=["kvm", "interp"])
+def on_terminal(request, echo_image):
+    """`pyvmm run` of the echo guest with a pseudo-terminal as its terminal;
+    yields (process, master side of the terminal)."""
+    ok, reason = engine_availability(request.param)
     if not ok:
         pytest.skip(reason)
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "pyvmm", "run", "--engine", engine,
+    proc = subprocess.Popen([sys.executable, "-m", "pyvmm", "run", "--engine", request.param,
                              "--boot-sector", str(echo_image)],
                             stdin=slave, stdout=slave, stderr=subprocess.PIPE, cwd=ROOT)
     os.close(slave)
     try:
         time.sleep(0.5)
-        os.write(master, b"abc")
-        assert b"abc" in _read_until(master, b"abc", 20)
-        os.write(master, b"\x01h")  # Ctrl-A h: the escape help
-        assert b"C-a x" in _read_until(master, b"C-a x", 10)
-        os.write(master, b"\x01x")  # Ctrl-A x: quit
-        assert proc.wait(timeout=20) == 0
-        assert b"Ctrl-A x" in proc.stderr.read()
+        yield proc, master
     finally:
         if proc.poll() is None:
             proc.kill()
         os.close(master)
 
 
-@pytest.mark.parametrize("engine", ["kvm", "interp"])
-def test_guest_sees_typed_byte_and_exits(echo_image, engine):
-    ok, reason = engine_availability(engine)
-    if not ok:
-        pytest.skip(reason)
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "pyvmm", "run", "--engine", engine,
-                             "--boot-sector", str(echo_image)],
-                            stdin=slave, stdout=slave, stderr=subprocess.PIPE, cwd=ROOT)
-    os.close(slave)
-    try:
-        time.sleep(0.5)
-        os.write(master, b"q")  # the guest exits through 0xF4 with 0x10
-        assert proc.wait(timeout=20) == 33
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
+def test_typing_and_ctrl_a_x(on_terminal):
+    proc, master = on_terminal
+    os.write(master, b"abc")
+    assert b"abc" in _read_until(master, b"abc", 20)
+    os.write(master, b"\x01h")  # Ctrl-A h: the escape help
+    assert b"C-a x" in _read_until(master, b"C-a x", 10)
+    os.write(master, b"\x01x")  # Ctrl-A x: quit
+    assert proc.wait(timeout=20) == 0
+    assert b"Ctrl-A x" in proc.stderr.read()
+
+
+def test_guest_sees_typed_byte_and_exits(on_terminal):
+    proc, master = on_terminal
+    os.write(master, b"q")  # the guest exits through 0xF4 with 0x10
+    assert proc.wait(timeout=20) == 33
