@@ -198,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
                "  pyvmm run --kernel mykernel.elf --serial file:serial.log --timeout 10\n"
                "  pyvmm run --engine interp demo --switch-to kvm --switch-after 0.05\n")
     _add_guest_options(run)
+    debugging = run.add_argument_group(
+        "debugging (docs/DEBUGGING.md)",
+        "Attach gdb as to QEMU: `pyvmm run -s -S --engine interp --kernel k.elf`, then "
+        "`gdb k.elf -ex 'target remote :1234'`.")
+    debugging.add_argument("--gdb", metavar="tcp::PORT", default=None,
+                           help="serve the GDB remote protocol on PORT (localhost); "
+                                "tcp:HOST:PORT listens on HOST")
+    debugging.add_argument("-s", dest="gdb_default", action="store_true",
+                           help="shorthand for --gdb tcp::1234")
+    debugging.add_argument("-S", dest="gdb_wait", action="store_true",
+                           help="do not start the guest until gdb connects and continues")
     output = run.add_argument_group("output and limits")
     output.add_argument("--serial", default="stdio", metavar="stdio|file:PATH|none",
                         help="where COM1 goes (default: stdio)")
@@ -298,6 +309,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pyvmm.vm import VirtualMachine
 
     pause_seconds, pause_instructions = _pause_point(args)
+    gdb = _gdb_address(args)
     requested_engine = args.engine
     args.engine = args.engine or DEFAULT_ENGINE
     spec = None if args.restore is not None else resolve_image(args)
@@ -353,6 +365,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 what = "no snapshot written" if args.snapshot_to is not None else "no switch"
                 print(f"pyvmm: {vm.name} stopped before the pause point: {what}",
                       file=sys.stderr)
+        elif gdb is not None:
+            from pyvmm.debug.gdbstub import GdbStub
+
+            reason = GdbStub(vm, gdb, wait_for_client=args.gdb_wait).serve(timeout)
         else:
             reason = _run_vm(vm, timeout, serial, serial_is_stdio)
         if not (args.quiet and reason.kind is StopKind.DEBUG_EXIT):
@@ -362,6 +378,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         return reason.exit_code
     finally:
         vm.close()
+
+
+def _gdb_address(args: argparse.Namespace) -> str | None:
+    """--gdb / -s / -S, checked before anything runs."""
+    from pyvmm.errors import ConfigError
+
+    gdb = args.gdb or ("tcp::1234" if args.gdb_default else None)
+    if args.gdb_wait and gdb is None:
+        raise ConfigError("-S waits for gdb: give -s or --gdb tcp::PORT as well")
+    if gdb is not None:
+        from pyvmm.debug.gdbstub import parse_gdb_address
+
+        parse_gdb_address(gdb)
+        if args.vms > 1 or args.snapshot_to is not None or args.switch_to is not None:
+            raise ConfigError("--gdb debugs one VM: it does not combine with --vms, "
+                              "--snapshot-to or --switch-to")
+    return gdb
 
 
 def _run_vm(vm, timeout: float | None, serial, serial_is_stdio: bool) -> StopReason:  # noqa: ANN001
