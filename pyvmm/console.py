@@ -104,7 +104,9 @@ class TerminalConsole:
 
     def __enter__(self) -> TerminalConsole:
         self._saved = termios.tcgetattr(self.fd)
-        tty.setraw(self.fd)
+        # TCSANOW, not setraw's default TCSAFLUSH: keys typed while pyvmm was
+        # starting are the guest's input too, and must not be thrown away.
+        tty.setraw(self.fd, termios.TCSANOW)
         self._thread = threading.Thread(target=self._reader, name="pyvmm-console",
                                         daemon=True)
         self._thread.start()

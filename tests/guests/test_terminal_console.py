@@ -12,6 +12,7 @@ import pty
 import select
 import subprocess
 import sys
+import termios
 import time
 
 import pytest
@@ -57,6 +58,17 @@ def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
     return data
 
 
+def _wait_for_raw_mode(master: int, proc: subprocess.Popen) -> None:
+    """Until pyvmm has the terminal in raw mode (ICANON and ECHO off): an event,
+    not a guess at how long Python takes to start on a busy host."""
+    while True:
+        lflag = termios.tcgetattr(master)[3]
+        if not lflag & (termios.ICANON | termios.ECHO):
+            return
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def echo_image(tmp_path):
     path = tmp_path / "echo.bin"
@@ -77,7 +89,7 @@ def on_terminal(request, echo_image):
                             stdin=slave, stdout=slave, stderr=subprocess.PIPE, cwd=ROOT)
     os.close(slave)
     try:
-        time.sleep(0.5)
+        _wait_for_raw_mode(master, proc)
         yield proc, master
     finally:
         if proc.poll() is None:
