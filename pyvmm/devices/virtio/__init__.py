@@ -6,8 +6,8 @@ queue.py    the split virtqueue (§2.7): descriptor chains read from guest
             memory, validated, used entries written back, event index.
 device.py   VirtioDevice: what every device type shares (features, config
             space, queues, reset, DEVICE_NEEDS_RESET on a driver error).
-blk.py, rng.py, console.py
-            the device types.
+blk.py, rng.py, console.py, net.py
+            the device types (net's host backends: pyvmm/net/).
 mmio.py     the virtio-mmio transport, version 2 (§4.2).
 
 Devices are engine-neutral like every other device: plain-data state

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pyvmm.devices.virtio import mmio as regs
 from pyvmm.devices.virtio.blk import RawImage, VirtioBlock
 from pyvmm.devices.virtio.console import VirtioConsole
+from pyvmm.devices.virtio.net import VirtioNet
 from pyvmm.devices.virtio.rng import VirtioRng
 from pyvmm.machine.interrupts import IrqLine
 from tests.unit.devices.virtio.driver import RAM, Driver, Sink, make_memory
@@ -31,12 +32,13 @@ def _devices(memory, tmp_path):
     if not image.exists():
         image.write_bytes(bytes(64 * 512))
     return [VirtioBlock(memory, RawImage(image, False)), VirtioRng(memory),
-            VirtioConsole(memory, io.BytesIO())], image
+            VirtioConsole(memory, io.BytesIO()),
+            VirtioNet(memory, bytes.fromhex("525400000001"))], image
 
 
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(OPERATIONS, RAM_POKES, st.integers(0, 2), st.booleans())
+@given(OPERATIONS, RAM_POKES, st.integers(0, 3), st.booleans())
 def test_random_registers_and_rings(tmp_path, operations, pokes, which, set_up_first):
     memory = make_memory()
     devices, image = _devices(memory, tmp_path)
