@@ -7,14 +7,13 @@ through port 0xF4.  The expected numbers are computed here, not copied.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from pyvmm.engines.registry import engine_availability
 from tests.conftest import run_pyvmm
+from tests.guests.c_build import build_c_kernel
 
 SOURCE = Path(__file__).parent / "c_kernel"
 
@@ -26,19 +25,8 @@ OPT_FLAGS = {"O2": ["-O2"], "O0-frame-pointer": ["-O0", "-fno-omit-frame-pointer
 
 @pytest.fixture(scope="module", params=sorted(OPT_FLAGS))
 def c_kernel(request, tmp_path_factory) -> Path:
-    if shutil.which("gcc") is None or shutil.which("ld") is None:
-        pytest.skip("gcc and ld are needed to build the C test kernel")
     out = tmp_path_factory.mktemp(f"c_kernel_{request.param}")
-    obj, elf = out / "kernel.o", out / "kernel.elf"
-    compile_ = subprocess.run(
-        ["gcc", "-m32", "-ffreestanding", "-fno-pic", "-fno-stack-protector", "-nostdlib",
-         *OPT_FLAGS[request.param], "-c", str(SOURCE / "kernel.c"), "-o", str(obj)],
-        capture_output=True, text=True)
-    if compile_.returncode:
-        pytest.skip(f"gcc cannot build 32-bit freestanding code here: {compile_.stderr[:200]}")
-    subprocess.run(["ld", "-m", "elf_i386", "-T", str(SOURCE / "kernel.ld"), "--build-id=none",
-                    "-o", str(elf), str(obj)], check=True)
-    return elf
+    return build_c_kernel(SOURCE / "kernel.c", out, OPT_FLAGS[request.param])
 
 
 @pytest.mark.parametrize("engine", ["kvm", "interp", "jit"])

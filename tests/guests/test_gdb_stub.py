@@ -17,6 +17,7 @@ import pytest
 
 from pyvmm.engines.registry import engine_availability
 from tests.conftest import ROOT
+from tests.guests.c_build import build_c_kernel
 
 SOURCE = Path(__file__).parent / "gdb_kernel"
 ENGINES = ["interp", "jit"]
@@ -26,19 +27,8 @@ ENGINES = ["interp", "jit"]
 def debuggee(tmp_path_factory) -> Path:
     if shutil.which("gdb") is None:
         pytest.skip("gdb is not installed (Debian package gdb)")
-    if shutil.which("gcc") is None or shutil.which("ld") is None:
-        pytest.skip("gcc and ld are needed to build the debuggee")
-    out = tmp_path_factory.mktemp("gdb_kernel")
-    obj, elf = out / "debuggee.o", out / "debuggee.elf"
-    compile_ = subprocess.run(
-        ["gcc", "-m32", "-g", "-O0", "-ffreestanding", "-fno-pic", "-fno-stack-protector",
-         "-nostdlib", "-c", str(SOURCE / "debuggee.c"), "-o", str(obj)],
-        capture_output=True, text=True)
-    if compile_.returncode:
-        pytest.skip(f"gcc cannot build 32-bit freestanding code here: {compile_.stderr[:200]}")
-    subprocess.run(["ld", "-m", "elf_i386", "-T", str(SOURCE / "kernel.ld"), "--build-id=none",
-                    "-o", str(elf), str(obj)], check=True)
-    return elf
+    return build_c_kernel(SOURCE / "debuggee.c", tmp_path_factory.mktemp("gdb_kernel"),
+                          ["-g", "-O0"])
 
 
 class Stub:
