@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from pyvmm.engines.base import StopKind, StopReason
 from pyvmm.errors import EngineUnavailable, PyvmmError
+from pyvmm.machine.stop import StopKind, StopReason
 
 MIB = 1 << 20
 

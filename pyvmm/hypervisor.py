@@ -38,11 +38,12 @@ from typing import BinaryIO, TextIO
 
 from pyvmm import units
 from pyvmm.board.pc import MIB
-from pyvmm.engines.base import Engine, StopKind, StopReason
+from pyvmm.engines.base import Engine
 from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES
 from pyvmm.errors import ConfigError
 from pyvmm.machine.clock import ClockSource
 from pyvmm.machine.host_timer import MAX_RUN_SECONDS, MAX_WAIT_SECONDS, HostTimerService
+from pyvmm.machine.stop import StopKind, StopReason
 from pyvmm.vm import ImageSpec, VirtualMachine
 
 DEFAULT_SLICE_SECONDS = 0.02  # an interpreter VM's turn in the round-robin

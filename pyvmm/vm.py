@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from pyvmm.board.pc import MIB, PcBoard
 from pyvmm.cpu.state import CpuState
-from pyvmm.engines.base import Engine, StopKind, StopReason
+from pyvmm.engines.base import Engine
 from pyvmm.engines.registry import (  # noqa: F401  (re-exported)
     DEFAULT_ENGINE,
     ENGINES,
@@ -23,6 +23,7 @@ from pyvmm.engines.registry import (  # noqa: F401  (re-exported)
 from pyvmm.errors import ConfigError, EngineUnavailable, ImageError
 from pyvmm.files import read_user_file
 from pyvmm.machine.host_timer import HostTimerService
+from pyvmm.machine.stop import StopKind, StopReason
 
 # Largest image file we read at all (a BIOS may be 16 MiB; kernels are smaller).
 MAX_IMAGE_BYTES = 256 * MIB

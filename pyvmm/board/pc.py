@@ -23,7 +23,6 @@ from pyvmm.devices.i8042 import I8042, SystemControlPortA
 from pyvmm.devices.pic8259 import Pic8259Pair
 from pyvmm.devices.pit8254 import Pit8254, SystemControlPortB
 from pyvmm.devices.uart16550 import Uart16550
-from pyvmm.engines.base import StopKind, StopReason
 from pyvmm.errors import ConfigError
 from pyvmm.machine.bus import MmioBus, PortBus
 from pyvmm.machine.clock import ClockSource, VirtualClock
@@ -31,6 +30,7 @@ from pyvmm.machine.events import HostEvents
 from pyvmm.machine.host_timer import HostTimerService
 from pyvmm.machine.interrupts import IrqLine
 from pyvmm.machine.memory import GuestMemory, allocate_backing
+from pyvmm.machine.stop import StopKind, StopReason
 from pyvmm.paravirt.abi import HYPERCALL_PORT, IRQ_PV_EVENT, HypercallCpu
 from pyvmm.paravirt.hypercall import HypercallDevice
 from pyvmm.stats import Stats

@@ -244,7 +244,7 @@ class Pic8259:
 class Pic8259Pair:
     """Master (IRQ 0-7) and slave (IRQ 8-15) cascaded on master IR2.
 
-    IrqSink for the board's lines and InterruptController for engines.  The
+    IrqSink for the board's lines and InterruptController for the CPU side.  The
     cascade input follows the slave's INT level directly, so a slave request
     that stays asserted across an INTA is never lost.  `on_intr_change`, if
     set, is called with the new INTR level whenever it changes (an engine can

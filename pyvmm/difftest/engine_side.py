@@ -29,7 +29,7 @@ from pyvmm.cpu.state import (
     SegmentState,
 )
 from pyvmm.difftest.encode import EncodedCase
-from pyvmm.engines.base import StopKind
+from pyvmm.machine.stop import StopKind
 from pyvmm.oracle.layout import CODE_BASE, CODE_SIZE, DATA_BASE, DATA_SIZE
 from pyvmm.oracle.result import ExecResult
 

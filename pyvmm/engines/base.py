@@ -1,4 +1,4 @@
-"""What every engine implements, and the ways a VM can stop.
+"""What every engine implements.
 
 An engine executes the guest on a board (memory, buses, devices, clock).  It
 takes a `CpuState` in, runs until something stops the VM, and gives a
@@ -8,68 +8,18 @@ move a VM between engines.
 
 from __future__ import annotations
 
-import enum
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pyvmm.cpu.state import CpuState
 
 if TYPE_CHECKING:
-    from pyvmm.board.pc import PcBoard
-
-
-class StopKind(enum.Enum):
-    """Why a VM stopped.  `exit_code` is what `pyvmm run` returns for it.
-
-    Guest debug-exit statuses are always odd ((v << 1) | 1), so pyvmm's own
-    codes are even and never collide with a guest's.
-    """
-
-    DEBUG_EXIT = ("debug-exit", None)
-    USER_QUIT = ("user quit", 0)
-    TIMEOUT = ("timeout", 4)
-    TRIPLE_FAULT = ("triple fault", 6)
-    HALTED = ("halted with interrupts disabled", 8)
-    INTERNAL_ERROR = ("internal error", 10)
-    RESET = ("guest requested reset", 12)
-    PAUSED = ("paused", 14)
-    EXCEPTION = ("guest exception intercepted", 16)  # only when an engine is told to intercept
-    UNMAPPED_ACCESS = ("guest accessed unmapped physical memory", 20)
-    OUTPUT_LIMIT = ("console output limit reached", 22)  # a hypervisor VM's budget
-
-    def __init__(self, label: str, exit_code: int | None) -> None:
-        self.label = label
-        self.exit_code = exit_code
-
-
-@dataclass
-class StopReason:
-    kind: StopKind
-    message: str = ""
-    guest_status: int | None = None  # for DEBUG_EXIT: (v << 1) | 1
-    vector: int | None = None  # for EXCEPTION: the intercepted vector
-    error_code: int | None = None  # for EXCEPTION, when the vector has one
-
-    @property
-    def exit_code(self) -> int:
-        if self.kind is StopKind.DEBUG_EXIT:
-            assert self.guest_status is not None
-            return self.guest_status
-        assert self.kind.exit_code is not None
-        return self.kind.exit_code
-
-    def describe(self) -> str:
-        text = self.kind.label
-        if self.kind is StopKind.DEBUG_EXIT:
-            text += f" with status {self.guest_status}"
-        if self.message:
-            text += f": {self.message}"
-        return text
+    from pyvmm.machine.board import Board
+    from pyvmm.machine.stop import StopReason
 
 
 class Engine(ABC):
-    """One way of executing guest code on a `PcBoard`."""
+    """One way of executing guest code on a `Board` (pyvmm/machine/board.py)."""
 
     name: str = "?"
 
@@ -78,7 +28,7 @@ class Engine(ABC):
         """(True, "") if this engine can run here, else (False, reason)."""
         return True, ""
 
-    def __init__(self, board: PcBoard) -> None:
+    def __init__(self, board: Board) -> None:
         self.board = board
 
     @abstractmethod

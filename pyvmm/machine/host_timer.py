@@ -39,7 +39,7 @@ MAX_WAIT_SECONDS = 3600.0
 MAX_WAIT_NS = int(MAX_WAIT_SECONDS * 1e9)
 # The longest time a user may give (run timeouts, snapshot times): about
 # three years.  Longer is a typo or an attack, and is refused with a one-line
-# error rather than reaching the engines' integer-ns deadlines.
+# error rather than reaching the integer-ns deadlines engine code uses.
 MAX_RUN_SECONDS = 1e8
 
 

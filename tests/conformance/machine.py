@@ -27,6 +27,9 @@ class BareBoard:
         self.events = HostEvents()
         self.stop_request = None
         self.interrupt_controller = NullInterruptController()
+        self.cpu_access = None
+        self.host_timer = None
+        self.vm_id = 0
 
     def request_stop(self, reason) -> None:  # noqa: ANN001
         if self.stop_request is None:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pyvmm.engines.base import StopKind
 from pyvmm.hypervisor import OUTPUT_LIMIT_MESSAGE, Hypervisor, VmConfig
+from pyvmm.machine.stop import StopKind
 from pyvmm.vm import ImageSpec, VirtualMachine
 from tests.conftest import ROOT, requires_kvm
 

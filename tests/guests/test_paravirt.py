@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pyvmm.engines.base import StopKind, StopReason
+from pyvmm.machine.stop import StopKind, StopReason
 from pyvmm.paravirt import VirtualSwitch, abi, connect_board
 from pyvmm.vm import ImageSpec, VirtualMachine, engine_availability
 from tests.conftest import requires_kvm, run_pyvmm

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from pyvmm.engines.base import StopKind, StopReason
 from pyvmm.errors import ConfigError
 from pyvmm.hypervisor import (
     Hypervisor,
@@ -20,6 +19,7 @@ from pyvmm.hypervisor import (
     configs_from_toml,
     format_report,
 )
+from pyvmm.machine.stop import StopKind, StopReason
 from pyvmm.vm import ImageSpec, VirtualMachine
 from tests.conftest import requires_kvm
 

@@ -13,8 +13,8 @@ import pytest
 from pyvmm import cli
 from pyvmm.board.pc import PORT_DEBUG_EXIT, PcBoard
 from pyvmm.cpu.state import FLAG_IF, CpuState, SegmentState
-from pyvmm.engines.base import StopKind, StopReason
 from pyvmm.machine.clock import ClockSource
+from pyvmm.machine.stop import StopKind, StopReason
 from pyvmm.snapshot import (
     FORMAT_VERSION,
     MANIFEST,

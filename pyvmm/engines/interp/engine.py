@@ -19,7 +19,7 @@ import threading
 import time
 
 from pyvmm.cpu.state import CR0_PE, FLAG_IF, FLAG_TF, CpuState, SegmentState, TableRegister
-from pyvmm.engines.base import Engine, StopKind, StopReason
+from pyvmm.engines.base import Engine
 from pyvmm.engines.interp import delivery
 from pyvmm.engines.interp.cpu import CS, SEG_NAMES, Cpu
 from pyvmm.engines.interp.decode import DecodeCache
@@ -38,6 +38,7 @@ from pyvmm.engines.interp.faults import (
 from pyvmm.engines.interp.signals import EndBatch, SoftwareInterrupt, Unsupported
 from pyvmm.machine.clock import ClockSource
 from pyvmm.machine.host_timer import wait_event
+from pyvmm.machine.stop import StopKind, StopReason
 
 BATCH = 20000  # instructions between host-side checks when no timer is closer
 DR6_BS = 1 << 14  # DR6 bit 14: the #DB was a single-step trap (SDM Vol. 3B §17.2.3)

@@ -19,11 +19,11 @@ models, an instruction without a builder, a fetch fault) also single-steps.
 from __future__ import annotations
 
 from pyvmm.cpu.state import FLAG_TF, CpuState
-from pyvmm.engines.base import StopReason
 from pyvmm.engines.interp.engine import InterpreterEngine
 from pyvmm.engines.interp.faults import CpuFault
 from pyvmm.engines.interp.signals import EndBatch
 from pyvmm.engines.jit.translate import Block, BlockExit, BlockState, Translator
+from pyvmm.machine.stop import StopReason
 
 _NO_BLOCK = (None, 0)  # cache entry for code the translator leaves to the interpreter
 

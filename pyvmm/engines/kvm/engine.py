@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from pyvmm.cpu.cpuid import CpuidEntry, kvm_cpuid_policy
 from pyvmm.cpu.state import FLAG_IF, CpuState
-from pyvmm.engines.base import Engine, StopKind, StopReason
+from pyvmm.engines.base import Engine
 from pyvmm.engines.kvm import ioctls as k
 from pyvmm.engines.kvm import kick
 from pyvmm.engines.kvm import state as conv
@@ -27,9 +27,10 @@ from pyvmm.engines.kvm.registers import KvmCpuAccess
 from pyvmm.errors import EngineUnavailable
 from pyvmm.machine.clock import ClockSource
 from pyvmm.machine.host_timer import HostTimerService, TimerChannel, wait_seconds_until
+from pyvmm.machine.stop import StopKind, StopReason
 
 if TYPE_CHECKING:
-    from pyvmm.board.pc import PcBoard
+    from pyvmm.machine.board import Board
 
 KVM_DEVICE = "/dev/kvm"
 MAX_RUN_TIMEOUT = 1e9  # seconds; a longer run() timeout means no limit
@@ -84,7 +85,7 @@ class KvmEngine(Engine):
         return True, ""
 
     # -- setup ----------------------------------------------------------------
-    def __init__(self, board: PcBoard) -> None:
+    def __init__(self, board: Board) -> None:
         super().__init__(board)
         ok, reason = self.availability()
         if not ok:

@@ -4,7 +4,7 @@ import io
 
 from pyvmm.board.pc import PcBoard
 from pyvmm.devices.debug import DebugConsole, DebugExit
-from pyvmm.engines.base import StopKind
+from pyvmm.machine.stop import StopKind
 
 
 def test_debug_exit_passes_value():

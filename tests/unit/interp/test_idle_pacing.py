@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pyvmm.engines.base import StopKind
+from pyvmm.machine.stop import StopKind
 from pyvmm.vm import ImageSpec, VirtualMachine
 from tests.unit.kvm.kvm_guest import assemble
 

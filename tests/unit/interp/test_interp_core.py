@@ -13,7 +13,7 @@ from pyvmm.cpu.state import (
     CpuState,
     SegmentState,
 )
-from pyvmm.engines.base import StopKind
+from pyvmm.machine.stop import StopKind
 from tests.unit.interp import guest
 from tests.unit.interp.guest import (
     HAVE_NASM,

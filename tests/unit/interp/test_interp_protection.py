@@ -13,8 +13,8 @@ from pyvmm.cpu.state import (
     CpuState,
     SegmentState,
 )
-from pyvmm.engines.base import StopKind
 from pyvmm.engines.interp.segmentation import encode_descriptor
+from pyvmm.machine.stop import StopKind
 from tests.unit.interp import guest
 from tests.unit.interp.guest import (
     GDT,

@@ -13,9 +13,9 @@ from __future__ import annotations
 import pytest
 
 from pyvmm.cpu.state import CR0_TS, CpuState, SegmentState
-from pyvmm.engines.base import StopKind
 from pyvmm.engines.interp.engine import InterpreterEngine
 from pyvmm.engines.jit.engine import JitEngine
+from pyvmm.machine.stop import StopKind
 from tests.conformance.machine import BareBoard
 from tests.unit.interp.guest import (
     GDT,

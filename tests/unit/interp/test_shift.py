@@ -13,8 +13,8 @@ from functools import cache
 import pytest
 
 from pyvmm.cpu.state import CpuState
-from pyvmm.engines.base import StopKind
 from pyvmm.engines.interp.engine import InterpreterEngine
+from pyvmm.machine.stop import StopKind
 from tests.conformance.machine import BareBoard
 from tests.unit.interp.guest import HAVE_NASM, assemble, long_mode_state
 

@@ -14,7 +14,7 @@ from functools import cache
 import pytest
 
 from pyvmm.cpu.state import CpuState, SegmentState
-from pyvmm.engines.base import StopKind
+from pyvmm.machine.stop import StopKind
 from tests.unit.interp.guest import HAVE_NASM, assemble, long_mode_state, machine
 
 pytestmark = pytest.mark.skipif(not HAVE_NASM, reason="nasm is not installed")

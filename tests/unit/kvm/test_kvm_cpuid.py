@@ -8,7 +8,7 @@ import pytest
 from kvm_guest import load_long_mode, requires_kvm
 
 from pyvmm.cpu.cpuid import CPUID_1_ECX_HYPERVISOR, CPUID_1_ECX_X2APIC, HYPERVISOR_SIGNATURE
-from pyvmm.engines.base import StopKind
+from pyvmm.machine.stop import StopKind
 
 pytestmark = requires_kvm
 

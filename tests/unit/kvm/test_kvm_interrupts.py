@@ -10,7 +10,7 @@ import time
 
 from kvm_guest import load_long_mode, load_real_mode, requires_kvm
 
-from pyvmm.engines.base import StopKind
+from pyvmm.machine.stop import StopKind
 
 pytestmark = requires_kvm
 
@@ -133,7 +133,7 @@ def test_run_in_non_main_thread_with_default_sigusr1():
 
 
 def test_post_wakes_a_halted_guest(vm):
-    from pyvmm.engines.base import StopReason
+    from pyvmm.machine.stop import StopReason
 
     load_real_mode(vm, "sti\nhalt_here: hlt\njmp halt_here\n")
 

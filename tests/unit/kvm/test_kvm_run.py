@@ -7,7 +7,7 @@ import time
 import pytest
 from kvm_guest import load_long_mode, load_real_mode, requires_kvm
 
-from pyvmm.engines.base import StopKind
+from pyvmm.machine.stop import StopKind
 
 pytestmark = requires_kvm
 

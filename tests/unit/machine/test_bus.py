@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 
 from pyvmm.board.pc import HIGH_RAM_START, LOW_RAM_END, MIB, PcBoard
-from pyvmm.engines.base import StopKind
 from pyvmm.errors import ConfigError
 from pyvmm.machine.bus import UNCLAIMED, MmioBus, PortBus
+from pyvmm.machine.stop import StopKind
 from pyvmm.stats import Stats
 
 
