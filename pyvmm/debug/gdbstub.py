@@ -33,8 +33,8 @@ from pyvmm.debug.rsp import (
     unescape_binary,
 )
 from pyvmm.debug.target import RUN_SLICE, DebugTarget, MemoryFault, Stop
-from pyvmm.engines.base import StopKind, StopReason
 from pyvmm.errors import ConfigError
+from pyvmm.machine.stop import StopKind, StopReason
 
 MAX_MEMORY_READ = (MAX_PACKET - 8) // 2
 MONITOR_HELP = """monitor commands:

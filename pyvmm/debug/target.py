@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass
 
 from pyvmm.cpu.state import CR0_PG, CpuState
-from pyvmm.engines.base import StopKind, StopReason
 from pyvmm.engines.interp.faults import BP, CpuFault
 from pyvmm.engines.interp.mmu import PageWalker
 from pyvmm.machine.memory import GuestMemory, GuestMemoryError
+from pyvmm.machine.stop import StopKind, StopReason
 from pyvmm.stats import Stats
 
 INT3 = 0xCC
