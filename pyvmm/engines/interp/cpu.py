@@ -409,7 +409,7 @@ class Cpu:
         last = (lin + size - 1) & self.lin_mask
         self.tlb.translate(lin, PF_WRITE | (4 if user else 0), user)
         if last >> 12 != lin >> 12:
-            self.tlb.translate(last, PF_WRITE | (4 if user else 0), user)
+            self.tlb.translate(last & PAGE_MASK, PF_WRITE | (4 if user else 0), user)
         return self.read_lin_slow(lin, size, 0)
 
     def _limit_fault(self, seg: int) -> CpuFault:
@@ -489,9 +489,13 @@ class Cpu:
             user = self.cpl == 3
         if (lin & 0xFFF) + size > 4096 or (lin + size - 1) & self.lin_mask != lin + size - 1:
             # Translate both pages before writing anything (a fault leaves memory unchanged).
+            # The second page is checked at its first byte, the one the access reaches
+            # first: a not-present second page faults with CR2 = that page's base, as the
+            # processor reports it (SDM Vol. 3A §4.7: CR2 holds the linear address that
+            # caused the fault), not the access's last byte.
             last = (lin + size - 1) & self.lin_mask
             self.tlb.translate(lin, PF_WRITE | (4 if user else 0), user)
-            self.tlb.translate(last, PF_WRITE | (4 if user else 0), user)
+            self.tlb.translate(last & PAGE_MASK, PF_WRITE | (4 if user else 0), user)
             for i in range(size):
                 self.write_lin_slow((lin + i) & self.lin_mask, 1, (value >> (8 * i)) & 0xFF,
                                     user)
