@@ -68,6 +68,12 @@ def _pop(b: Insn) -> Handler:
         return pop_sreg
     if b.is_mem(0):
         # The address is computed with the stack pointer already incremented (SDM "POP").
+        if b.cpu.is_286:
+            # The 80286 does not undo the increment when the store raises interrupt 13
+            # (word at offset 0FFFFH, iAPX 286 Programmer's Reference, "POP"): like its
+            # string index registers, SP stays as the microcode left it (recorded).
+            return b.compile(f"v = cpu.pop({size})\nea = {b.ea()}\n"
+                             f"write({b.seg()}, ea, {size}, v)\n{b.next}")
         return b.compile(f"""
 sp = regs[4]
 v = cpu.pop({size})

@@ -40,7 +40,7 @@ _ELEMENT = {
     "outs": (True, False, "cpu.port_out(regs[2] & 0xffff, {s}, read({seg}, si, {s}))"),
 }
 # 80286 microcode: each index register steps *before* its access is made, so an access
-# that faults (#GP at offset 0xFFFF) leaves that register (and CX) already advanced; CMPS
+# that faults (#GP at offset 0xFFFF) leaves that register already advanced; CMPS
 # reads ES:DI before DS:SI.  This is what the recorded 80286 registers show.
 _SI = "o = si\nsi = (si + d) & {am}\n"
 _DI = "o = di\ndi = (di + d) & {am}\n"
@@ -52,6 +52,19 @@ _ELEMENT_286 = {
     "stos": _DI + "write(0, o, {s}, {acc})",
     "ins": _DI + "write(0, o, {s}, cpu.port_in(regs[2] & 0xffff, {s}))",
     "outs": _SI + "cpu.port_out(regs[2] & 0xffff, {s}, read({seg}, o, {s}))",
+}
+# Where the 80286 steps the count within a REP iteration (recorded: a REP OUTSW whose read
+# faults has CX already decremented; a REPNE CMPSW whose first read faults leaves CX as it
+# was): before the element for the transfers, after both reads for the compares.  REP MOVS
+# overlaps its store with the next iteration: a store that raises interrupt 13 surfaces
+# after the next element's count step (recorded: REPNE MOVSW, CX=5, DF=1, DI=0FFFFH ends
+# with CX=3), so the count is stepped once more when elements remain.
+_REP_286 = {
+    "movs": "c -= 1\n" + _SI + "t = read({seg}, o, {s})\n" + _DI
+            + "try:\n    write(0, o, {s}, t)\nexcept CpuFault:\n    if c:\n        c -= 1\n"
+            + "    raise",
+    "cmps": _ELEMENT_286["cmps"] + "\nc -= 1",
+    "scas": _ELEMENT_286["scas"] + "\nc -= 1",
 }
 _COMPARES = frozenset({"cmps", "scas"})
 
@@ -138,7 +151,7 @@ def build_string(b: Insn, op: str) -> Handler:
     seg = b.seg()
     late = b.cpu.is_286
     if late:
-        element = _ELEMENT_286[op]
+        element = _REP_286.get(op, "c -= 1\n" + _ELEMENT_286[op]) if b.rep else _ELEMENT_286[op]
     element = element.format(s=size, seg=seg, acc=_acc_get(size), am=f"{am:#x}",
                              load=_acc_set(size, f"read({seg}, {'o' if late else 'si'}, {size})"))
     steps = []
@@ -170,7 +183,7 @@ def build_string(b: Insn, op: str) -> Handler:
     if compare:
         stop = "if x != y:\n    break" if b.rep == 1 else "if x == y:\n    break"
     if late:
-        loop = "\n".join(["c -= 1", element, stop])
+        loop = "\n".join([element, stop])
     else:
         loop = "\n".join([element, *steps, "c -= 1", stop])
     if not b.cpu.legacy and op in ("stos", "movs"):
