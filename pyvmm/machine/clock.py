@@ -11,7 +11,9 @@ moves:
   deterministic, like QEMU's icount mode).
 - `ClockSource.VCPU`: guest time is the host time the VM actually got: the
   CPU time of its vCPU thread while it runs (guest and VMM work alike), plus
-  real time while the guest is halted, frozen while the VM is paused.  Time
+  real time while the guest is halted (up to the earliest timer deadline: the
+  timer is what ends the halt, so a host that wakes the VMM late does not hand
+  the guest the lateness as extra time), frozen while the VM is paused.  Time
   the host scheduler gives to *other* processes does not pass for the guest,
   so a loaded host slows the guest down instead of making its timer fire in
   the middle of work that would otherwise fit between two ticks (KVM's
@@ -65,6 +67,10 @@ class VirtualClock:
         self._vcpu_cpu_start = 0
         self._idle_ns = 0
         self._idle_since: int | None = None
+        # While halted: the guest time at the halt, and the earliest timer deadline
+        # (idle time stops there).
+        self._idle_start_ns = 0
+        self._idle_limit_ns: int | None = None
         self._timers: list[Timer] = []
         self._seq = itertools.count()
         # Called (from any thread) when a new earliest deadline is armed, so a
@@ -89,7 +95,7 @@ class VirtualClock:
                 return self._manual_ns  # paused: frozen
             idle = self._idle_ns
             if self._idle_since is not None:
-                idle += time.monotonic_ns() - self._idle_since
+                idle += self._idle_elapsed()
             return (self._manual_ns + time.clock_gettime_ns(self._vcpu_clock)
                     - self._vcpu_cpu_start + idle)
         return time.monotonic_ns() - self._host_origin
@@ -113,14 +119,25 @@ class VirtualClock:
         self._vcpu_clock = None
 
     def idle_begin(self) -> None:
-        """The guest halted: real time passes for it while the VMM sleeps."""
+        """The guest halted: real time passes for it while the VMM sleeps, up to the
+        earliest timer deadline (the event that ends the halt).  Engine thread only."""
         if self.source is ClockSource.VCPU and self._idle_since is None:
+            self._idle_start_ns = self.now_ns()
+            self._idle_limit_ns = self.next_deadline()
             self._idle_since = time.monotonic_ns()
 
     def idle_end(self) -> None:
         if self._idle_since is not None:
-            self._idle_ns += time.monotonic_ns() - self._idle_since
+            self._idle_ns += self._idle_elapsed()
             self._idle_since = None
+
+    def _idle_elapsed(self) -> int:
+        assert self._idle_since is not None
+        elapsed = time.monotonic_ns() - self._idle_since
+        limit = self._idle_limit_ns
+        if limit is not None:
+            elapsed = min(elapsed, max(0, limit - self._idle_start_ns))
+        return elapsed
 
     def advance(self, ns: int) -> None:
         """Move manual time forward (ignored for the host source)."""
@@ -135,6 +152,9 @@ class VirtualClock:
         timer = Timer(deadline_ns, callback, next(self._seq))
         earliest = self.next_deadline()
         heapq.heappush(self._timers, timer)
+        if self._idle_since is not None and (self._idle_limit_ns is None
+                                             or deadline_ns < self._idle_limit_ns):
+            self._idle_limit_ns = deadline_ns  # armed while halted: the halt ends there
         if self.on_new_deadline is not None and (earliest is None or deadline_ns < earliest):
             self.on_new_deadline(deadline_ns)
         return timer

@@ -88,3 +88,35 @@ def test_guest_time_is_zero_at_the_first_instruction_under_every_engine():
             vm.close()
     if not ran:
         pytest.skip("no engine can run here")
+
+
+def test_a_halt_ends_at_the_timer_however_late_the_host_wakes():
+    """The timer is the event that ends a halt: a VMM the host wakes late (a loaded
+    machine) does not give the guest the lateness, which would make the next tick
+    arrive in the middle of work that fits between two ticks."""
+    clock = VirtualClock(ClockSource.VCPU)
+    fired = []
+    clock.vcpu_started()
+    cpu_start = time.thread_time_ns()
+    deadline = clock.now_ns() + 10 * MS
+    clock.set_timer(deadline, lambda: fired.append(clock.now_ns()))
+    clock.idle_begin()
+    time.sleep(0.05)  # woken 40 ms late
+    clock.idle_end()
+    assert clock.run_due() == 1
+    cpu_used = time.thread_time_ns() - cpu_start
+    assert deadline <= fired[0] <= deadline + cpu_used
+    clock.vcpu_stopped()
+
+
+def test_a_timer_armed_during_a_halt_ends_it_there():
+    clock = VirtualClock(ClockSource.VCPU)
+    clock.vcpu_started()
+    cpu_start = time.thread_time_ns()
+    start = clock.now_ns()
+    clock.idle_begin()  # no timer yet: the halt could last indefinitely
+    clock.set_timer(start + 5 * MS, lambda: None)  # e.g. armed by a host event
+    time.sleep(0.03)
+    clock.idle_end()
+    assert clock.now_ns() - start <= 5 * MS + time.thread_time_ns() - cpu_start
+    clock.vcpu_stopped()
