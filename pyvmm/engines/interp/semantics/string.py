@@ -12,8 +12,12 @@ Hardware facts relied on (Intel SDM Vol. 2B "MOVS", "CMPS", "SCAS", "LODS", "STO
   MOVS/LODS/STOS/INS/OUTS acts as plain REP.  A zero count does nothing (no flags).
 - CMPS sets flags as for SUB [src] - [dest]; SCAS as for SUB acc - [dest].
 - A fault in a later iteration leaves the registers as the completed iterations left
-  them and IP at the instruction, so it restarts where it stopped; EFLAGS are those from
-  before the instruction (a REPE/REPNE compare's flags are set only when it ends).  The whole
+  them and IP at the instruction, so it restarts where it stopped.  A REPE/REPNE compare
+  that faults on a later iteration leaves the flags of the last completed comparison:
+  the SDM's "the EFLAGS value is restored to the state prior to the execution of the
+  instruction" is, as measured on the host CPU (`python -m pyvmm.difftest --guard`,
+  string family), the state before the faulting *iteration*; a fault on the first
+  iteration leaves the flags from before the instruction.  The whole
   repetition is one instruction here (no interrupt window between iterations).
 """
 
@@ -182,10 +186,14 @@ def build_string(b: Insn, op: str) -> Handler:
     stop = ""
     if compare:
         stop = "if x != y:\n    break" if b.rep == 1 else "if x == y:\n    break"
+    # A compare that faults part-way keeps the flags of the last completed iteration:
+    # the restarted instruction resumes from the state before the faulting iteration
+    # (measured with pyvmm.difftest --guard on the host CPU; see the module docstring).
+    done = "lx = x\nly = y" if compare else ""
     if late:
-        loop = "\n".join([element, stop])
+        loop = "\n".join([element, done, stop])
     else:
-        loop = "\n".join([element, *steps, "c -= 1", stop])
+        loop = "\n".join([element, *steps, "c -= 1", done, stop])
     if not b.cpu.legacy and op in ("stos", "movs"):
         # Forward runs go page-chunk by page-chunk straight into RAM where possible.
         if op == "stos":
@@ -197,22 +205,24 @@ def build_string(b: Insn, op: str) -> Handler:
                        f"di = (di + n * {size}) & {am:#x}")
         loop = f"if d > 0:\n    n = {call}\n    if n:\n{_indent(advance, 2)}\n" \
                f"        c -= n\n        continue\n{loop}"
-    # A compare sets the flags of its last comparison only when the repetition ends; one
-    # that faults part-way leaves EFLAGS as they were before the instruction (SDM Vol. 2B,
-    # "REP/REPE/REPZ/REPNE/REPNZ": "the EFLAGS value is restored to the state prior to the
-    # execution of the instruction"), while the count and index registers keep their
-    # progress (the `finally`), so the instruction restarts where it stopped.
+    if compare:
+        rep_flags = ("if lx is not None:\n"
+                     + _indent(flags.replace("= x - y", "= lx - ly").replace("= x\n", "= lx\n")
+                               .replace("= y\n", "= ly\n")))
+        head = "lx = None"
+    else:
+        rep_flags = head = ""
     body = f"""
 c = regs[{RCX}] & {am:#x}
 if c:
 {_indent(direction)}
 {_indent(chr(10).join(loads))}
+{_indent(head)}
     try:
         while c:
 {_indent(loop, 3)}
     finally:
-{_indent(chr(10).join([*stores, _reg_store(RCX, "c", a)]), 2)}
-{_indent(flags)}
+{_indent(chr(10).join([*stores, _reg_store(RCX, "c", a), rep_flags]), 2)}
 {b.next}
 """
     return b.compile(body)
