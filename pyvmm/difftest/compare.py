@@ -5,7 +5,7 @@ low 32 bits of the first 8, and only SP of ESP in 16-bit code, whose upper
 half Linux's espfix may rewrite), the defined status flags and DF, RIP, the
 data area, and the exception vector (and its error code; for #PF only the
 P and W/R bits, since native code runs at CPL 3 and the engine at CPL 0,
-SDM Vol. 3A §4.7).
+SDM Vol. 3A §4.7; for #PF also the faulting linear address, CR2).
 """
 
 from __future__ import annotations
@@ -88,6 +88,10 @@ def compare(enc: EncodedCase, native: ExecResult, engine: ExecResult,
         if (native.error_code ^ engine.error_code) & mask:
             diffs.append(Difference("error code", f"{native.error_code:#x}",
                                     f"{engine.error_code:#x}"))
+    if native.vector == PF_VECTOR == engine.vector and native.fault_address is not None \
+            and native.fault_address != engine.fault_address:
+        diffs.append(Difference("CR2", f"{native.fault_address:#x}",
+                                f"{engine.fault_address or 0:#x}"))
     if native.rip != engine.rip:
         diffs.append(Difference("rip", f"{native.rip:#x}", f"{engine.rip:#x}"))
     width = 16 if enc.mode == 64 else 8

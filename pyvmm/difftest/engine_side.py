@@ -145,6 +145,7 @@ class EngineSide:
             return ExecResult(gprs, state.rflags, enc.trailer_ip, data, note=note)
         if reason.kind is StopKind.EXCEPTION:
             return ExecResult(gprs, state.rflags, state.rip, data, vector=reason.vector,
-                              error_code=reason.error_code)
+                              error_code=reason.error_code,
+                              fault_address=state.cr2 if reason.vector == 14 else None)
         return ExecResult(gprs, state.rflags, state.rip, data, timed_out=reason.kind is
                           StopKind.TIMEOUT, note=f"engine stopped: {reason.describe()}")

@@ -68,6 +68,7 @@ STACK_LO, STACK_HI = 0x6000, 0xA000
 GUARD_PAGE = DATA_BASE + DATA_SIZE  # mapped on neither side: accesses there #PF
 GUARD_CHANCE = 0.08
 MAX_REP = 16
+GUARD_STRING_CHANCE = 0.4  # with --guard: string instructions that run into the guard page
 
 _WRITE_ACCESS = frozenset({OpAccess.WRITE, OpAccess.COND_WRITE, OpAccess.READ_WRITE,
                            OpAccess.READ_COND_WRITE})
@@ -175,6 +176,7 @@ _STRING_MNEMONICS = frozenset(FAMILIES["string"])
 _STRING_KINDS = {K.ES_RDI, K.SEG_RSI, K.AL, K.AX, K.EAX, K.RAX}
 _NO_SEGMENT_STRINGS = frozenset({M.STOSB, M.STOSW, M.STOSD, M.STOSQ, M.SCASB, M.SCASW,
                                  M.SCASD, M.SCASQ})
+_NO_DESTINATION_STRINGS = frozenset({M.LODSB, M.LODSW, M.LODSD, M.LODSQ})
 SUPPORTED_KINDS = (set(_REG_KINDS) | set(_RM_KINDS) | set(_FIXED_KINDS) | set(_IMM_KINDS)
                    | set(_BRANCH_KINDS) | {K.MEM, K.SEG_RBX_AL})
 
@@ -342,7 +344,7 @@ class BlockGenerator:
             return MemoryOperand(base, index, 1, displ, size)
         assert self.ptr is not None and self.idx is not None
         if self.guard and r.random() < GUARD_CHANCE:
-            return MemoryOperand(displ=GUARD_PAGE + r.randrange(0, 0x100), displ_size=4)
+            return MemoryOperand(displ=guard_displacement(r), displ_size=4)
         wide = self.mode == 64
         ptr = self.ptr if wide else RegisterExt.full_register32(self.ptr)
         idx = self.idx if wide else RegisterExt.full_register32(self.idx)
@@ -572,6 +574,8 @@ class BlockGenerator:
             return [Instruction.create_reg_i32(Code.MOV_R8_IMM8, Register.CL,
                                                self.double_shift_count(size))]
         if m in _STRING_MNEMONICS:
+            if self.guard and r.random() < GUARD_STRING_CHANCE:
+                return self.string_into_guard(instr)
             if instr.has_rep_prefix or instr.has_repne_prefix:
                 out.append(self.mov_imm(Register.RCX, r.randrange(0, MAX_REP + 1)))
             if self.mode != 16:
@@ -609,6 +613,33 @@ class BlockGenerator:
                 reg = {2: Register.DX, 4: Register.EDX, 8: Register.EDX}[size]
                 code = Code.XOR_R16_RM16 if size == 2 else Code.XOR_R32_RM32
                 out.append(Instruction.create_reg_reg(code, reg, reg))
+        return out
+
+    def string_into_guard(self, instr: Instruction) -> list[Instruction]:
+        """Prelude that makes a string instruction run into the guard page part-way.
+
+        The operand it walks (RDI for STOS/SCAS, else RSI or RDI) starts a few elements
+        below the unmapped page, DF is cleared, and a REP count reaches past the page
+        boundary, so the fault comes on a later iteration (or a straddling element):
+        registers keep their progress, CR2 is the page's first byte, and a REPE/REPNE
+        compare restores EFLAGS (SDM Vol. 2B "REP").
+        """
+        r = self.rng
+        size = _mem_size(instr)
+        walks_si = instr.mnemonic not in _NO_SEGMENT_STRINGS
+        walks_di = instr.mnemonic not in _NO_DESTINATION_STRINGS
+        near = GUARD_PAGE - r.randrange(1, 4 * size + 1)
+        far = DATA_BASE + r.randrange(PTR_LO, PTR_HI)
+        si, di = far, far
+        if walks_si and (not walks_di or r.random() < 0.5):
+            si = near
+        else:
+            di = near
+        out = [Instruction.create(Code.CLD)]
+        if instr.has_rep_prefix or instr.has_repne_prefix:
+            out.append(self.mov_imm(Register.RCX, r.randrange(4, 4 + MAX_REP)))
+        out.append(self.mov_imm(Register.RSI, si))
+        out.append(self.mov_imm(Register.RDI, di))
         return out
 
     def flag_definer(self) -> Instruction:
@@ -717,6 +748,15 @@ class BlockGenerator:
                 pending[target] = pending.get(target, 0) | after
             state = after if flaginfo.falls_through(instr) else None
         return body, length
+
+
+def guard_displacement(rng: random.Random) -> int:
+    """An address on or just below the guard page: half the draws end 1..7 bytes before
+    it, so an access of 2, 4 or 8 bytes there straddles the mapped/unmapped boundary
+    (the #PF then reports the guard page's first byte in CR2, SDM Vol. 3A §4.7)."""
+    if rng.random() < 0.5:
+        return GUARD_PAGE - rng.randrange(1, 8)
+    return GUARD_PAGE + rng.randrange(0, 0x100)
 
 
 def _sized(reg64: Register, size: int) -> Register:

@@ -96,7 +96,7 @@ class NativeRunner:
         except BrokenPipeError as error:
             raise OracleError("native runner died") from error
         head = self._read(_RESPONSE.size)
-        status, vector, error_code, _addr, *rest = _RESPONSE.unpack(head)
+        status, vector, error_code, addr, *rest = _RESPONSE.unpack(head)
         regs, flags, rip = rest[:16], rest[16], rest[17]
         out_data = self._read(layout.DATA_SIZE)
         if status == STATUS_DONE:
@@ -104,7 +104,7 @@ class NativeRunner:
         if status == STATUS_TIMEOUT:
             return ExecResult(list(regs), flags, rip, out_data, timed_out=True)
         return ExecResult(list(regs), flags, rip, out_data, vector=vector,
-                          error_code=error_code)
+                          error_code=error_code, fault_address=addr if vector == 14 else None)
 
     def close(self) -> None:
         if self._proc.poll() is None:

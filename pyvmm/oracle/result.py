@@ -20,5 +20,6 @@ class ExecResult:
     data: bytes
     vector: int | None = None  # exception vector, None when the block completed
     error_code: int | None = None
+    fault_address: int | None = None  # #PF: CR2 (native: the signal's si_addr)
     timed_out: bool = False
     note: str = ""  # anything the side could not express as state (e.g. an engine error)

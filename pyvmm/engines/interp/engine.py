@@ -274,8 +274,7 @@ class InterpreterEngine(Engine):
                 self._step_completed = False
                 if fault.vector in self.intercept_exceptions:
                     self.instructions += start - budget - 1
-                    return StopReason(StopKind.EXCEPTION, f"{fault} at {self._where()}",
-                                      vector=fault.vector, error_code=fault.error_code)
+                    return self._intercepted(fault)
                 self.deliver_fault(fault)
         except Unsupported as unsupported:
             self.instructions += start - budget
@@ -286,11 +285,18 @@ class InterpreterEngine(Engine):
         except CpuFault as fault:  # escaped delivery (e.g. intercept inside INT n)
             self.instructions += start - budget
             if fault.vector in self.intercept_exceptions:
-                return StopReason(StopKind.EXCEPTION, f"{fault} at {self._where()}",
-                                  vector=fault.vector, error_code=fault.error_code)
+                return self._intercepted(fault)
             return StopReason(StopKind.INTERNAL_ERROR, f"unhandled {fault} at {self._where()}")
         self.instructions += start - budget
         return None
+
+    def _intercepted(self, fault: CpuFault) -> StopReason:
+        """Stop on an intercepted exception, with the state its delivery would have
+        started from: a #PF has loaded CR2 (SDM Vol. 3A §4.7), the vector is not taken."""
+        if fault.vector == PF and fault.cr2 is not None:
+            self.cpu.cr2 = fault.cr2
+        return StopReason(StopKind.EXCEPTION, f"{fault} at {self._where()}",
+                          vector=fault.vector, error_code=fault.error_code)
 
     def _single_step(self) -> StopReason | None:
         """One instruction with TF=1: then the #DB single-step trap if it completed.
