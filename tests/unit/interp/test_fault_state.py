@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyvmm.engines.base import StopKind
+from pyvmm.machine.stop import StopKind
 from pyvmm.engines.interp.engine import InterpreterEngine
 from pyvmm.engines.jit.engine import JitEngine
 from tests.conformance.machine import BareBoard
