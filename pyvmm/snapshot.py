@@ -15,12 +15,17 @@ interrupt it acknowledged but KVM has not delivered yet travels in
 
 File format (docs/SNAPSHOTS.md): a ZIP archive holding `manifest.json` (format
 name and version, pyvmm version, engine, RAM size, image, CPU, board and
-clock state, stats) and one deflate-compressed member per memory region,
-`memory/<region>.bin`.  ZIP's per-member CRC-32 catches corruption.
+clock state, stats, and a SHA-256 digest over all of it and every memory
+member) and one deflate-compressed member per memory region,
+`memory/<region>.bin`.  Reading checks the digest and every field against
+the hardware's ranges (each device's schema, next to its `set_state`): any
+damage is one "snapshot damaged: ..." line (CLI exit status 2).
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import io
 import json
 import os
@@ -31,17 +36,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pyvmm import __version__
-from pyvmm.board.pc import MAX_RAM, MIN_RAM, PcBoard
-from pyvmm.cpu.state import SEGMENT_NAMES, CpuState
+from pyvmm.board.pc import MAX_RAM, MIN_RAM, UNMAPPED_POLICIES, PcBoard
+from pyvmm.cpu.state import CpuState
 from pyvmm.errors import PyvmmError
 from pyvmm.files import read_user_file
+from pyvmm.machine.schema import (
+    U64,
+    Bool,
+    Choice,
+    Int,
+    ListOf,
+    Maybe,
+    Object,
+    Record,
+    StateError,
+    Str,
+)
+from pyvmm.stats import STATS_STATE
 
 if TYPE_CHECKING:
     from pyvmm.vm import VirtualMachine
 
 FORMAT_NAME = "pyvmm-snapshot"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest carries a SHA-256 digest of the whole snapshot
 MANIFEST = "manifest.json"
+DIGEST = "sha256"
 MEMORY_DIR = "memory/"
 CHUNK = 1 << 20  # bytes copied per step when (de)compressing memory
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few KiB; refuse absurd ones
@@ -118,9 +137,12 @@ class Snapshot:
         }
 
     def write(self, out: BinaryIO) -> None:
+        manifest = self.manifest()
+        manifest[DIGEST] = _digest(manifest, [(r.describe()["member"], r.data)
+                                              for r in self.regions])
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED,
                              compresslevel=1) as archive:
-            archive.writestr(MANIFEST, json.dumps(self.manifest(), indent=1, sort_keys=True))
+            archive.writestr(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
             for region in self.regions:
                 with archive.open(region.describe()["member"], "w") as member:
                     view = memoryview(region.data)
@@ -141,23 +163,40 @@ class Snapshot:
 
     @classmethod
     def read(cls, source: BinaryIO, where: str = "snapshot") -> Snapshot:
+        """Parse and check a snapshot; any damage is one SnapshotError line.
+
+        Every layer that can notice damage (the ZIP container, deflate, JSON,
+        the SHA-256 digest, each field's range) is caught here and reported the
+        same way, so no corruption reaches the user as a traceback.
+        """
         try:
             with zipfile.ZipFile(source) as archive:
                 return _parse(archive, where)
         except SnapshotError:
             raise
-        except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-            raise SnapshotError(f"{where}: not a pyvmm snapshot or truncated/corrupt "
-                                f"({_one_line(error)})") from None
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise SnapshotError(f"{where}: malformed snapshot ({type(error).__name__}: "
-                                f"{_one_line(error)})") from None
+        except StateError as error:
+            raise _damaged(where, str(error)) from None
+        except _CONTAINER_ERRORS as error:
+            raise _damaged(where, f"{type(error).__name__}: {_one_line(error)}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> Snapshot:
         path = Path(path)
         data = read_user_file(path, MAX_SNAPSHOT_BYTES, SnapshotError, "snapshot")
         return cls.read(io.BytesIO(data), str(path))
+
+
+# What zipfile/zlib/json raise on a damaged archive: BadZipFile (a ValueError
+# subclass would not do), NotImplementedError for an unknown compression
+# method, RuntimeError for an "encrypted" flag, OSError/EOFError for a short
+# member, OverflowError/IndexError on wild header fields.
+_CONTAINER_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
+                     NotImplementedError, RuntimeError, KeyError, TypeError, ValueError,
+                     AttributeError, IndexError, OverflowError, UnicodeError, RecursionError)
+
+
+def _damaged(where: str, what: str) -> SnapshotError:
+    return SnapshotError(f"snapshot damaged: {where}: {what}")
 
 
 def _one_line(error: BaseException) -> str:
@@ -167,7 +206,36 @@ def _one_line(error: BaseException) -> str:
 
 def _expect(condition: bool, where: str, what: str) -> None:
     if not condition:
-        raise SnapshotError(f"{where}: malformed snapshot: {what}")
+        raise _damaged(where, what)
+
+
+def _digest(manifest: dict, members: list[tuple[str, bytes]]) -> str:
+    """SHA-256 over the manifest (canonical JSON, without its own digest) and
+    every memory member's name and contents, in manifest order."""
+    body = {key: value for key, value in manifest.items() if key != DIGEST}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                       allow_nan=False).encode())
+    for name, data in members:
+        digest.update(len(name).to_bytes(4, "little") + name.encode())
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+_REGION = Record({"name": Str(64), "gpa": U64, "size": Int(1, MAX_RAM + 2 * MAX_ROM_BYTES),
+                  "readonly": Bool(), "member": Str(128)})
+_IMAGE = Record({"kind": Str(64), "path": Str(), "cmdline": Str(), "label": Str()},
+                optional=frozenset({"cmdline", "label"}))
+# The manifest's own fields; the CPU, board and stats sections are checked by
+# their owners' schemas (CPU_STATE, the devices' set_state, STATS_STATE).
+MANIFEST_STATE = Record({
+    "format": Choice(frozenset({FORMAT_NAME})), "version": Int(FORMAT_VERSION, FORMAT_VERSION),
+    "pyvmm_version": Str(64), "engine": Str(32), "ram_size": Int(MIN_RAM, MAX_RAM),
+    "image": Maybe(_IMAGE), "unmapped": Choice(frozenset(UNMAPPED_POLICIES)),
+    "guest_ns": Int(0, (1 << 63) - 1), "cpu": Object(), "board": Object(),
+    "stats": Maybe(STATS_STATE), "memory": ListOf(_REGION, 1, 16), "extra": Object(),
+    DIGEST: Str(64),
+})
 
 
 def _parse(archive: zipfile.ZipFile, where: str) -> Snapshot:
@@ -178,31 +246,23 @@ def _parse(archive: zipfile.ZipFile, where: str) -> Snapshot:
     try:
         manifest = json.loads(archive.read(MANIFEST))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SnapshotError(f"{where}: malformed snapshot: manifest is not JSON "
-                            f"({_one_line(error)})") from None
+        raise _damaged(where, f"manifest is not JSON ({_one_line(error)})") from None
     _expect(isinstance(manifest, dict), where, "manifest is not an object")
     _expect(manifest.get("format") == FORMAT_NAME, where,
             f"format is {manifest.get('format')!r}, not {FORMAT_NAME!r}")
     version = manifest.get("version")
-    if version != FORMAT_VERSION:
-        raise SnapshotError(f"{where}: snapshot format version {version!r} is not supported "
-                            f"(this pyvmm {__version__} reads version {FORMAT_VERSION})")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise _damaged(where, f"snapshot format version {version!r} is not supported "
+                              f"(this pyvmm {__version__} reads version {FORMAT_VERSION})")
+    MANIFEST_STATE.check(manifest)
     ram_size = manifest["ram_size"]
-    _expect(isinstance(ram_size, int) and MIN_RAM <= ram_size <= MAX_RAM, where,
-            f"RAM size {ram_size!r} out of range")
-    for key, kind in (("engine", str), ("cpu", dict), ("board", dict), ("memory", list)):
-        _expect(isinstance(manifest.get(key), kind), where, f"{key!r} missing or wrong type")
-    board = manifest["board"]
-    _expect(isinstance(board.get("clock"), dict) and isinstance(board.get("devices"), dict),
-            where, "board state lacks clock or devices")
-    regions = []
-    limit = ram_size + 2 * MAX_ROM_BYTES
+    expected = {entry["member"] for entry in manifest["memory"]} | {MANIFEST}
+    _expect(names == expected, where,
+            f"unexpected members {sorted(names - expected)[:3]}" if names - expected
+            else f"memory members missing: {sorted(expected - names)[:3]}")
+    regions, members = [], []
     for entry in manifest["memory"]:
-        name, size = entry["name"], entry["size"]
-        _expect(isinstance(size, int) and 0 < size <= limit, where,
-                f"region {name!r} has bad size {size!r}")
-        member = entry["member"]
-        _expect(member in names, where, f"memory region {name!r} ({member}) is missing")
+        name, size, member = entry["name"], entry["size"], entry["member"]
         _expect(archive.getinfo(member).file_size == size, where,
                 f"memory region {name!r} is not {size} bytes")
         data = bytearray(size)
@@ -217,29 +277,22 @@ def _parse(archive: zipfile.ZipFile, where: str) -> Snapshot:
             # Reading to the end is what makes zipfile check the member's CRC-32.
             _expect(stream.read(1) == b"", where, f"memory region {name!r} is too long")
         _expect(done == size, where, f"memory region {name!r} is truncated")
-        regions.append(RegionImage(str(name), int(entry["gpa"]), size,
-                                   bool(entry["readonly"]), bytes(data)))
-    cpu = CpuState.from_dict(manifest["cpu"])
-    _check_cpu(cpu, where)
+        members.append((member, bytes(data)))
+        regions.append(RegionImage(name, entry["gpa"], size, entry["readonly"], members[-1][1]))
+    _expect(_digest(manifest, members) == manifest[DIGEST], where,
+            "SHA-256 digest does not match the contents")
+    try:
+        cpu = CpuState.from_dict(manifest["cpu"])
+    except StateError as error:
+        raise error.within("cpu") from None
+    board = manifest["board"]
+    _expect(isinstance(board.get("clock"), dict) and isinstance(board.get("devices"), dict),
+            where, "board state lacks clock or devices")
     return Snapshot(engine=manifest["engine"], ram_size=ram_size,
                     cpu=cpu, board=board, regions=regions,
-                    image=manifest.get("image"), unmapped=manifest.get("unmapped", "stop"),
-                    stats=manifest.get("stats"),
-                    pyvmm_version=str(manifest.get("pyvmm_version", "?")),
-                    extra=manifest.get("extra") or {})
-
-
-def _check_cpu(cpu: CpuState, where: str) -> None:
-    """The register file has the shape every engine expects (not that it makes sense)."""
-    values = [cpu.rip, cpu.rflags, cpu.cr0, cpu.cr2, cpu.cr3, cpu.cr4, cpu.cr8, cpu.efer,
-              cpu.apic_base, *cpu.gprs, *cpu.dr, *cpu.msrs.values()]
-    _expect(len(cpu.gprs) == 16 and len(cpu.dr) == 8, where, "CPU state has wrong register count")
-    _expect(all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 64
-                for v in values), where, "CPU state has a register that is not a 64-bit value")
-    _expect(set(cpu.segments) == set(SEGMENT_NAMES), where, "CPU state lacks segment registers")
-    _expect(cpu.pending_interrupt is None or (isinstance(cpu.pending_interrupt, int)
-                                              and 0 <= cpu.pending_interrupt < 256),
-            where, "bad pending interrupt vector")
+                    image=manifest["image"], unmapped=manifest["unmapped"],
+                    stats=manifest["stats"], pyvmm_version=manifest["pyvmm_version"],
+                    extra=manifest["extra"])
 
 
 # -- taking and restoring ---------------------------------------------------------
@@ -250,8 +303,10 @@ def _stats_state(vm: VirtualMachine) -> dict:
 
 
 def _restore_stats(board: PcBoard, state: dict | None) -> None:
+    """Counters carried over (their shape was checked by STATS_STATE on load)."""
     if not state:
         return
+    STATS_STATE.check(state)
     stats = board.stats
     stats.instructions = state.get("instructions")
     stats.wall_seconds = float(state.get("wall_seconds") or 0.0)
@@ -319,10 +374,10 @@ def restore_snapshot(snapshot: Snapshot, engine: str | None = None, *,
     try:
         _restore_memory(vm.board, snapshot.regions)
         try:
-            vm.board.set_state(snapshot.board)
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise SnapshotError(f"device state does not fit this pyvmm "
-                                f"({type(error).__name__}: {_one_line(error)})") from None
+            # A copy: two VMs restored from one in-memory snapshot share nothing.
+            vm.board.set_state(copy.deepcopy(snapshot.board))
+        except StateError as error:
+            raise _damaged("board", str(error)) from None
         try:
             vm.engine.set_state(snapshot.cpu.copy())
         except (KeyError, TypeError, ValueError, AttributeError) as error:

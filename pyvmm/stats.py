@@ -10,6 +10,21 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+from pyvmm.machine.schema import Int, MapOf, Maybe, Number, Record, Str
+
+# Keys per category: some are guest-chosen (vectors, mnemonics), so past this
+# many the rest count under OTHER and a guest cannot grow the table.
+MAX_KEYS = 1024
+OTHER = "(other)"
+COUNT = Int(0, (1 << 63) - 1)
+SECONDS = Number(0.0, 1e12)
+# The shape of `as_dict()` as a snapshot carries it.
+STATS_STATE = Record({
+    "instructions": Maybe(COUNT), "wall_seconds": SECONDS, "guest_seconds": Maybe(SECONDS),
+    "idle_seconds": SECONDS,
+    "counters": MapOf(Str(64), MapOf(Str(200), COUNT, MAX_KEYS + 1), 256),
+}, optional=frozenset({"idle_seconds", "guest_seconds", "instructions", "wall_seconds"}))
+
 
 class Stats:
     def __init__(self) -> None:
@@ -20,7 +35,10 @@ class Stats:
         self.idle_seconds: float = 0.0  # host time the VMM slept for a halted guest
 
     def count(self, category: str, key: str, n: int = 1) -> None:
-        self.counters[category][key] += n
+        counter = self.counters[category]
+        if key not in counter and len(counter) >= MAX_KEYS:
+            key = OTHER
+        counter[key] += n
 
     def get(self, category: str, key: str) -> int:
         return self.counters.get(category, Counter()).get(key, 0)

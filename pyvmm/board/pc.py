@@ -31,6 +31,7 @@ from pyvmm.machine.host_timer import HostTimerService
 from pyvmm.machine.interrupts import IrqLine
 from pyvmm.machine.memory import GuestMemory, allocate_backing
 from pyvmm.machine.stop import StopKind, StopReason
+from pyvmm.machine.schema import U8, U32, Choice, Int, Maybe, Object, Record, StateError, Str
 from pyvmm.paravirt.abi import HYPERCALL_PORT, IRQ_PV_EVENT, HypercallCpu
 from pyvmm.paravirt.hypercall import HypercallDevice
 from pyvmm.stats import Stats
@@ -65,6 +66,15 @@ UNMAPPED_POLICIES = ("stop", "ignore")
 
 E820_RAM = 1
 E820_RESERVED = 2
+
+
+# Snapshot shape of the board's own part; each device checks its own state.
+BOARD_STATE = Record({
+    "clock": Object(), "devices": Object(),
+    "stop_request": Maybe(Record({
+        "kind": Choice(frozenset(kind.name for kind in StopKind)), "message": Str(),
+        "guest_status": Maybe(Int(0, 1 << 16)), "vector": Maybe(U8), "error_code": Maybe(U32)})),
+}, optional=frozenset({"stop_request"}))
 
 
 @dataclass
@@ -251,10 +261,19 @@ class PcBoard:
     def set_state(self, state: dict) -> None:
         """The clock first (devices re-arm timers at absolute guest times), then
         the devices in `snapshot_devices` order."""
-        self.clock.set_state(state["clock"])
+        BOARD_STATE.check(state)
+        try:
+            self.clock.set_state(state["clock"])
+        except StateError as error:
+            raise error.within("clock") from None
         devices = state["devices"]
         for name, device in self.snapshot_devices():
-            device.set_state(devices[name])
+            if name not in devices:
+                raise StateError(f"devices.{name}", "missing")
+            try:
+                device.set_state(devices[name])
+            except StateError as error:
+                raise error.within(f"devices.{name}") from None
         stop = state.get("stop_request")
         self.stop_request = None if stop is None else StopReason(
             StopKind[stop["kind"]], stop["message"], stop["guest_status"], stop["vector"],

@@ -12,6 +12,21 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field
 
+from pyvmm.machine.schema import (
+    U8,
+    U16,
+    U32,
+    U64,
+    Bits,
+    Bool,
+    HexBytes,
+    IntText,
+    ListOf,
+    MapOf,
+    Maybe,
+    Record,
+)
+
 # General-purpose register names in encoding order (SDM Vol. 2A §2.1.5, Table 2-2).
 GPR_NAMES: tuple[str, ...] = (
     "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
@@ -237,6 +252,8 @@ class CpuState:
 
     @classmethod
     def from_dict(cls, data: dict) -> CpuState:
+        """From `to_dict`'s form, checked against CPU_STATE (StateError names the field)."""
+        CPU_STATE.check(data)
         data = dict(data)
         data["segments"] = {k: SegmentState(**v) for k, v in data["segments"].items()}
         data["ldtr"] = SegmentState(**data["ldtr"])
@@ -247,3 +264,23 @@ class CpuState:
         image = data.get("fpu_image")
         data["fpu_image"] = bytes.fromhex(image) if image else None
         return cls(**data)
+
+
+# The shape of `CpuState.to_dict()`: architectural register widths (SDM Vol. 3A
+# §3.4.5 descriptor fields, §2.4 GDTR/IDTR, 64-bit GPRs/CRs/DRs/MSRs).
+SEGMENT_STATE = Record({
+    "selector": U16, "base": U64, "limit": U32, "type": Bits(4), "s": Bits(1), "dpl": Bits(2),
+    "present": Bits(1), "avl": Bits(1), "l": Bits(1), "db": Bits(1), "g": Bits(1),
+    "unusable": Bits(1),
+})
+TABLE_STATE = Record({"base": U64, "limit": U16})
+FXSAVE_BYTES = 512
+CPU_STATE = Record({
+    "gprs": ListOf(U64, 16, 16), "rip": U64, "rflags": U64,
+    "segments": Record({name: SEGMENT_STATE for name in SEGMENT_NAMES}),
+    "ldtr": SEGMENT_STATE, "tr": SEGMENT_STATE, "gdtr": TABLE_STATE, "idtr": TABLE_STATE,
+    "cr0": U64, "cr2": U64, "cr3": U64, "cr4": U64, "cr8": U64, "efer": U64,
+    "dr": ListOf(U64, 8, 8), "apic_base": U64, "msrs": MapOf(IntText(0, (1 << 32) - 1), U64),
+    "interrupt_shadow": Bool(), "halted": Bool(), "pending_interrupt": Maybe(U8),
+    "fpu_image": Maybe(HexBytes(FXSAVE_BYTES)),
+})

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from pyvmm.machine.clock import Timer, VirtualClock
 from pyvmm.machine.interrupts import IrqLine
+from pyvmm.machine.schema import NS, U8, Bool, Int, ListOf, Record
 
 INDEX_PORT = 0  # offset of port 0x70
 DATA_PORT = 1  # offset of port 0x71
@@ -123,6 +124,14 @@ class CmosState:
     base_clock_ns: int = 0  # ... this virtual-clock time
     periodic_start_ns: int = 0
     periodic_index: int = 0
+
+
+# Snapshot shape: 128 bytes of RTC/NVRAM, a 7-bit index, times in ns.
+CMOS_STATE = Record({
+    "ram": ListOf(U8, CMOS_SIZE, CMOS_SIZE), "index": Int(0, INDEX_MASK), "nmi_disabled": Bool(),
+    "base_epoch_ns": Int(-(1 << 70), 1 << 70), "base_clock_ns": NS, "periodic_start_ns": NS,
+    "periodic_index": Int(0, 1 << 63),
+})
 
 
 class CmosRtc:
@@ -243,11 +252,13 @@ class CmosRtc:
         ram = self.s.ram
         ram[REG_STATUS_C] |= STATUS_C_PF | STATUS_C_IRQF
         self.irq8.set(True)
-        now = self.clock.now_ns()
-        index = self.s.periodic_index + 1
-        while self._period_deadline(index) <= now:
-            index += 1
-        self.s.periodic_index = index
+        # The first period still ahead, in O(1) however far the clock jumped:
+        # deadline(i) <= now  <=>  i * divisor * 1e9 <= (now - start) * RTC_HZ.
+        divisor = periodic_divisor(ram[REG_STATUS_A] & STATUS_A_RATE_MASK)
+        assert divisor is not None
+        elapsed = max(0, self.clock.now_ns() - self.s.periodic_start_ns)
+        passed = elapsed * RTC_HZ // (divisor * NS_PER_S)
+        self.s.periodic_index = max(self.s.periodic_index + 1, passed + 1)
         self._arm_periodic()
 
     # -- ports ------------------------------------------------------------------
@@ -312,6 +323,7 @@ class CmosRtc:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        CMOS_STATE.check(state)
         self.s = CmosState(**state)
         self.s.ram = list(self.s.ram)
         if self._periodic_enabled():

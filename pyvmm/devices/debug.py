@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
+from pyvmm.machine.schema import EMPTY
+
 BYTE_MASK = 0xFF
 DEBUGCON_READBACK = 0xE9  # what a read of the debugcon port returns (guest detection)
 
@@ -41,7 +43,7 @@ class DebugExit:
         return {}
 
     def set_state(self, state: dict) -> None:
-        pass
+        EMPTY.check(state)
 
 
 class DebugConsole:
@@ -61,4 +63,4 @@ class DebugConsole:
         return {}
 
     def set_state(self, state: dict) -> None:
-        pass
+        EMPTY.check(state)

@@ -12,8 +12,14 @@ only the reset line.  Port 0x92 bit 0 is the fast reset, bit 1 the A20 gate.
 The controller executes every command at once, so IBF always reads 0.  A
 minimal keyboard answers on the other end of the data port: it ACKs (0xFA)
 every command, 0xFF (reset) adds 0xAA (BAT passed), 0xF2 (identify) adds
-0xAB 0x83, 0xEE (echo) answers 0xEE.  No IRQ 1/12 is raised (no line is
-wired to this device); guests poll OBF.
+0xAB 0x83, 0xEE (echo) answers 0xEE.
+
+The controller's output buffer holds one byte, as on the real 8042: a
+controller reply replaces whatever byte is there.  The keyboard's own bytes
+wait in the keyboard's 16-byte buffer (IBM PS/2 Keyboard Technical Reference,
+"Buffer") and move into the output buffer as the guest reads it; bytes beyond
+16 are lost, so a guest that never reads port 0x60 cannot grow host memory.
+No IRQ 1/12 is raised (no line is wired to this device); guests poll OBF.
 
 Byte-wide device: a 2- or 4-byte access uses the low byte.
 """
@@ -22,6 +28,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+
+from pyvmm.machine.schema import U8, Bool, ListOf, Maybe, Pair, Record
 
 STATUS_OBF = 0x01  # output buffer full: a byte waits at port 0x60
 STATUS_IBF = 0x02  # input buffer full: the controller has not taken the last write
@@ -75,6 +83,7 @@ KBD_ID = (0xAB, 0x83)  # MF2 keyboard
 # Keyboard commands that take a parameter byte (LEDs, typematic, scan set).
 KBD_COMMANDS_WITH_ARG = frozenset((0xED, 0xF0, 0xF3))
 
+KBD_BUFFER = 16  # bytes the keyboard itself buffers
 PORT92_RESET = 0x01  # port 0x92 bit 0: fast reset
 PORT92_A20 = 0x02  # port 0x92 bit 1: A20 gate
 
@@ -84,10 +93,20 @@ class I8042State:
     command_byte: int = CB_DEFAULT
     output_port: int = OUT_DEFAULT
     ram: list[int] = field(default_factory=lambda: [0] * (CMD_RAM_LAST + 1))
-    output: list[list[int]] = field(default_factory=list)  # [byte, from_aux] FIFO
+    output: list[list[int]] = field(default_factory=list)  # at most one [byte, from_aux]
+    keyboard: list[int] = field(default_factory=list)  # the keyboard's buffer (<= 16)
     pending: int | None = None  # command waiting for its data byte
     kbd_pending: int | None = None  # keyboard command waiting for its argument
     last_was_command: bool = False
+
+
+# Snapshot shape: one output byte, the keyboard's 16-byte buffer, 32 RAM bytes.
+I8042_STATE = Record({
+    "command_byte": U8, "output_port": U8, "ram": ListOf(U8, CMD_RAM_LAST + 1, CMD_RAM_LAST + 1),
+    "output": ListOf(Pair((U8, Bool())), 0, 1), "keyboard": ListOf(U8, 0, KBD_BUFFER),
+    "pending": Maybe(U8), "kbd_pending": Maybe(U8), "last_was_command": Bool(),
+})
+PORT92_STATE = Record({"value": U8})
 
 
 class _Port:
@@ -131,14 +150,28 @@ class I8042:
             value |= STATUS_CMD
         return value
 
-    def _push(self, *data: int, aux: bool = False) -> None:
-        self.s.output.extend([byte, aux] for byte in data)
+    def _push(self, value: int, aux: bool = False) -> None:
+        """A controller reply: the one-byte output buffer now holds `value`."""
+        self.s.output[:] = [[value, aux]]
+
+    def _send(self, *data: int) -> None:
+        """Bytes from the keyboard: into its bounded buffer, then the output buffer."""
+        keyboard = self.s.keyboard
+        keyboard.extend(data[:max(0, KBD_BUFFER - len(keyboard))])
+        self._refill()
+
+    def _refill(self) -> None:
+        s = self.s
+        if not s.output and s.keyboard:
+            s.output.append([s.keyboard.pop(0), False])
 
     def _read_data(self) -> int:
         s = self.s
         if not s.output:
             return 0  # empty buffer: the last byte stays latched on real parts
-        return s.output.pop(0)[0]
+        value = s.output.pop()[0]
+        self._refill()
+        return value
 
     # -- command port (0x64) ------------------------------------------------------
     def _write_command(self, cmd: int) -> None:
@@ -209,26 +242,28 @@ class I8042:
         s = self.s
         if s.kbd_pending is not None:
             s.kbd_pending = None
-            self._push(KBD_ACK)
+            self._send(KBD_ACK)
         elif value == KBD_ECHO:
-            self._push(KBD_ECHO)
+            self._send(KBD_ECHO)
         elif value == KBD_RESET:
-            self._push(KBD_ACK, KBD_BAT_OK)
+            self._send(KBD_ACK, KBD_BAT_OK)
         elif value == KBD_IDENTIFY:
-            self._push(KBD_ACK, *KBD_ID)
+            self._send(KBD_ACK, *KBD_ID)
         else:
             if value in KBD_COMMANDS_WITH_ARG:
                 s.kbd_pending = value
-            self._push(KBD_ACK)
+            self._send(KBD_ACK)
 
     # -- snapshot ---------------------------------------------------------------------
     def get_state(self) -> dict:
         return asdict(self.s)
 
     def set_state(self, state: dict) -> None:
+        I8042_STATE.check(state)
         self.s = I8042State(**state)
         self.s.output = [list(entry) for entry in self.s.output]
         self.s.ram = list(self.s.ram)
+        self.s.keyboard = list(self.s.keyboard)
 
 
 class SystemControlPortA:
@@ -254,4 +289,5 @@ class SystemControlPortA:
         return {"value": self.value}
 
     def set_state(self, state: dict) -> None:
+        PORT92_STATE.check(state)
         self.value = state["value"]

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from pyvmm.machine.schema import U8, Bool, Int, Record
+
 CMD_PORT = 0  # offset of the command port (0x20 / 0xA0): ICW1, OCW2, OCW3; reads IRR/ISR
 DATA_PORT = 1  # offset of the data port (0x21 / 0xA1): ICW2-4, OCW1 (IMR)
 
@@ -75,6 +77,18 @@ class PicState:
     poll: bool = False
     lowest_priority: int = 7  # IR with the lowest priority (rotation)
     icw4: int = 0
+
+
+# Snapshot shape: 8-bit registers, the init sequencer's 4 steps, IR levels 0-7.
+PIC_STATE = Record({
+    "irr": U8, "isr": U8, "imr": U8, "levels": U8, "vector_base": Int(0, ICW2_BASE_MASK),
+    "icw3": U8, "init_step": Int(_READY, _WANT_ICW4), "icw4_needed": Bool(), "single": Bool(),
+    "level_triggered": Bool(), "auto_eoi": Bool(), "rotate_on_aeoi": Bool(),
+    "special_fully_nested": Bool(), "special_mask": Bool(), "read_isr": Bool(), "poll": Bool(),
+    "lowest_priority": Int(0, 7), "icw4": U8,
+}, rules=((lambda s: s["vector_base"] & ~ICW2_BASE_MASK == 0, "vector_base",
+           "low 3 bits must be 0 (ICW2 T7-T3)"),))
+PAIR_STATE = Record({"master": PIC_STATE, "slave": PIC_STATE})
 
 
 class Pic8259:
@@ -238,6 +252,7 @@ class Pic8259:
         return asdict(self.s)
 
     def set_state(self, state: dict) -> None:
+        PIC_STATE.check(state)
         self.s = PicState(**state)
 
 
@@ -317,6 +332,7 @@ class Pic8259Pair:
         return {"master": self.master.get_state(), "slave": self.slave.get_state()}
 
     def set_state(self, state: dict) -> None:
+        PAIR_STATE.check(state)
         self.master.set_state(state["master"])
         self.slave.set_state(state["slave"])
         self._intr = False

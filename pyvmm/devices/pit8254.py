@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from pyvmm.machine.clock import Timer, VirtualClock
 from pyvmm.machine.interrupts import IrqLine
+from pyvmm.machine.schema import NS, U8, U16, Bits, Bool, Int, ListOf, Maybe, Record
 
 PIT_HZ = 1_193_182  # CLK input of all three counters on the PC (14.31818 MHz / 12)
 NS_PER_S = 1_000_000_000
@@ -89,6 +90,19 @@ class ChannelState:
     pending_reload: int | None = None  # modes 2/3: new N taking effect at ...
     pending_start_ns: int = 0  # ... this time (end of the current period)
     out_high: bool = False  # OUT level for the modes whose line follows OUT
+
+
+# Snapshot shape: 3-bit mode, 2-bit RW, 16-bit counts, at most a 2-byte latch.
+CHANNEL_STATE = Record({
+    "mode": Bits(3), "rw": Bits(2), "bcd": Bool(), "reload": U16, "gate": Bool(),
+    "armed": Bool(), "running": Bool(), "start_ns": NS, "tick_offset": Int(0, 1 << 63),
+    "null_count": Bool(), "write_high": Bool(), "write_low": U8, "read_high": Bool(),
+    "latch": ListOf(U8, 0, 2), "status_latch": Maybe(U8), "pending_reload": Maybe(U16),
+    "pending_start_ns": NS, "out_high": Bool(),
+})
+PIT_STATE = Record({"channels": ListOf(CHANNEL_STATE, 3, 3), "irq_pulses": Int(0, 1 << 63)},
+                   optional=frozenset({"irq_pulses"}))
+PORT61_STATE = Record({"value": U8, "refresh": Bool()})
 
 
 class PitChannel:
@@ -348,6 +362,7 @@ class PitChannel:
         return asdict(self.s)
 
     def set_state(self, state: dict) -> None:
+        CHANNEL_STATE.check(state)
         self._cancel()
         self.s = ChannelState(**state)
         self.s.latch = list(self.s.latch)
@@ -405,6 +420,7 @@ class Pit8254:
                 "irq_pulses": self.irq_pulses}
 
     def set_state(self, state: dict) -> None:
+        PIT_STATE.check(state)
         self.irq_pulses = state.get("irq_pulses", 0)
         for channel, cs in zip(self.channels, state["channels"], strict=True):
             channel.set_state(cs)
@@ -437,5 +453,6 @@ class SystemControlPortB:
         return {"value": self.value, "refresh": self.refresh}
 
     def set_state(self, state: dict) -> None:
+        PORT61_STATE.check(state)
         self.value = state["value"]
         self.refresh = state["refresh"]

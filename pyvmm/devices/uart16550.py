@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import BinaryIO, Protocol
 
 from pyvmm.machine.interrupts import IrqLine
+from pyvmm.machine.schema import U8, U16, Bool, Int, ListOf, Record
 
 # Register offsets from the base port.
 DATA = 0  # RBR (read), THR (write); DLL when DLAB=1
@@ -126,6 +127,16 @@ class UartState:
     # the terminal, as QEMU's chardev "can_receive" does): not a UART register.
     host_backlog: list[int] = field(default_factory=list)
 
+
+
+# Snapshot shape.  The divisor latch is a plain 16-bit register: 0 is what a
+# guest leaves between its DLL and DLM writes, so it is a state, not damage.
+UART_STATE = Record({
+    "divisor": U16, "ier": Int(0, IER_MASK), "fcr": U8, "lcr": U8, "mcr": Int(0, MCR_MASK),
+    "lsr_errors": Int(0, LSR_ERRORS), "msr": U8, "scr": U8, "thre_pending": Bool(),
+    "rx": ListOf(U8, 0, FIFO_SIZE), "dropped": Int(0, 1 << 63),
+    "host_backlog": ListOf(U8, 0, MAX_HOST_BACKLOG),
+})
 
 class Uart16550:
     """Port device at COM1 (offsets 0-7)."""
@@ -325,6 +336,8 @@ class Uart16550:
         return asdict(self.s)
 
     def set_state(self, state: dict) -> None:
+        UART_STATE.check(state)
         self.s = UartState(**state)
         self.s.rx = list(self.s.rx)
+        self.s.host_backlog = list(self.s.host_backlog)
         self._update_irq()

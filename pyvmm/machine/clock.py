@@ -31,6 +31,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from pyvmm.machine.schema import NS, Record
+
+# Snapshot shape: guest time in ns, non-negative and within a signed 64-bit count.
+CLOCK_STATE = Record({"now_ns": NS})
+
 
 class ClockSource(enum.Enum):
     HOST = "host"
@@ -41,16 +46,23 @@ class ClockSource(enum.Enum):
 class Timer:
     """A one-shot timer; re-arm it from its callback for periodic behaviour."""
 
-    __slots__ = ("deadline_ns", "callback", "cancelled", "_seq")
+    __slots__ = ("deadline_ns", "callback", "cancelled", "_seq", "_clock")
 
-    def __init__(self, deadline_ns: int, callback: Callable[[], None], seq: int) -> None:
+    def __init__(self, deadline_ns: int, callback: Callable[[], None], seq: int,
+                 clock: VirtualClock | None = None) -> None:
         self.deadline_ns = deadline_ns
         self.callback = callback
         self.cancelled = False
         self._seq = seq
+        self._clock = clock  # set while the timer sits in that clock's heap
 
     def cancel(self) -> None:
+        if self.cancelled:
+            return
         self.cancelled = True
+        clock, self._clock = self._clock, None
+        if clock is not None:
+            clock._timer_cancelled()
 
     def __lt__(self, other: Timer) -> bool:
         return (self.deadline_ns, self._seq) < (other.deadline_ns, other._seq)
@@ -72,6 +84,7 @@ class VirtualClock:
         self._idle_start_ns = 0
         self._idle_limit_ns: int | None = None
         self._timers: list[Timer] = []
+        self._cancelled = 0  # cancelled timers still in the heap (deleted lazily)
         self._seq = itertools.count()
         # Called (from any thread) when a new earliest deadline is armed, so a
         # sleeping engine can recompute how long to wait.
@@ -148,8 +161,29 @@ class VirtualClock:
         if self.source is ClockSource.MANUAL and deadline_ns > self._manual_ns:
             self._manual_ns = deadline_ns
 
+    def _timer_cancelled(self) -> None:
+        """Lazy deletion, bounded: once cancelled entries outnumber live ones the
+        heap is rebuilt, so a guest re-arming a timer in a loop keeps it O(live)."""
+        self._cancelled += 1
+        if self._cancelled * 2 > len(self._timers):
+            self._timers = [t for t in self._timers if not t.cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled = 0
+
+    def _pop(self) -> Timer:
+        timer = heapq.heappop(self._timers)
+        if timer.cancelled:
+            self._cancelled -= 1
+        timer._clock = None
+        return timer
+
+    @property
+    def pending_timers(self) -> int:
+        """Entries in the timer heap, cancelled ones included (bounded by 2x live)."""
+        return len(self._timers)
+
     def set_timer(self, deadline_ns: int, callback: Callable[[], None]) -> Timer:
-        timer = Timer(deadline_ns, callback, next(self._seq))
+        timer = Timer(deadline_ns, callback, next(self._seq), self)
         earliest = self.next_deadline()
         heapq.heappush(self._timers, timer)
         if self._idle_since is not None and (self._idle_limit_ns is None
@@ -163,18 +197,17 @@ class VirtualClock:
         return self.set_timer(self.now_ns() + max(0, delay_ns), callback)
 
     def next_deadline(self) -> int | None:
-        timers = self._timers
-        while timers and timers[0].cancelled:
-            heapq.heappop(timers)
-        return timers[0].deadline_ns if timers else None
+        while self._timers and self._timers[0].cancelled:
+            self._pop()
+        return self._timers[0].deadline_ns if self._timers else None
 
     def run_due(self) -> int:
         """Fire every timer whose deadline has passed; returns how many fired."""
         fired = 0
         now = self.now_ns()
-        timers = self._timers
-        while timers and (timers[0].cancelled or timers[0].deadline_ns <= now):
-            timer = heapq.heappop(timers)
+        # self._timers, not a local: a callback's cancel() may rebuild the heap.
+        while self._timers and (self._timers[0].cancelled or self._timers[0].deadline_ns <= now):
+            timer = self._pop()
             if timer.cancelled:
                 continue
             timer.cancelled = True
@@ -187,6 +220,7 @@ class VirtualClock:
         return {"now_ns": self.now_ns()}
 
     def set_state(self, state: dict) -> None:
+        CLOCK_STATE.check(state)
         self._manual_ns = state["now_ns"]
         self._host_origin = time.monotonic_ns() - state["now_ns"]
         self._vcpu_clock = None

@@ -22,6 +22,7 @@ from pyvmm.machine.clock import Timer, VirtualClock
 from pyvmm.machine.events import HostEvents
 from pyvmm.machine.interrupts import IrqLine
 from pyvmm.machine.memory import GuestMemory
+from pyvmm.machine.schema import NS, Bool, Int, Maybe, Record
 from pyvmm.paravirt import abi
 from pyvmm.paravirt.abi import (
     ABI_VERSION,
@@ -57,6 +58,18 @@ STATS = "hypercalls"  # category: one counter per call name, plus the bad ones
 PV_STATS = "paravirt"  # category: timer ticks, console bytes, datagrams
 
 _SEND_ERRORS = {"dropped": ENOBUFS, "unreachable": EHOSTUNREACH, "too big": EMSGSIZE}
+
+
+# Snapshot shape: a timer period is 0 (stopped) or within the ABI's range.
+HYPERCALL_STATE = Record({
+    "timer_period_ns": Int(0, TIMER_MAX_PERIOD_NS), "timer_periodic": Bool(),
+    "timer_deadline_ns": Maybe(NS), "wait_armed": Bool(), "wait_deadline_ns": Maybe(NS),
+}, rules=(
+    (lambda s: s["timer_period_ns"] == 0 or s["timer_period_ns"] >= TIMER_MIN_PERIOD_NS,
+     "timer_period_ns", f"neither 0 nor at least {TIMER_MIN_PERIOD_NS} ns"),
+    (lambda s: not s["timer_periodic"] or s["timer_period_ns"] != 0,
+     "timer_period_ns", "0 with timer_periodic set"),
+))
 
 
 class HypercallDevice:
@@ -316,6 +329,7 @@ class HypercallDevice:
         }
 
     def set_state(self, state: dict) -> None:
+        HYPERCALL_STATE.check(state)
         self.stop_timer()
         if self._wait_timer is not None:
             self._wait_timer.cancel()
