@@ -30,6 +30,7 @@ _EXIT_STATUSES: tuple[tuple[str, str], ...] = (
     (str(EXIT_ENGINE_UNAVAILABLE), "the engine cannot run on this host (e.g. no /dev/kvm)"),
     (str(StopKind.UNMAPPED_ACCESS.exit_code), "the guest touched unmapped memory (--unmapped)"),
     (str(StopKind.OUTPUT_LIMIT.exit_code), "a VM of --vms/hypervisor exceeded its console budget"),
+    (str(StopKind.OUTPUT_CLOSED.exit_code), "stdout was closed by its reader (e.g. | head -1)"),
     (str(EXIT_INTERRUPTED), "interrupted by a signal (Ctrl-C without a terminal console)"),
 )
 EXIT_STATUS_HELP = ("exit status:\n"
@@ -397,9 +398,26 @@ def _gdb_address(args: argparse.Namespace) -> str | None:
     return gdb
 
 
+def _guard_outputs(vm, timeout: float | None) -> None:  # noqa: ANN001
+    """Stdout's reader going away stops the VM (OUTPUT_CLOSED); one that does not
+    read holds guest output up at most until --timeout."""
+    import time
+
+    from pyvmm.console import StdoutWriter
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for writer in (vm.serial_output, vm.debugcon_output):
+        if isinstance(writer, StdoutWriter):
+            writer.deadline = deadline
+            writer.on_closed = lambda: vm.board.request_stop(
+                StopReason(StopKind.OUTPUT_CLOSED, "the reader of stdout went away"))
+
+
 def _run_vm(vm, timeout: float | None, serial, serial_is_stdio: bool) -> StopReason:  # noqa: ANN001
     """One `vm.run`, with the terminal as COM1 when stdio is a terminal."""
     from pyvmm.console import TerminalConsole
+
+    _guard_outputs(vm, timeout)
 
     if serial_is_stdio and TerminalConsole.usable():
         def quit_vm() -> None:

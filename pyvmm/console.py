@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import sys
 import termios
 import threading
+import time
 import tty
 from collections.abc import Callable
 from typing import BinaryIO
@@ -25,17 +27,55 @@ ESCAPE_HELP = (b"\r\nC-a h    print this help\r\n"
                b"C-a C-a  send C-a to the guest\r\n")
 
 
-class _StdoutWriter:
-    """Writes straight to the stdout file descriptor (unbuffered, for raw mode)."""
+PIPE_BUF = 4096  # a write this small into a pipe poll() calls writable never blocks
 
-    def __init__(self) -> None:
-        self.fd = sys.stdout.fileno()
+
+class StdoutWriter:
+    """Guest output straight to the stdout descriptor (unbuffered, for raw mode),
+    which a slow or vanished reader can neither kill nor stall past a deadline.
+
+    - The reader went away (EPIPE, as with `pyvmm run demo | head -1`): the
+      output is closed, `on_closed` is called once (the CLI stops the VM with
+      StopKind.OUTPUT_CLOSED) and later bytes are discarded.
+    - The reader does not read: while `deadline` (time.monotonic seconds) is
+      set, a write waits for room at most until then and discards what does
+      not fit, so --timeout still ends the run; without one it waits, the
+      back-pressure a terminal gives.  Nothing is buffered here, so a stalled
+      reader costs no host memory.
+    """
+
+    def __init__(self, fd: int | None = None) -> None:
+        self.fd = sys.stdout.fileno() if fd is None else fd
+        self.closed = False
+        self.on_closed: Callable[[], None] | None = None
+        self.deadline: float | None = None
+        self.discarded = 0  # bytes dropped: reader gone, or not reading by the deadline
+
+    def _room(self) -> bool:
+        """Wait for the descriptor to take a PIPE_BUF write, until the deadline."""
+        if self.deadline is None:
+            return True
+        poller = select.poll()
+        poller.register(self.fd, select.POLLOUT)
+        wait_ms = max(0, int((self.deadline - time.monotonic()) * 1000))
+        return bool(poller.poll(wait_ms))
 
     def write(self, data: bytes) -> int:
         view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
+        while view and not self.closed:
+            if not self._room():
+                break
+            try:
+                written = os.write(self.fd, view[:PIPE_BUF])
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                self.closed = True
+                if self.on_closed is not None:
+                    self.on_closed()
+                break
             view = view[written:]
+        self.discarded += len(view)
         return len(data)
 
     def flush(self) -> None:
@@ -68,7 +108,7 @@ class _NullWriter:
 def open_serial_output(spec: str) -> tuple[BinaryIO, bool]:
     """Parse --serial: returns (writer, is_stdio)."""
     if spec == "stdio":
-        return _StdoutWriter(), True  # type: ignore[return-value]
+        return StdoutWriter(), True  # type: ignore[return-value]
     if spec == "none":
         return _NullWriter(), False  # type: ignore[return-value]
     if spec.startswith("file:") and len(spec) > 5:
@@ -81,7 +121,7 @@ def open_serial_output(spec: str) -> tuple[BinaryIO, bool]:
 
 
 def stdout_writer() -> BinaryIO:
-    return _StdoutWriter()  # type: ignore[return-value]
+    return StdoutWriter()  # type: ignore[return-value]
 
 
 class TerminalConsole:

@@ -28,6 +28,7 @@ class StopKind(enum.Enum):
     EXCEPTION = ("guest exception intercepted", 16)  # only when an engine is told to intercept
     UNMAPPED_ACCESS = ("guest accessed unmapped physical memory", 20)
     OUTPUT_LIMIT = ("console output limit reached", 22)  # a hypervisor VM's budget
+    OUTPUT_CLOSED = ("host output closed", 24)  # stdout's reader went away (`| head -1`)
 
     def __init__(self, label: str, exit_code: int | None) -> None:
         self.label = label

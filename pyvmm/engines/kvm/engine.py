@@ -557,7 +557,11 @@ class KvmEngine(Engine):
             board.cpu_access = None
         self._run = None  # drop the ctypes view before unmapping
         if self._run_map is not None:
-            self._run_map.close()
+            try:
+                self._run_map.close()
+            except BufferError:
+                pass  # an escaping exception's frames still hold the kvm_run view: the
+                # mapping is unmapped with them, and that exception is what the caller sees
             self._run_map = None
         for attr in ("_vcpu_fd", "_vm_fd", "_kvm_fd"):
             fd = getattr(self, attr)

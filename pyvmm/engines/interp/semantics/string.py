@@ -17,8 +17,13 @@ Hardware facts relied on (Intel SDM Vol. 2B "MOVS", "CMPS", "SCAS", "LODS", "STO
   the SDM's "the EFLAGS value is restored to the state prior to the execution of the
   instruction" is, as measured on the host CPU (`python -m pyvmm.difftest --guard`,
   string family), the state before the faulting *iteration*; a fault on the first
-  iteration leaves the flags from before the instruction.  The whole
-  repetition is one instruction here (no interrupt window between iterations).
+  iteration leaves the flags from before the instruction.
+- A repeated string instruction is interruptible between iterations (Vol. 1
+  §7.3.9.2; Vol. 2B "REP": "the processor ... recognize[s] interrupts ... at
+  iteration boundaries", IP left at the instruction).  Here one execution does
+  at most REP_CHUNK element steps, then ends the batch with IP at the
+  instruction, so the run loop looks at interrupts, stops and --timeout
+  within a bounded amount of host work, however large the count.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from iced_x86 import Code, Mnemonic
 
 from pyvmm.engines.interp.builder import Handler, Insn
 from pyvmm.engines.interp.semantics import semantic, semantic_code
+from pyvmm.engines.interp.signals import END_BATCH
 
 RAX, RCX, RDX, RSI, RDI = 0, 1, 2, 6, 7  # implicit GPR operands
+REP_CHUNK = 16384  # element steps per execution before the run loop looks around
 DF = 0x400  # RFLAGS direction flag (SDM Vol. 1 §3.4.3.2)
 ES = 0  # destination segment index (ES:DI)
 
@@ -190,10 +197,13 @@ def build_string(b: Insn, op: str) -> Handler:
     # the restarted instruction resumes from the state before the faulting iteration
     # (measured with pyvmm.difftest --guard on the host CPU; see the module docstring).
     done = "lx = x\nly = y" if compare else ""
+    # After REP_CHUNK elements, an iteration boundary: IP stays here, the batch ends.
+    preempt = (f"k += 1\nif k >= {REP_CHUNK} and c:\n"
+               f"    cpu.rip = {b.const(b.ip)}\n    raise {b.const(END_BATCH)}")
     if late:
-        loop = "\n".join([element, done, stop])
+        loop = "\n".join([element, done, stop, preempt])
     else:
-        loop = "\n".join([element, *steps, "c -= 1", done, stop])
+        loop = "\n".join([element, *steps, "c -= 1", done, stop, preempt])
     if not b.cpu.legacy and op in ("stos", "movs"):
         # Forward runs go page-chunk by page-chunk straight into RAM where possible.
         if op == "stos":
@@ -215,6 +225,7 @@ def build_string(b: Insn, op: str) -> Handler:
     body = f"""
 c = regs[{RCX}] & {am:#x}
 if c:
+    k = 0
 {_indent(direction)}
 {_indent(chr(10).join(loads))}
 {_indent(head)}
