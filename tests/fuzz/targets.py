@@ -1,0 +1,275 @@
+"""The fuzz targets.  Each is a function of a hypothesis `settings` that runs
+that many cases and returns its counts; pytest and `python -m tests.fuzz` both
+call them.  A failing case raises (hypothesis shrinks it first)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections import Counter
+from collections.abc import Callable
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyvmm import boot
+from pyvmm.board.pc import PcBoard
+from pyvmm.errors import ImageError, PyvmmError
+from pyvmm.guests import BUNDLED_GUESTS, guest_path
+from pyvmm.machine.clock import ClockSource
+from pyvmm.paravirt import abi
+from pyvmm.snapshot import DIGEST, MANIFEST, Snapshot, SnapshotError, _digest, restore_snapshot
+from tests.fuzz.harness import apply, clone, device_table, json_state, make_board, operations
+
+COUNTS: Counter[str] = Counter()
+_BOARD, _ = make_board()
+OPS = operations(_BOARD)
+
+
+def _run(test: Callable[..., None], cases: int, seed: int | None) -> None:
+    configured = settings(max_examples=cases, deadline=None, database=None,
+                          derandomize=seed is None, suppress_health_check=list(HealthCheck),
+                          print_blob=True)(test)
+    if seed is not None:
+        from hypothesis import seed as with_seed
+
+        configured = with_seed(seed)(configured)
+    configured()
+
+
+# -- devices through the buses ------------------------------------------------------
+
+def devices(cases: int, seed: int | None = None) -> None:
+    """Random traffic on every port the board maps: never an exception, and the
+    board's state stays within every device's schema (set_state accepts it)."""
+    @given(st.lists(OPS, min_size=20, max_size=200))
+    def case(ops: list[tuple]) -> None:
+        board, _ = make_board()
+        try:
+            for op in ops:
+                apply(board, op)
+            COUNTS["device operations"] += len(ops)
+            clone(board)[0].close()  # the state it reached is a valid snapshot state
+        finally:
+            board.close()
+    _run(case, cases, seed)
+
+
+def roundtrip(cases: int, seed: int | None = None) -> None:
+    """state -> fresh board -> state is equal for every device in the board's device
+    table; then the same further traffic gives the same results on both."""
+    @given(st.lists(OPS, min_size=10, max_size=120), st.lists(OPS, min_size=10, max_size=120))
+    def case(before: list[tuple], after: list[tuple]) -> None:
+        board, out = make_board()
+        try:
+            for op in before:
+                apply(board, op)
+            state = json_state(board)
+            other, other_out = clone(board)
+            try:
+                restored = json_state(other)
+                for name, _ in device_table(board):
+                    assert restored["devices"][name] == state["devices"][name], name
+                assert restored == state
+                out.data.clear()
+                for op in after:
+                    mine, theirs = apply(board, op), apply(other, op)
+                    COUNTS["round-trip operations"] += 2
+                    assert mine == theirs, op
+                assert json_state(other) == json_state(board)
+                assert bytes(other_out.data) == bytes(out.data)
+            finally:
+                other.close()
+        finally:
+            board.close()
+    _run(case, cases, seed)
+
+
+def hypercalls(cases: int, seed: int | None = None) -> None:
+    """Any registers at the hypercall port: RAX is a result or a known -errno."""
+    known = {abi.error(code) for code in abi.ERROR_NAMES}
+
+    @given(st.lists(st.tuples(st.integers(0, 9), st.lists(
+        st.one_of(st.integers(0, (1 << 64) - 1), st.integers(0, 1 << 24),
+                  st.sampled_from((abi.TIMER_MIN_PERIOD_NS, abi.TIMER_MAX_PERIOD_NS,
+                                   abi.TIMER_PERIODIC, abi.CONSOLE_MAX_WRITE + 1))),
+        min_size=4, max_size=4)), min_size=1, max_size=50))
+    def case(calls: list[tuple[int, list[int]]]) -> None:
+        board, _ = make_board()
+        try:
+            for number, args in calls:
+                rax, _, _ = apply(board, ("hypercall", [number, *args]))  # type: ignore[misc]
+                COUNTS["hypercalls"] += 1
+                assert abi.as_signed(rax) >= 0 or rax in known, (number, args, hex(rax))
+            assert board.clock.pending_timers <= 8
+        finally:
+            board.close()
+    _run(case, cases, seed)
+
+
+# -- loaders ---------------------------------------------------------------------------
+
+_LOADERS = {"multiboot": lambda b, d: boot.load_multiboot(b, d, ""),
+            "boot-sector": boot.load_boot_sector, "bios": boot.load_bios}
+_IMAGES = {name: (guest.kind, guest_path(name).read_bytes())
+           for name, guest in BUNDLED_GUESTS.items() if guest.kind in _LOADERS}
+
+
+def loaders(cases: int, seed: int | None = None) -> None:
+    """Mutated bundled images: loaded, or refused with one ImageError line."""
+    @given(st.sampled_from(sorted(_IMAGES)), st.lists(st.tuples(
+        st.integers(0, 1 << 16), st.integers(0, 255)), max_size=8),
+        st.one_of(st.none(), st.integers(0, 1 << 16)))
+    def case(name: str, flips: list[tuple[int, int]], cut: int | None) -> None:
+        kind, image = _IMAGES[name]
+        data = bytearray(image)
+        for where, value in flips:
+            if data:
+                data[where % len(data)] = value
+        if cut is not None:
+            data = data[:cut]
+        board = PcBoard(ram_size=4 << 20, clock_source=ClockSource.MANUAL)
+        try:
+            _LOADERS[kind](board, bytes(data))
+            COUNTS["images loaded"] += 1
+        except ImageError as error:
+            assert "\n" not in str(error)
+            COUNTS["images refused"] += 1
+        finally:
+            board.close()
+    _run(case, cases, seed)
+
+
+# -- the snapshot reader -------------------------------------------------------------------
+
+_SNAPSHOT: bytes | None = None
+
+
+def snapshot_bytes() -> bytes:
+    global _SNAPSHOT
+    if _SNAPSHOT is None:
+        from pyvmm.snapshot import take_snapshot
+        from pyvmm.vm import ImageSpec, VirtualMachine
+
+        vm = VirtualMachine(engine="interp", ram_size=4 << 20, serial_output=io.BytesIO())
+        try:
+            vm.load(ImageSpec.bundled("hello"))
+            vm.engine.max_instructions = 120
+            vm.run(30)
+            out = io.BytesIO()
+            take_snapshot(vm).write(out)
+            _SNAPSHOT = out.getvalue()
+        finally:
+            vm.close()
+    return _SNAPSHOT
+
+
+def _members(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def reseal(members: dict[str, bytes], manifest: dict) -> bytes:
+    memory = [(e["member"], members.get(e["member"], b"")) for e in manifest.get("memory", [])
+              if isinstance(e, dict) and isinstance(e.get("member"), str)]
+    try:
+        manifest[DIGEST] = _digest(manifest, memory)
+    except (TypeError, ValueError):
+        pass
+    members = dict(members, **{MANIFEST: json.dumps(manifest).encode()})
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, body in members.items():
+            archive.writestr(name, body)
+    return out.getvalue()
+
+
+def _load_and_restore(data: bytes) -> None:
+    """Refused with one 'snapshot damaged' line, or restored (then it must run)."""
+    try:
+        snapshot = Snapshot.read(io.BytesIO(data))
+        vm = restore_snapshot(snapshot, "interp")
+    except SnapshotError as error:
+        text = str(error)
+        assert text.startswith("snapshot damaged: ") and "\n" not in text, text
+        COUNTS["snapshots refused"] += 1
+        return
+    except PyvmmError as error:  # e.g. a RAM size the board refuses: still one line
+        assert "\n" not in str(error)
+        COUNTS["snapshots refused"] += 1
+        return
+    try:
+        vm.run(0.05)
+        COUNTS["snapshots restored"] += 1
+    finally:
+        vm.close()
+
+
+def snapshot_flips(cases: int, seed: int | None = None) -> None:
+    @given(st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 7)),
+                    min_size=1, max_size=4), st.booleans())
+    def case(flips: list[tuple[float, int]], tail: bool) -> None:
+        raw = bytearray(snapshot_bytes())
+        span = min(len(raw), 600) if tail else len(raw)
+        for where, bit in flips:
+            raw[len(raw) - span + int(where * span)] ^= 1 << bit
+        COUNTS["corrupted snapshots"] += 1
+        _load_and_restore(bytes(raw))
+    _run(case, cases, seed)
+
+
+_JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-(1 << 80), 1 << 80),
+                               st.floats(allow_nan=False), st.text(max_size=5)),
+                     lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                             st.dictionaries(st.text(max_size=5), inner,
+                                                             max_size=3)), max_leaves=6)
+
+
+def _paths(node: object, prefix: tuple = ()) -> list[tuple]:
+    found = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node[:20]):
+            found += _paths(value, (*prefix, index))
+    return found
+
+
+_PATHS: list[tuple] | None = None
+
+
+def snapshot_edits(cases: int, seed: int | None = None) -> None:
+    """Any field of the manifest replaced by any JSON value, re-sealed with a
+    valid digest: refused in one line naming a field, or restored and run."""
+    global _PATHS
+    members = _members(snapshot_bytes())
+    manifest = json.loads(members[MANIFEST])
+    if _PATHS is None:
+        _PATHS = [p for p in _paths(manifest) if p and p[0] != "memory" or len(p) > 2]
+
+    @given(st.lists(st.tuples(st.sampled_from(_PATHS), _JSON, st.booleans()), min_size=1,
+                    max_size=3))
+    def case(edits: list[tuple[tuple, object, bool]]) -> None:
+        edited = json.loads(members[MANIFEST])
+        for path, value, delete in edits:
+            node = edited
+            try:
+                for key in path[:-1]:
+                    node = node[key]
+                if delete and isinstance(node, dict):
+                    node.pop(path[-1], None)
+                else:
+                    node[path[-1]] = value
+            except (KeyError, IndexError, TypeError):
+                continue
+        COUNTS["edited snapshots"] += 1
+        _load_and_restore(reseal(members, edited))
+    _run(case, cases, seed)
+
+
+TARGETS: dict[str, Callable[[int, int | None], None]] = {
+    "devices": devices, "roundtrip": roundtrip, "hypercalls": hypercalls,
+    "loaders": loaders, "snapshot-flips": snapshot_flips, "snapshot-edits": snapshot_edits,
+}
