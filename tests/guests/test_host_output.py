@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from pyvmm.engines.base import StopKind
 from pyvmm.engines.registry import ENGINES, engine_availability
+from pyvmm.machine.stop import StopKind
 from tests.unit.kvm.kvm_guest import assemble
 
 # A console flood: REP OUTSB of 16 MiB of RAM to COM1, forever.

@@ -16,7 +16,7 @@ import zipfile
 import pytest
 
 from pyvmm import cli
-from pyvmm.engines.base import StopKind
+from pyvmm.machine.stop import StopKind
 from pyvmm.snapshot import DIGEST, MANIFEST, Snapshot, SnapshotError, _digest, take_snapshot
 from pyvmm.vm import ImageSpec, VirtualMachine
 
