@@ -40,7 +40,7 @@ from pyvmm.board.pc import MAX_RAM, MIN_RAM, UNMAPPED_POLICIES, PcBoard
 from pyvmm.cpu.state import CpuState
 from pyvmm.errors import PyvmmError
 from pyvmm.files import read_user_file
-from pyvmm.machine.schema import (
+from pyvmm.schema import (
     U64,
     Bool,
     Choice,

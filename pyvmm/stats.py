@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from pyvmm.machine.schema import Int, MapOf, Maybe, Number, Record, Str
+from pyvmm.schema import Int, MapOf, Maybe, Number, Record, Str
 
 # Keys per category: some are guest-chosen (vectors, mnemonics), so past this
 # many the rest count under OTHER and a guest cannot grow the table.

@@ -30,10 +30,10 @@ from pyvmm.machine.events import HostEvents
 from pyvmm.machine.host_timer import HostTimerService
 from pyvmm.machine.interrupts import IrqLine
 from pyvmm.machine.memory import GuestMemory, allocate_backing
-from pyvmm.machine.schema import U8, U32, Choice, Int, Maybe, Object, Record, StateError, Str
 from pyvmm.machine.stop import StopKind, StopReason
 from pyvmm.paravirt.abi import HYPERCALL_PORT, IRQ_PV_EVENT, HypercallCpu
 from pyvmm.paravirt.hypercall import HypercallDevice
+from pyvmm.schema import U8, U32, Choice, Int, Maybe, Object, Record, StateError, Str
 from pyvmm.stats import Stats
 
 MIB = 1 << 20

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field
 
-from pyvmm.machine.schema import (
+from pyvmm.schema import (
     U8,
     U16,
     U32,

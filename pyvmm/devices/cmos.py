@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from pyvmm.machine.clock import Timer, VirtualClock
 from pyvmm.machine.interrupts import IrqLine
-from pyvmm.machine.schema import NS, U8, Bool, Int, ListOf, Record
+from pyvmm.schema import NS, U8, Bool, Int, ListOf, Record
 
 INDEX_PORT = 0  # offset of port 0x70
 DATA_PORT = 1  # offset of port 0x71

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
-from pyvmm.machine.schema import EMPTY
+from pyvmm.schema import EMPTY
 
 BYTE_MASK = 0xFF
 DEBUGCON_READBACK = 0xE9  # what a read of the debugcon port returns (guest detection)

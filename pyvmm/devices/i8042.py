@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from pyvmm.machine.schema import U8, Bool, ListOf, Maybe, Pair, Record
+from pyvmm.schema import U8, Bool, ListOf, Maybe, Pair, Record
 
 STATUS_OBF = 0x01  # output buffer full: a byte waits at port 0x60
 STATUS_IBF = 0x02  # input buffer full: the controller has not taken the last write

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from pyvmm.machine.schema import U8, Bool, Int, Record
+from pyvmm.schema import U8, Bool, Int, Record
 
 CMD_PORT = 0  # offset of the command port (0x20 / 0xA0): ICW1, OCW2, OCW3; reads IRR/ISR
 DATA_PORT = 1  # offset of the data port (0x21 / 0xA1): ICW2-4, OCW1 (IMR)

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from pyvmm.machine.clock import Timer, VirtualClock
 from pyvmm.machine.interrupts import IrqLine
-from pyvmm.machine.schema import NS, U8, U16, Bits, Bool, Int, ListOf, Maybe, Record
+from pyvmm.schema import NS, U8, U16, Bits, Bool, Int, ListOf, Maybe, Record
 
 PIT_HZ = 1_193_182  # CLK input of all three counters on the PC (14.31818 MHz / 12)
 NS_PER_S = 1_000_000_000

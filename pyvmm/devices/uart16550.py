@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import BinaryIO, Protocol
 
 from pyvmm.machine.interrupts import IrqLine
-from pyvmm.machine.schema import U8, U16, Bool, Int, ListOf, Record
+from pyvmm.schema import U8, U16, Bool, Int, ListOf, Record
 
 # Register offsets from the base port.
 DATA = 0  # RBR (read), THR (write); DLL when DLAB=1

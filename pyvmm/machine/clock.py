@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from pyvmm.machine.schema import NS, Record
+from pyvmm.schema import NS, Record
 
 # Snapshot shape: guest time in ns, non-negative and within a signed 64-bit count.
 CLOCK_STATE = Record({"now_ns": NS})

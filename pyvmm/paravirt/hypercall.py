@@ -22,7 +22,6 @@ from pyvmm.machine.clock import Timer, VirtualClock
 from pyvmm.machine.events import HostEvents
 from pyvmm.machine.interrupts import IrqLine
 from pyvmm.machine.memory import GuestMemory
-from pyvmm.machine.schema import NS, Bool, Int, Maybe, Record
 from pyvmm.paravirt import abi
 from pyvmm.paravirt.abi import (
     ABI_VERSION,
@@ -49,6 +48,7 @@ from pyvmm.paravirt.abi import (
     HypercallCpu,
     error,
 )
+from pyvmm.schema import NS, Bool, Int, Maybe, Record
 from pyvmm.stats import Stats
 
 if TYPE_CHECKING:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import pytest
 
-from pyvmm.machine.stop import StopKind
 from pyvmm.engines.interp.engine import InterpreterEngine
 from pyvmm.engines.jit.engine import JitEngine
+from pyvmm.machine.stop import StopKind
 from tests.conformance.machine import BareBoard
 from tests.unit.interp.guest import HAVE_NASM, PD, assemble, long_mode_state, set_gate
 
