@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field
 
+from pyvmm.cpu.fxsave import DEFAULT_IMAGE, FXSAVE_SIZE
 from pyvmm.schema import (
     U8,
     U16,
@@ -199,8 +200,9 @@ class CpuState:
     # (INTA done) but not yet delivered through the IDT/IVT: an engine that
     # queues injections (KVM's kvm_vcpu_events.interrupt) can stop in between.
     pending_interrupt: int | None = None
-    # Opaque FXSAVE image (512 bytes) when an engine has one; None otherwise.
-    fpu_image: bytes | None = None
+    # The x87/MMX/SSE state as a 512-byte FXSAVE image (64-bit layout, SDM Vol. 2A
+    # Table 3-53; field helpers in pyvmm.cpu.fxsave), by default the FNINIT state.
+    fpu_image: bytes = DEFAULT_IMAGE
 
     # -- convenience accessors ------------------------------------------------
     def __getattr__(self, name: str) -> int:
@@ -247,7 +249,7 @@ class CpuState:
         """A JSON-serialisable form (used by snapshots and reports)."""
         data = asdict(self)
         data["msrs"] = {str(k): v for k, v in self.msrs.items()}
-        data["fpu_image"] = self.fpu_image.hex() if self.fpu_image is not None else None
+        data["fpu_image"] = self.fpu_image.hex()
         return data
 
     @classmethod
@@ -262,7 +264,9 @@ class CpuState:
         data["idtr"] = TableRegister(**data["idtr"])
         data["msrs"] = {int(k): v for k, v in data["msrs"].items()}
         image = data.get("fpu_image")
-        data["fpu_image"] = bytes.fromhex(image) if image else None
+        data["fpu_image"] = bytes.fromhex(image) if image else DEFAULT_IMAGE
+        if len(data["fpu_image"]) != FXSAVE_SIZE:
+            raise ValueError(f"fpu_image is {len(data['fpu_image'])} bytes, not {FXSAVE_SIZE}")
         return cls(**data)
 
 
@@ -274,7 +278,6 @@ SEGMENT_STATE = Record({
     "unusable": Bits(1),
 })
 TABLE_STATE = Record({"base": U64, "limit": U16})
-FXSAVE_BYTES = 512
 CPU_STATE = Record({
     "gprs": ListOf(U64, 16, 16), "rip": U64, "rflags": U64,
     "segments": Record({name: SEGMENT_STATE for name in SEGMENT_NAMES}),
@@ -282,5 +285,5 @@ CPU_STATE = Record({
     "cr0": U64, "cr2": U64, "cr3": U64, "cr4": U64, "cr8": U64, "efer": U64,
     "dr": ListOf(U64, 8, 8), "apic_base": U64, "msrs": MapOf(IntText(0, (1 << 32) - 1), U64),
     "interrupt_shadow": Bool(), "halted": Bool(), "pending_interrupt": Maybe(U8),
-    "fpu_image": Maybe(HexBytes(FXSAVE_BYTES)),
+    "fpu_image": Maybe(HexBytes(FXSAVE_SIZE)),
 })

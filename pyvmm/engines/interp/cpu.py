@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from pyvmm.cpu import fxsave
 from pyvmm.cpu.state import (
     CR0_PE,
     EFER_LMA,
@@ -29,6 +30,7 @@ from pyvmm.cpu.state import (
 from pyvmm.engines.interp import flags as fl
 from pyvmm.engines.interp import segmentation
 from pyvmm.engines.interp.faults import GP, PF_FETCH, PF_WRITE, SS, CpuFault
+from pyvmm.engines.interp.fpu import Fpu
 
 ES, CS, SS_SEG, DS, FS, GS = range(6)
 SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
@@ -136,7 +138,12 @@ class Cpu:
         self.tsc_fixup: str | None = None
         self.interrupt_shadow = False
         self.halted = False
-        self.fpu_image: bytes | None = None
+        # x87 (pyvmm/engines/interp/fpu.py), XMM0-15 as 128-bit ints and MXCSR; the
+        # engine converts them to and from CpuState's FXSAVE image.
+        self.fpu = Fpu()
+        self.xmm: list[int] = [0] * 16
+        self.mxcsr = fxsave.MXCSR_RESET
+        self.fpu_image_base = fxsave.DEFAULT_IMAGE  # reserved bytes 464-511 kept as loaded
 
         # -- derived mode --
         self.cpl = 0
@@ -181,6 +188,15 @@ class Cpu:
                     and not region.readonly:
                 pages.update(range(region.gpa >> 12, region.end >> 12))
         return best.backing, frozenset(pages)
+
+    # ------------------------------------------------------------------ FPU/SSE
+    def fpu_image(self) -> bytes:
+        """The x87/MMX/SSE state as an FXSAVE image (pyvmm.cpu.fxsave)."""
+        return self.fpu.to_image(self.xmm, self.mxcsr, self.fpu_image_base)
+
+    def load_fpu_image(self, image: bytes) -> None:
+        self.xmm, self.mxcsr = self.fpu.load_image(image)
+        self.fpu_image_base = image
 
     # ------------------------------------------------------------------ modes
     def refresh_mode(self) -> None:

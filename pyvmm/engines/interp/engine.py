@@ -128,7 +128,7 @@ class InterpreterEngine(Engine):
         cpu.msrs = dict(state.msrs)
         cpu.interrupt_shadow = state.interrupt_shadow
         cpu.halted = state.halted
-        cpu.fpu_image = state.fpu_image
+        cpu.load_fpu_image(state.fpu_image)
         cpu.cpl = state.cpl
         self.pending_interrupt = state.pending_interrupt
         cpu.paging_changed()
@@ -147,7 +147,7 @@ class InterpreterEngine(Engine):
             cr0=cpu.cr0, cr2=cpu.cr2, cr3=cpu.cr3, cr4=cpu.cr4, cr8=cpu.cr8, efer=cpu.efer,
             dr=list(cpu.dr), apic_base=cpu.apic_base, msrs=dict(cpu.msrs),
             interrupt_shadow=cpu.interrupt_shadow, halted=cpu.halted,
-            pending_interrupt=self.pending_interrupt, fpu_image=cpu.fpu_image)
+            pending_interrupt=self.pending_interrupt, fpu_image=cpu.fpu_image())
 
     def wake(self) -> None:
         self._wakeup.set()

@@ -7,8 +7,8 @@ is, like CpuState's, the byte-granular effective limit).
 
 from __future__ import annotations
 
-import struct
-
+from pyvmm.cpu import fxsave
+from pyvmm.cpu.fxsave import FXSAVE_SIZE
 from pyvmm.cpu.state import (
     GPR_NAMES,
     MSR_CSTAR,
@@ -45,11 +45,10 @@ DEFAULT_MSRS: tuple[int, ...] = (
 # MSRs that CpuState holds in dedicated fields (sregs carries them): never in `msrs`.
 FIELD_MSRS = frozenset({MSR_FS_BASE, MSR_GS_BASE, MSR_IA32_EFER, MSR_IA32_APIC_BASE})
 
-# FXSAVE image layout, 64-bit form (SDM Vol. 1 §10.5.1, Table 10-2).
-FXSAVE_SIZE = 512
-_FX_HEAD = struct.Struct("<HHBBHQQII")  # FCW FSW FTW(abridged) rsvd FOP FIP FDP MXCSR MXCSR_MASK
-_FX_ST0 = 32  # ST0-ST7 / MM0-MM7, 16 bytes each
-_FX_XMM0 = 160  # XMM0-XMM15, 16 bytes each
+# FXSAVE image layout, 64-bit form: one definition, in pyvmm.cpu.fxsave.
+_FX_HEAD = fxsave.HEAD
+_FX_ST0 = fxsave.ST0
+_FX_XMM0 = fxsave.XMM0
 
 
 # -- general registers -------------------------------------------------------
