@@ -23,7 +23,8 @@ _EXIT_STATUSES: tuple[tuple[str, str], ...] = (
     ("0", "you quit with Ctrl-A x"),
     (str(EXIT_USAGE), "bad option, bad or missing image"),
     (str(StopKind.TIMEOUT.exit_code), "--timeout expired"),
-    (str(StopKind.TRIPLE_FAULT.exit_code), "the guest triple-faulted (CPU shutdown)"),
+    (str(StopKind.TRIPLE_FAULT.exit_code),
+     "the guest triple-faulted (CPU shutdown; e.g. an exception with no usable IDT)"),
     (str(StopKind.HALTED.exit_code), "the guest halted with interrupts disabled"),
     (str(StopKind.INTERNAL_ERROR.exit_code), "internal error (KVM entry failure, pyvmm bug)"),
     (str(StopKind.RESET.exit_code), "the guest asked for a reset (port 0x64 or 0x92)"),
@@ -35,7 +36,8 @@ _EXIT_STATUSES: tuple[tuple[str, str], ...] = (
 )
 EXIT_STATUS_HELP = ("exit status:\n"
                     + "".join(f"  {code:<16}  {meaning}\n" for code, meaning in _EXIT_STATUSES)
-                    + "The reason a VM stopped is printed on stderr.\n")
+                    + "The reason a VM stopped is printed on stderr.  A guest stops with\n"
+                    "the same status under every engine (tests/guests/test_stop_parity.py).\n")
 
 
 def parse_size(text: str) -> int:
@@ -103,10 +105,12 @@ def _add_guest_options(parser: argparse.ArgumentParser, with_engine: bool = True
     machine.add_argument("-m", "--memory", type=parse_size, default=64 * MIB, metavar="SIZE",
                          help="guest RAM, e.g. 64M or 1G (default: 64M)")
     machine.add_argument("--unmapped", choices=("stop", "ignore"), default="stop",
-                         help="a guest access to physical memory above 1 MiB that is "
-                              "neither RAM nor a device: stop the VM and say where "
-                              "(default), or ignore it (reads return all ones, as on an "
-                              "open bus)")
+                         help="a guest access (data or instruction fetch) to physical "
+                              "memory above 1 MiB that is neither RAM nor a device: stop "
+                              "the VM and say where (default, status 20 under every "
+                              "engine), or ignore it (reads return all ones, as on a PC's "
+                              "open bus). The hole at 0xA0000-0xFFFFF always reads all "
+                              "ones: code run there is FF FF, #UD")
 
 
 def _add_snapshot_options(run: argparse.ArgumentParser) -> None:

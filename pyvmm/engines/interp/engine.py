@@ -174,7 +174,14 @@ class InterpreterEngine(Engine):
 
     def deliver_fault(self, fault: CpuFault, return_ip: int | None = None,
                       software: bool = False) -> None:
-        """Deliver a processor exception, escalating to #DF and triple fault (SDM Table 6-5)."""
+        """Deliver a processor exception, escalating to #DF and triple fault (SDM Table 6-5).
+
+        A stop the board already requested wins: an instruction fetched from
+        unmapped memory under `--unmapped stop` reads all-ones (FF FF, #UD), and the
+        VM must stop at that fetch, as it stops at a data access, not deliver the #UD.
+        """
+        if self.board.stop_request is not None:
+            return
         cpu = self.cpu
         stats = self.board.stats
         first = fault

@@ -106,6 +106,7 @@ class KvmEngine(Engine):
         self._pending_vector: int | None = None  # acknowledged but not yet accepted by KVM
         self._slots: dict[int, tuple[int, int, int, int]] = {}  # slot -> (gpa, size, hva, flags)
         self._extra_msrs: set[int] = set()
+        self._timeout: float | None = None  # this run()'s, for the TIMEOUT message
         try:
             self._setup()
         except BaseException:
@@ -346,6 +347,7 @@ class KvmEngine(Engine):
         if timeout is not None and not 0 <= timeout < MAX_RUN_TIMEOUT:
             timeout = None if timeout >= MAX_RUN_TIMEOUT else 0.0  # inf: no limit; NaN/<0: now
         run_deadline = None if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
+        self._timeout = timeout
         old_mask = kick.block_kick()
         unblocked = k.kvm_signal_mask_sigset(
             k.KERNEL_SIGSET_BYTES, kick.sigset_bits(old_mask - {kick.KICK_SIGNAL}))
@@ -378,7 +380,8 @@ class KvmEngine(Engine):
             self._pause_requested = False
             return StopReason(StopKind.PAUSED)
         if run_deadline is not None and time.monotonic_ns() >= run_deadline:
-            return StopReason(StopKind.TIMEOUT)
+            self._complete_pending_io()  # so the location is the next instruction's
+            return StopReason(StopKind.TIMEOUT, f"after {self._timeout} s at {self._where()}")
         return None
 
     def _loop(self, run_deadline: int | None) -> StopReason:
@@ -475,6 +478,8 @@ class KvmEngine(Engine):
         elif reason == k.KVM_EXIT_FAIL_ENTRY:
             return StopReason(StopKind.INTERNAL_ERROR, self._describe_fail_entry(run))
         elif reason == k.KVM_EXIT_INTERNAL_ERROR:
+            if run.exit.internal.suberror == k.KVM_INTERNAL_ERROR_EMULATION:
+                return self._emulate_one()
             return StopReason(StopKind.INTERNAL_ERROR, self._describe_internal_error(run))
         elif reason == k.KVM_EXIT_SYSTEM_EVENT:
             return self._system_event(run)
@@ -515,6 +520,38 @@ class KvmEngine(Engine):
         else:
             value = self.board.mmio.read(address, length)
             ctypes.memmove(mmio.data, value.to_bytes(length, "little"), length)
+
+    def _emulate_one(self) -> StopReason | None:
+        """KVM's instruction emulator gave up: run that one instruction in the interpreter.
+
+        KVM emulates what it intercepts (here, where the host intercepts #GP, an INT n
+        whose gate is past the IDT limit) and what it cannot fetch from RAM (code in
+        the legacy hole or above RAM, where the bus reads all-ones: FF FF is #UD).
+        Its emulator handles only part of the ISA (no protected-mode INT n, no fetch
+        from MMIO) and reports "emulation failure".  The interpreter implements the
+        SDM for the same instruction on the same board, so the guest sees the
+        hardware's answer (#GP -> #DF -> triple fault, an unmapped-fetch stop) under
+        every engine.
+        """
+        from pyvmm.engines.interp.engine import InterpreterEngine
+
+        board = self.board
+        board.stats.count("exits", "emulated by the interpreter")
+        state = self.get_state()
+        hooks = (board.events.wake, board.cpu_access)
+        board.clock.vcpu_stopped()
+        interp = InterpreterEngine(board)  # takes the clock (MANUAL) and the hooks
+        try:
+            interp.set_state(state)
+            stop = interp.step()
+            if stop is None:
+                self.set_state(interp.get_state())
+        finally:
+            interp.close()
+            board.clock.set_source(self.clock_source)
+            board.events.wake, board.cpu_access = hooks
+            board.clock.vcpu_started()
+        return stop
 
     def _describe_fail_entry(self, run: k.kvm_run) -> str:
         code = run.exit.fail_entry.hardware_entry_failure_reason

@@ -401,8 +401,9 @@ EXIT_REASON_NAMES: dict[int, str] = {
 }
 
 # kvm_run.internal.suberror for KVM_EXIT_INTERNAL_ERROR.
+KVM_INTERNAL_ERROR_EMULATION = 1
 INTERNAL_ERROR_NAMES: dict[int, str] = {
-    1: "emulation failure (KVM could not emulate an instruction)",
+    KVM_INTERNAL_ERROR_EMULATION: "emulation failure (KVM could not emulate an instruction)",
     2: "simultaneous exception (an exception while delivering another)",
     3: "event delivery failed (an exit while delivering an interrupt/exception)",
     4: "unexpected exit reason",

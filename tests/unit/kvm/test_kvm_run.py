@@ -185,8 +185,21 @@ def test_halted_state_with_if_set_waits_for_an_interrupt(vm):
     assert vm.engine.get_state().halted
 
 
+def test_emulation_failure_runs_the_instruction_in_the_interpreter(vm):
+    # A synthetic KVM_INTERNAL_ERROR_EMULATION at MOV AX, imm16: the interpreter
+    # executes it on the same board and the VM goes on under KVM after it.
+    load_real_mode(vm, "mov ax, 0x1234\nhlt\n")
+    run = vm.engine._run
+    run.exit_reason = 17
+    run.exit.internal.suberror = 1
+    assert vm.engine._handle_exit(run) is None
+    state = vm.engine.get_state()
+    assert state.rip == 0x7C03 and state.gprs[0] & 0xFFFF == 0x1234
+    assert vm.board.stats.get("exits", "emulated by the interpreter") == 1
+    assert vm.engine.run(timeout=5).kind is StopKind.HALTED  # back under KVM
+
+
 @pytest.mark.parametrize(("exit_reason", "setup", "expected"), [
-    (17, lambda run: setattr(run.exit.internal, "suberror", 1), "emulation failure"),
     (17, lambda run: setattr(run.exit.internal, "suberror", 3), "event delivery"),
     (9, lambda run: setattr(run.exit.fail_entry, "hardware_entry_failure_reason", 0x80000021),
      "invalid guest state"),
