@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
 import os
 import sys
 from pathlib import Path
@@ -47,6 +49,8 @@ def parse_size(text: str) -> int:
     try:
         return parse(text, MIB)
     except ValueError:
+        if text.strip().startswith("-"):
+            raise argparse.ArgumentTypeError(f"{text!r}: a size cannot be negative") from None
         raise argparse.ArgumentTypeError(f"invalid size {text!r} (examples: 64M, 1G)") from None
 
 
@@ -58,6 +62,8 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
     if not valid_seconds(value):
         if value > MAX_RUN_SECONDS:
             raise argparse.ArgumentTypeError(
@@ -173,18 +179,63 @@ def _pause_point(args: argparse.Namespace) -> tuple[float | None, int | None]:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: `pyvmm: error: ... (see pyvmm run --help)`."""
+    """argparse with one-line errors: `pyvmm: error: ... (see pyvmm run --help)`.
+
+    An unknown option is blamed by itself, by the subcommand that was given it
+    (with the closest real option), not by the top level with the words after it.
+    A value that starts with '-' (`-m -5M`) is taken as the option's value, so the
+    option's own check explains what is wrong with it.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201
+        args = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(self._attach_dash_values(args), namespace)
+
+    def _attach_dash_values(self, args: list[str]) -> list[str]:
+        known = self._option_string_actions
+        out: list[str] = []
+        i = 0
+        while i < len(args):
+            action = known.get(args[i])
+            if (action is not None and action.nargs is None and action.option_strings
+                    and i + 1 < len(args) and args[i + 1].startswith("-")
+                    and args[i + 1] not in known and type(action).__name__ == "_StoreAction"):
+                out.append(f"{action.option_strings[-1]}={args[i + 1]}")
+                i += 2
+                continue
+            out.append(args[i])
+            i += 1
+        return out
+
+    def parse_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = getattr(parsed, "_parser", self)
+            parser.unknown(extras)
+        return parsed
+
+    def unknown(self, extras: list[str]) -> NoReturn:
+        options = [e for e in extras if e.startswith("-")]
+        if not options:
+            self.error(f"unexpected argument {extras[0]!r}")
+        bad = options[0].split("=", 1)[0]
+        near = difflib.get_close_matches(bad, list(self._option_string_actions), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        self.error(f"unrecognized arguments: {bad}{hint}")
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"pyvmm: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pyvmm.engines.registry import ENGINE_SUMMARIES
+
     parser = _Parser(
         prog="pyvmm",
         description="pyvmm: an x86 PC emulator and virtualizer. One virtual PC, several "
-                    "engines: kvm (hardware-assisted virtualization through /dev/kvm) and "
-                    "interp (an x86 interpreter in Python).",
+                    "engines: " + "; ".join(f"{name} ({summary})"
+                                            for name, summary in ENGINE_SUMMARIES.items())
+                    + ".",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run 'pyvmm run --help' for the options of a run.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND",
@@ -279,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     engines = commands.add_parser("engines", help="list the engines and whether they can "
                                                    "run on this host")
     engines.set_defaults(handler=cmd_engines)
+    for sub in commands.choices.values():
+        sub.set_defaults(_parser=sub)  # who blames an unknown option (_Parser.parse_args)
     return parser
 
 

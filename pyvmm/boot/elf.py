@@ -156,4 +156,17 @@ def _program_headers(image: bytes, layout: _ElfClass, phoff: int, phentsize: int
                              f"{p_filesz:#x} bytes runs past the end of the file "
                              f"({len(image):#x})")
         segments.append(ElfSegment(index, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz))
+    _refuse_overlaps(segments)
     return tuple(segments)
+
+
+def _refuse_overlaps(segments: list[ElfSegment]) -> None:
+    """Two PT_LOAD segments loaded at overlapping physical addresses: the later one
+    would silently overwrite the earlier (the gABI, "Program Header": loadable
+    segments are sorted and do not overlap), so the image is refused."""
+    loaded = sorted((s for s in segments if s.memsz), key=lambda s: s.paddr)
+    for first, second in zip(loaded, loaded[1:], strict=False):
+        if second.paddr < first.paddr + first.memsz:
+            end = min(first.paddr + first.memsz, second.paddr + second.memsz)
+            raise ImageError(f"ELF program headers {first.index} and {second.index}: PT_LOAD "
+                             f"segments overlap at physical {second.paddr:#x}-{end:#x}")

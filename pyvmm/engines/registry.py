@@ -19,6 +19,12 @@ ENGINES: dict[str, str] = {
     "jit": "pyvmm.engines.jit.engine:JitEngine",
 }
 DEFAULT_ENGINE = "kvm"
+# Engine name -> what it is, for `pyvmm --help` (every engine above has one).
+ENGINE_SUMMARIES: dict[str, str] = {
+    "kvm": "hardware-assisted virtualization through /dev/kvm",
+    "interp": "an x86 interpreter in Python",
+    "jit": "binary translation of basic blocks into Python functions",
+}
 
 
 def engine_class(name: str) -> type[Engine]:

@@ -81,3 +81,34 @@ def test_every_truncation_raises_image_error_only():
                 parse_elf(image[:length])
             except ImageError:
                 pass
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_overlapping_load_segments_are_refused(bits):
+    # The second segment's bss reaches into the third's load address: loading both
+    # would let one silently overwrite the other (gABI: loadable segments do not overlap).
+    image = build_elf(bits, [Seg(0x100000, b"a" * 16), Seg(0x101000, b"b", memsz=0x2000),
+                             Seg(0x102800, b"c")], 0x100000)
+    with pytest.raises(ImageError, match=r"program headers 1 and 2: PT_LOAD segments overlap "
+                                         r"at physical 0x102800-0x102801"):
+        parse_elf(image)
+
+
+def test_adjacent_load_segments_are_accepted():
+    elf = parse_elf(build_elf(32, [Seg(0x100000, b"a", memsz=0x1000), Seg(0x101000, b"b")],
+                              0x100000))
+    assert [s.paddr for s in elf.segments] == [0x100000, 0x101000]
+
+
+def test_overlapping_load_segments_are_a_one_line_cli_error(tmp_path):
+    from boot_builders import mb_header
+
+    from tests.conftest import run_pyvmm
+
+    text = mb_header() + b"\x90" * 64
+    path = tmp_path / "overlap.elf"
+    path.write_bytes(build_elf(32, [Seg(0x100000, text), Seg(0x100010, b"x")], 0x100000))
+    result = run_pyvmm("run", "--engine", "interp", "--kernel", str(path))
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "PT_LOAD segments overlap at physical 0x100010-0x100011" in lines[0]
