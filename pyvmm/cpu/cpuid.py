@@ -6,7 +6,7 @@ Two models live here:
   KVM_GET_SUPPORTED_CPUID list (passed in as plain `CpuidEntry` values; the
   ioctl itself lives in pyvmm/engines/kvm/ioctls.py) and adding pyvmm's own
   hypervisor leaves.
-- `interpreter_cpuid_table()`: a small integer-only P6-class CPU for the
+- `interpreter_cpuid_table()`: a small P6-class CPU (MMX, SSE, SSE2) for the
   interpreter engines, with the same hypervisor leaves.
 
 `cpuid_lookup()` implements how a CPU answers a leaf it does not have (Intel
@@ -50,6 +50,9 @@ CPUID_1_EDX_PAT = 1 << 16
 CPUID_1_EDX_CLFSH = 1 << 19
 CPUID_1_EDX_MMX = 1 << 23
 CPUID_1_EDX_SSE = 1 << 25
+CPUID_1_EDX_SSE2 = 1 << 26
+# Leaf 1 EBX bits 15:8: CLFLUSH line size in 8-byte units (SDM Vol. 2A, CPUID).
+CLFLUSH_LINE_BYTES = 64
 # Leaf 0x80000001 EDX (SDM Vol. 2A, CPUID leaf 80000001H).
 CPUID_80000001_EDX_SYSCALL = 1 << 11
 CPUID_80000001_EDX_NX = 1 << 20
@@ -140,14 +143,18 @@ MODEL = 1
 STEPPING = 1
 PHYSICAL_ADDRESS_BITS = 36
 LINEAR_ADDRESS_BITS = 48
-BRAND_STRING = b"pyvmm integer-only x86-64 CPU"
+BRAND_STRING = b"pyvmm x86-64 CPU"
 
 INTERPRETER_MAX_BASIC_LEAF = 1
 INTERPRETER_MAX_EXTENDED_LEAF = 0x80000008
 
 INTERPRETER_LEAF1_EDX = (CPUID_1_EDX_PSE | CPUID_1_EDX_TSC | CPUID_1_EDX_MSR | CPUID_1_EDX_PAE
                          | CPUID_1_EDX_CX8 | CPUID_1_EDX_SEP | CPUID_1_EDX_PGE
-                         | CPUID_1_EDX_CMOV | CPUID_1_EDX_PAT)
+                         | CPUID_1_EDX_CMOV | CPUID_1_EDX_PAT
+                         # semantics/sse_int.py, sse_move.py (no SSE3 and later)
+                         | CPUID_1_EDX_CLFSH | CPUID_1_EDX_MMX | CPUID_1_EDX_SSE
+                         | CPUID_1_EDX_SSE2)
+INTERPRETER_LEAF1_EBX = (CLFLUSH_LINE_BYTES // 8) << 8
 INTERPRETER_EXT1_EDX = CPUID_80000001_EDX_SYSCALL | CPUID_80000001_EDX_NX | CPUID_80000001_EDX_LM
 
 
@@ -161,18 +168,18 @@ def _brand_leaves(brand: bytes) -> CpuidTable:
 
 
 def interpreter_cpuid_table() -> CpuidTable:
-    """A plain integer-only CPU: GenuineIntel family 6, no x87/MMX/SSE, no APIC.
+    """A plain CPU: GenuineIntel family 6 with MMX/SSE/SSE2, no APIC.
 
-    Leaf 1 EDX has PSE, TSC, MSR, PAE, CX8, SEP, PGE, CMOV, PAT (FPU, APIC
-    and CLFSH clear); leaf 0x80000001 EDX has SYSCALL, NX and LM; leaf
-    0x80000008 reports the address sizes.
+    Leaf 1 EDX has PSE, TSC, MSR, PAE, CX8, SEP, PGE, CMOV, PAT, CLFSH (EBX:
+    64-byte lines), MMX, SSE, SSE2 (FPU and APIC clear; ECX: no SSE3 and
+    later); leaf 0x80000001 EDX has SYSCALL, NX and LM; leaf 0x80000008 reports the address sizes.
     """
     vendor_ebx, vendor_ecx, vendor_edx = _signature_registers(VENDOR_INTEL)
     version = (FAMILY << 8) | (MODEL << 4) | STEPPING  # SDM Vol. 2A Figure 3-6
     table: CpuidTable = {
         # Leaf 0: max basic leaf; vendor string is EBX, EDX, ECX ("Genu" "ineI" "ntel").
         (0, 0): (INTERPRETER_MAX_BASIC_LEAF, vendor_ebx, vendor_edx, vendor_ecx),
-        (1, 0): (version, 0, CPUID_1_ECX_HYPERVISOR, INTERPRETER_LEAF1_EDX),
+        (1, 0): (version, INTERPRETER_LEAF1_EBX, CPUID_1_ECX_HYPERVISOR, INTERPRETER_LEAF1_EDX),
         (EXTENDED_BASE, 0): (INTERPRETER_MAX_EXTENDED_LEAF, 0, 0, 0),
         (0x80000001, 0): (0, 0, 0, INTERPRETER_EXT1_EDX),
         (0x80000005, 0): (0, 0, 0, 0),

@@ -3,7 +3,8 @@
 Compared: the GPRs the mode can see (64-bit: all 16 in full; 32/16-bit: the
 low 32 bits of the first 8, and only SP of ESP in 16-bit code, whose upper
 half Linux's espfix may rewrite), the defined status flags and DF, RIP, the
-data area, and the exception vector (and its error code; for #PF only the
+data area, the XMM/MM registers and MXCSR for SIMD blocks (pyvmm.difftest.simd),
+and the exception vector (and its error code; for #PF only the
 P and W/R bits, since native code runs at CPL 3 and the engine at CPL 0,
 SDM Vol. 3A §4.7; for #PF also the faulting linear address, CR2).
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from pyvmm.cpu.state import GPR_NAMES
 from pyvmm.difftest import flags as flaginfo
+from pyvmm.difftest import simd
 from pyvmm.difftest.encode import EncodedCase
 from pyvmm.oracle.result import ExecResult
 
@@ -103,6 +105,9 @@ def compare(enc: EncodedCase, native: ExecResult, engine: ExecResult,
     if (native.rflags ^ engine.rflags) & mask:
         diffs.append(Difference("flags", flags_text(native.rflags, mask),
                                 flags_text(engine.rflags, mask)))
+    if enc.case.fxsave is not None and native.fxsave and engine.fxsave:
+        for what, n, e in simd.compare_state(enc.mode, native.fxsave, engine.fxsave):
+            diffs.append(Difference(what, n, e))
     for start, end in _byte_ranges(native.data, engine.data)[:8]:
         end = min(end, start + 16)
         diffs.append(Difference(f"mem[{data_base + start:#x}]", native.data[start:end].hex(),

@@ -22,12 +22,15 @@ from pyvmm.cpu.state import (
     CR0_PE,
     CR0_PG,
     CR0_WP,
+    CR4_OSFXSR,
+    CR4_OSXMMEXCPT,
     CR4_PAE,
     EFER_LMA,
     EFER_LME,
     CpuState,
     SegmentState,
 )
+from pyvmm.difftest import simd
 from pyvmm.difftest.encode import EncodedCase
 from pyvmm.machine.stop import StopKind
 from pyvmm.oracle.layout import CODE_BASE, CODE_SIZE, DATA_BASE, DATA_SIZE
@@ -99,6 +102,7 @@ def initial_state(enc: EncodedCase, cr3: int) -> CpuState:
         state.cr0 = CR0_PE | CR0_ET | CR0_NE
         code = SegmentState(selector=CODE_SEL, base=CODE_BASE, limit=0xFFFF, type=0xB)
         data = SegmentState(selector=DATA_SEL, base=DATA_BASE, limit=0xFFFF, type=0x3)
+    state.cr4 |= CR4_OSFXSR | CR4_OSXMMEXCPT  # as Linux runs the native side
     state.segments = {"cs": code}
     for name in ("ds", "es", "ss", "fs", "gs"):
         state.segments[name] = SegmentState(**vars(data))
@@ -129,9 +133,12 @@ class EngineSide:
         try:
             engine.intercept_exceptions = set(range(32))
             engine.set_state(initial_state(enc, cr3))
+            if case.fxsave is not None:
+                _load_simd(engine.cpu, case.fxsave)
             try:
                 reason = engine.run(timeout=self.timeout)
                 state = engine.get_state()
+                fxsave = _save_simd(engine.cpu) if case.fxsave is not None else b""
             except Exception as error:  # an engine bug is a finding, not a crash
                 return ExecResult(list(case.gprs), case.rflags, -1, mem.read(DATA_BASE, DATA_SIZE),
                                   note=f"engine raised {type(error).__name__}: {error}")
@@ -142,10 +149,23 @@ class EngineSide:
         if reason.kind is StopKind.HALTED:
             note = "" if state.rip == enc.trailer_ip + 1 else \
                 f"halted with RIP {state.rip:#x}, expected {enc.trailer_ip + 1:#x}"
-            return ExecResult(gprs, state.rflags, enc.trailer_ip, data, note=note)
+            return ExecResult(gprs, state.rflags, enc.trailer_ip, data, note=note,
+                              fxsave=fxsave)
         if reason.kind is StopKind.EXCEPTION:
             return ExecResult(gprs, state.rflags, state.rip, data, vector=reason.vector,
                               error_code=reason.error_code,
-                              fault_address=state.cr2 if reason.vector == 14 else None)
+                              fault_address=state.cr2 if reason.vector == 14 else None,
+                              fxsave=fxsave)
         return ExecResult(gprs, state.rflags, state.rip, data, timed_out=reason.kind is
                           StopKind.TIMEOUT, note=f"engine stopped: {reason.describe()}")
+
+
+def _load_simd(cpu, image: bytes) -> None:  # noqa: ANN001
+    cpu.mxcsr = simd.mxcsr_of(image)
+    cpu.xmm[:] = [simd.xmm_of(image, i) for i in range(16)]
+    for i in range(8):
+        cpu.fpu.mmx_write(i, simd.mm_of(image, i))
+
+
+def _save_simd(cpu) -> bytes:  # noqa: ANN001
+    return simd.state_image(cpu.mxcsr, [cpu.fpu.mmx_read(i) for i in range(8)], list(cpu.xmm))

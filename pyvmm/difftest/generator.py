@@ -47,6 +47,7 @@ from pyvmm.cpu.state import (
     FLAG_ZF,
 )
 from pyvmm.difftest import flags as flaginfo
+from pyvmm.difftest import simd
 from pyvmm.oracle.layout import CODE_BASE, DATA_BASE, DATA_SIZE
 
 K = OpCodeOperandKind
@@ -127,6 +128,9 @@ FAMILIES: dict[str, tuple[Mnemonic, ...]] = {
     "xlat": (M.XLATB,),
     # A near CALL to a subroutine inside the block: CALL sub; JMP next; sub: insn; RET.
     "call": (M.CALL,),
+    # MMX / SSE / SSE2 (pyvmm.difftest.simd): one mnemonic list; an encoding's family
+    # follows from its registers (MM -> mmx) and its CPUID feature (SSE or SSE2).
+    "mmx": simd.MNEMONICS, "sse": simd.MNEMONICS, "sse2": simd.MNEMONICS,
 }
 
 # Encodings left out on purpose: BSWAP r16 has an undefined result (SDM Vol. 2A
@@ -178,12 +182,13 @@ _NO_SEGMENT_STRINGS = frozenset({M.STOSB, M.STOSW, M.STOSD, M.STOSQ, M.SCASB, M.
                                  M.SCASD, M.SCASQ})
 _NO_DESTINATION_STRINGS = frozenset({M.LODSB, M.LODSW, M.LODSD, M.LODSQ})
 SUPPORTED_KINDS = (set(_REG_KINDS) | set(_RM_KINDS) | set(_FIXED_KINDS) | set(_IMM_KINDS)
-                   | set(_BRANCH_KINDS) | {K.MEM, K.SEG_RBX_AL})
+                   | set(_BRANCH_KINDS) | {K.MEM, K.SEG_RBX_AL} | set(simd.VECTOR_KINDS))
 
 
 def _code_table(mode: int) -> dict[str, list[list[int]]]:
     """Family -> list (one per mnemonic) of the iced Codes usable in `mode`."""
     by_mnemonic: dict[int, list[int]] = {}
+    simd_codes: dict[str, list[int]] = {}
     families = {m: name for name, ms in FAMILIES.items() for m in ms}
     for code in range(Code.__dict__.get("INVALID", 0) + 1, 5000):
         try:
@@ -195,6 +200,14 @@ def _code_table(mode: int) -> dict[str, list[list[int]]]:
         if info.encoding != 0 or not info.is_available_in_mode(mode):
             continue
         kinds = [info.op_kind(i) for i in range(info.op_count)]
+        if families[info.mnemonic] in simd.FAMILY_NAMES:
+            family = simd.family_of(info, mode)
+            if family is not None:
+                if all(k in SUPPORTED_KINDS for k in kinds):
+                    simd_codes.setdefault(family, []).append(code)
+                continue
+            if info.mnemonic not in _STRING_MNEMONICS:
+                continue
         if info.mnemonic in _STRING_MNEMONICS:
             if info.address_size not in (0, mode) or not set(kinds) <= _STRING_KINDS:
                 continue  # e.g. SSE2 MOVSD/CMPSD share the mnemonic
@@ -218,6 +231,11 @@ def _code_table(mode: int) -> dict[str, list[list[int]]]:
         if lists:
             table[name] = lists
     table["call"] = [[_CALL_CODES[mode]]]
+    for name in simd.FAMILY_NAMES:  # each encoding equally likely within its family
+        if name in simd_codes:
+            table[name] = [[code] for code in simd_codes[name]]
+        else:
+            table.pop(name, None)
     return table
 
 
@@ -245,6 +263,7 @@ class TestCase:
     pointer_regs: tuple[Register, ...] = field(default_factory=tuple)
     families: tuple[str, ...] | None = None  # as generated (for the rerun command)
     guard: bool = False
+    fxsave: bytes | None = None  # initial FP/SIMD state (FXSAVE image) when it is compared
 
     @property
     def end_label(self) -> int:
@@ -389,8 +408,15 @@ class BlockGenerator:
         info = OpCodeInfo(code)
         kinds = [info.op_kind(i) for i in range(info.op_count)]
         ops: list[tuple[str, object]] = []
+        if info.mnemonic in simd.SPECIAL:
+            return simd.build_special(self, code)
         for kind in kinds:
-            if kind in _REG_KINDS:
+            if simd.handles(info.mnemonic, kind):
+                vec = simd.operand(self, info, kind)
+                if vec[0] == "mem":
+                    self.last_mem = vec[1]  # type: ignore[assignment]
+                ops.append(vec)
+            elif kind in _REG_KINDS:
                 ops.append(("reg", self.reg(_REG_KINDS[kind])))
             elif kind in _RM_KINDS:
                 if self.rng.random() < 0.55:
@@ -558,6 +584,8 @@ class BlockGenerator:
         out: list[Instruction] = []
         if m in _STACK_MNEMONICS:
             return self.frame_prelude(instr)
+        if m in simd.PRELUDE_MNEMONICS:
+            return simd.prelude(self, instr)
         if m == M.CMPXCHG8B:
             # Half the time run it twice: the first loads EDX:EAX, the second then matches.
             return [copy.copy(instr)] if r.random() < 0.5 else []
@@ -790,5 +818,7 @@ def generate_case(mode: int, seed: int, index: int, length: int = 8,
     gprs, rflags = gen.initial_state()
     body, groups = gen.generate(length)
     data = rng.randbytes(DATA_SIZE)
+    fxsave = simd.initial_fxsave(rng, body) if simd.touches_simd(body) else None
     return TestCase(mode, seed, index, body, gprs, rflags, data, groups,
-                    tuple(r for r in (gen.ptr, gen.idx) if r is not None), families, guard)
+                    tuple(r for r in (gen.ptr, gen.idx) if r is not None), families, guard,
+                    fxsave)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pyvmm.difftest.encode import EncodedCase
-from pyvmm.oracle.native import NativeRunner
+from pyvmm.oracle.native import DEFAULT_FXSAVE, NativeRunner
 from pyvmm.oracle.result import ExecResult
 
 
 def run_native(runner: NativeRunner, enc: EncodedCase) -> ExecResult:
     case = enc.case
     return runner.run(case.mode, enc.native_code, case.gprs, case.rflags, case.data,
-                      end_rip=enc.trailer_ip)
+                      end_rip=enc.trailer_ip, fxsave=case.fxsave or DEFAULT_FXSAVE)

@@ -22,6 +22,12 @@ _HELLO = struct.Struct("<6Q")
 _REQUEST = struct.Struct("<II17Q")
 _RESPONSE = struct.Struct("<IIQQ17QQ")
 
+FXSAVE_SIZE = 512
+# FXSAVE image of the state after FNINIT and a reset MXCSR (SDM Vol. 1 §8.1.10, §11.6.4):
+# FCW 0x037F, MXCSR 0x1F80, every register zero.
+DEFAULT_FXSAVE = (struct.pack("<H", 0x037F) + bytes(22) + struct.pack("<II", 0x1F80, 0xFFFF)
+                  ).ljust(FXSAVE_SIZE, b"\0")
+
 STATUS_DONE = 0
 STATUS_EXCEPTION = 1
 STATUS_TIMEOUT = 2
@@ -81,7 +87,7 @@ class NativeRunner:
         return b"".join(chunks)
 
     def run(self, mode: int, code: bytes, gprs: list[int], rflags: int, data: bytes,
-            end_rip: int) -> ExecResult:
+            end_rip: int, fxsave: bytes = DEFAULT_FXSAVE) -> ExecResult:
         """Run `code` (which must end in a trailer jumping to `info.exit_stub`).
 
         `end_rip` is the offset reported as RIP when the block completes: the
@@ -89,22 +95,26 @@ class NativeRunner:
         """
         if len(data) != layout.DATA_SIZE:
             raise ValueError("data must fill the data area")
+        if len(fxsave) != FXSAVE_SIZE:
+            raise ValueError("the FXSAVE image must be 512 bytes")
         assert self._proc.stdin is not None
         request = _REQUEST.pack(mode, len(code), *(g & (2**64 - 1) for g in gprs), rflags)
         try:
-            self._proc.stdin.write(request + code + data)
+            self._proc.stdin.write(request + code + data + fxsave)
         except BrokenPipeError as error:
             raise OracleError("native runner died") from error
         head = self._read(_RESPONSE.size)
         status, vector, error_code, addr, *rest = _RESPONSE.unpack(head)
         regs, flags, rip = rest[:16], rest[16], rest[17]
         out_data = self._read(layout.DATA_SIZE)
+        out_fx = self._read(FXSAVE_SIZE)
         if status == STATUS_DONE:
-            return ExecResult(list(regs), flags, end_rip, out_data)
+            return ExecResult(list(regs), flags, end_rip, out_data, fxsave=out_fx)
         if status == STATUS_TIMEOUT:
-            return ExecResult(list(regs), flags, rip, out_data, timed_out=True)
+            return ExecResult(list(regs), flags, rip, out_data, timed_out=True, fxsave=out_fx)
         return ExecResult(list(regs), flags, rip, out_data, vector=vector,
-                          error_code=error_code, fault_address=addr if vector == 14 else None)
+                          error_code=error_code, fault_address=addr if vector == 14 else None,
+                          fxsave=out_fx)
 
     def close(self) -> None:
         if self._proc.poll() is None:

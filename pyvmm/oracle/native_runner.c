@@ -6,10 +6,16 @@
  * Protocol (little-endian, over stdin/stdout; see pyvmm/oracle/native.py):
  *   on start-up the runner writes a hello record;
  *   each request:  u32 mode, u32 code_len, u64 gpr[16], u64 rflags,
- *                  code_len bytes of code, DATA_SIZE bytes of data area;
+ *                  code_len bytes of code, DATA_SIZE bytes of data area,
+ *                  512 bytes of FXSAVE image (x87/MMX/SSE state, MXCSR);
  *   each response: u32 status (0 done, 1 exception, 2 timeout),
  *                  u32 vector, u64 error_code, u64 fault_address,
- *                  u64 gpr[16], u64 rflags, u64 rip, DATA_SIZE bytes.
+ *                  u64 gpr[16], u64 rflags, u64 rip, DATA_SIZE bytes,
+ *                  512 bytes of FXSAVE image.
+ * The FP/SIMD state is loaded with FXRSTOR before the jump and stored with
+ * FXSAVE in the exit stub (SDM Vol. 2A "FXSAVE" layout); after a fault it is
+ * the image the kernel saved in the signal frame (uc_mcontext.fpregs, the
+ * same layout).  The host's own state is saved and restored around the run.
  *
  * How control goes in and out (Intel SDM Vol. 3A §5.8, far transfers):
  *   64-bit code is entered with an indirect near jmp; 32-bit and 16-bit code
@@ -67,6 +73,9 @@ struct __attribute__((packed)) far_ptr32 {
 /* Globals referenced by absolute address from the assembly below; the
  * binary is linked non-PIE well below 2 GiB so that works in every mode. */
 struct regs g_in, g_out;
+uint8_t g_fx_in[512] __attribute__((aligned(16)));
+uint8_t g_fx_out[512] __attribute__((aligned(16)));
+uint8_t g_fx_host[512] __attribute__((aligned(16)));
 uint64_t g_host_rsp;
 uint64_t g_entry64;
 struct far_ptr32 g_far_entry;
@@ -96,6 +105,8 @@ __asm__(
     "enter_guest:\n\t"
     "push rbx\n\tpush rbp\n\tpush r12\n\tpush r13\n\tpush r14\n\tpush r15\n\t"
     "mov [g_host_rsp], rsp\n\t"
+    "fxsave64 [g_fx_host]\n\t"
+    "fxrstor64 [g_fx_in]\n\t"
     "cmp edi, 64\n\t"
     "je 1f\n\t"
     /* 32/16-bit: data segments the code will use (ignored in 64-bit mode). */
@@ -116,6 +127,8 @@ __asm__(
     "mov [g_out + 120], r15\n\t"
     "mov rsp, [g_host_rsp]\n\t"
     "pushfq\n\tpop qword ptr [g_out + 128]\n\t"
+    "fxsave64 [g_fx_out]\n\t"
+    "fxrstor64 [g_fx_host]\n\t"
     "mov eax, 0x2b\n\tmov ss, eax\n\tmov ds, eax\n\tmov es, eax\n\t"
     "cld\n\t"
     "pop r15\n\tpop r14\n\tpop r13\n\tpop r12\n\tpop rbp\n\tpop rbx\n\t"
@@ -142,6 +155,8 @@ static void on_fault(int sig, siginfo_t *info, void *ctx)
     /* REG_TRAPNO is the hardware vector the kernel saw (SDM Vol. 3A Table 6-1). */
     g_vector = (uint64_t)g[REG_TRAPNO];
     g_timed_out = sig == SIGALRM;
+    if (uc->uc_mcontext.fpregs)
+        memcpy(g_fx_out, uc->uc_mcontext.fpregs, sizeof g_fx_out);
     siglongjmp(g_jmp, 1);
 }
 
@@ -243,7 +258,9 @@ int main(void)
         memset(code, 0xCC, last_len); /* int3 beyond the code */
         read_exact(code, len);
         read_exact(data, DATA_SIZE);
+        read_exact(g_fx_in, sizeof g_fx_in);
         last_len = len;
+        memset(g_fx_out, 0, sizeof g_fx_out);
 
         g_vector = g_error = g_fault_rip = g_fault_addr = 0;
         g_timed_out = 0;
@@ -272,6 +289,7 @@ int main(void)
             alarm(0);
             __asm__ volatile("mov %0, %%ds\n\tmov %0, %%es\n\tmov %0, %%ss"
                              :: "r"((uint32_t)USER_DS));
+            __asm__ volatile("fxrstor64 %0" :: "m"(g_fx_host));
             status = g_timed_out ? 2 : 1;
             rip = g_fault_rip;
         }
@@ -282,5 +300,6 @@ int main(void)
         write_exact(&g_out, sizeof g_out);
         write_exact(&rip, sizeof rip);
         write_exact(data, DATA_SIZE);
+        write_exact(g_fx_out, sizeof g_fx_out);
     }
 }

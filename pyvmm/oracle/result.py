@@ -22,4 +22,5 @@ class ExecResult:
     error_code: int | None = None
     fault_address: int | None = None  # #PF: CR2 (native: the signal's si_addr)
     timed_out: bool = False
+    fxsave: bytes = b""  # FXSAVE image of the FP/SIMD state at the end (empty: not known)
     note: str = ""  # anything the side could not express as state (e.g. an engine error)

@@ -454,7 +454,7 @@ def test_unsupported_instruction_counted_every_time_it_runs() -> None:
         board.memory.write(0x210000, assemble("add qword [rsp], 3\niretq", 0x210000))
         set_gate(board, 6, 0x210000)
 
-    stop, s, board, _ = run64("mov ecx, 5\nl: movaps xmm0, xmm1\nloop l", setup=setup)
+    stop, s, board, _ = run64("mov ecx, 5\nl: pshufb xmm0, xmm1\nloop l", setup=setup)
     assert stop.kind is StopKind.HALTED, stop.describe()
-    assert board.stats.get("unsupported", "movaps") == 5
+    assert board.stats.get("unsupported", "pshufb") == 5
     assert board.stats.get("exceptions", "#UD") == 5
