@@ -7,6 +7,7 @@ build a VM from an `ImageSpec`, run it, read why it stopped.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -22,6 +23,7 @@ from pyvmm.engines.registry import (  # noqa: F401  (re-exported)
 )
 from pyvmm.errors import ConfigError, EngineUnavailable, ImageError
 from pyvmm.files import read_user_file
+from pyvmm.machine.hooks import ADDRESS_MAX, HookKind, HookSet
 from pyvmm.machine.host_timer import HostTimerService
 from pyvmm.machine.stop import StopKind, StopReason
 
@@ -108,6 +110,12 @@ class VirtualMachine:
         self.serial_output = serial_output
         self.debugcon_output = debugcon_output
         self.unmapped = unmapped
+        # Instrumentation (docs/HOOKS.md): ports and MMIO through the buses, the
+        # rest through the engine.
+        self.hooks = HookSet(self)
+        self.board.ports.attach_hooks(self.hooks)
+        self.board.mmio.attach_hooks(self.hooks)
+        self.engine.set_hooks(self.hooks)
 
     @property
     def stats(self):
@@ -127,6 +135,59 @@ class VirtualMachine:
         self.board.stats.wall_seconds += time.monotonic() - start
         self.stop_reason = reason
         return reason
+
+    # -- hooks (Unicorn-style; docs/HOOKS.md) ---------------------------------
+    def _hook(self, kind: HookKind, callback: Callable[..., object], begin: int = 0,
+              end: int = ADDRESS_MAX) -> int:
+        if kind not in self.engine.hook_kinds and kind not in (HookKind.PORT, HookKind.MMIO):
+            served = sorted(k.value for k in self.engine.hook_kinds | {HookKind.PORT,
+                                                                         HookKind.MMIO})
+            raise ConfigError(f"the {self.engine_name} engine cannot serve {kind.value} "
+                              f"hooks (it serves: {', '.join(served)}); use --engine "
+                              "interp or jit")
+        return self.hooks.add(kind, callback, begin, end)
+
+    def hook_code(self, callback: Callable[..., object], begin: int = 0,
+                  end: int = ADDRESS_MAX) -> int:
+        """callback(vm, address, size) before each instruction at linear begin..end."""
+        return self._hook(HookKind.CODE, callback, begin, end)
+
+    def hook_block(self, callback: Callable[..., object], begin: int = 0,
+                   end: int = ADDRESS_MAX) -> int:
+        """callback(vm, address, size) when a basic block starts at linear begin..end."""
+        return self._hook(HookKind.BLOCK, callback, begin, end)
+
+    def hook_mem_read(self, callback: Callable[..., object], begin: int = 0,
+                      end: int = ADDRESS_MAX) -> int:
+        """callback(vm, address, size, value) after each data read touching begin..end."""
+        return self._hook(HookKind.MEM_READ, callback, begin, end)
+
+    def hook_mem_write(self, callback: Callable[..., object], begin: int = 0,
+                       end: int = ADDRESS_MAX) -> int:
+        """callback(vm, address, size, value) before each data write touching begin..end;
+        returning False drops the write (memory keeps its bytes)."""
+        return self._hook(HookKind.MEM_WRITE, callback, begin, end)
+
+    def hook_port(self, callback: Callable[..., object], ports: Iterable[int]) -> list[int]:
+        """callback(vm, port, size, value, is_write) for each access to `ports`."""
+        return self.hooks.add_ports(callback, ports)
+
+    def hook_mmio(self, callback: Callable[..., object], begin: int = 0,
+                  end: int = ADDRESS_MAX) -> int:
+        """callback(vm, address, size, value, is_write) for MMIO at physical begin..end."""
+        return self._hook(HookKind.MMIO, callback, begin, end)
+
+    def hook_interrupt(self, callback: Callable[..., object]) -> int:
+        """callback(vm, vector, error_code) before an interrupt or exception is delivered."""
+        return self._hook(HookKind.INTERRUPT, callback)
+
+    def hook_exit(self, callback: Callable[..., object]) -> int:
+        """callback(vm, reason) for each KVM exit (kvm engine only)."""
+        return self._hook(HookKind.EXIT, callback)
+
+    def remove_hook(self, handle: int | list[int]) -> None:
+        for one in handle if isinstance(handle, list) else [handle]:
+            self.hooks.remove(one)
 
     def close(self) -> None:
         self.engine.close()

@@ -15,6 +15,7 @@ from pyvmm.cpu.state import CpuState
 
 if TYPE_CHECKING:
     from pyvmm.machine.board import Board
+    from pyvmm.machine.hooks import HookKind, HookSet
     from pyvmm.machine.stop import StopReason
 
 
@@ -22,6 +23,9 @@ class Engine(ABC):
     """One way of executing guest code on a `Board` (pyvmm/machine/board.py)."""
 
     name: str = "?"
+    # The hook kinds (pyvmm/machine/hooks.py) this engine can serve; ports and
+    # MMIO are served by the board's buses under every engine.
+    hook_kinds: frozenset[HookKind] = frozenset()
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -30,6 +34,7 @@ class Engine(ABC):
 
     def __init__(self, board: Board) -> None:
         self.board = board
+        self.hooks: HookSet | None = None
 
     @abstractmethod
     def set_state(self, state: CpuState) -> None:
@@ -42,6 +47,10 @@ class Engine(ABC):
     @abstractmethod
     def run(self, timeout: float | None = None) -> StopReason:
         """Execute until the VM stops, or until `timeout` host seconds pass (TIMEOUT)."""
+
+    def set_hooks(self, hooks: HookSet) -> None:
+        """Serve `hooks` (a VM's HookSet); watch it for changes."""
+        self.hooks = hooks
 
     def wake(self) -> None:
         """Thread-safe: make a running `run()` look at host events soon."""

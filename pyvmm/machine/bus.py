@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from pyvmm.machine.hooks import HookKind, HookSet
 from pyvmm.stats import Stats
 
 UNCLAIMED = "unclaimed"
@@ -48,6 +49,17 @@ class _Bus:
         self.stats = stats if stats is not None else Stats()
         self._ranges: list[BusRange] = []
         self._bases: list[int] = []
+        # Set only while hooks of this bus's kind exist (see attach_hooks).
+        self.hooks: HookSet | None = None
+
+    hook_kind = HookKind.PORT
+
+    def attach_hooks(self, hooks: HookSet) -> None:
+        """Report accesses to `hooks` from now on, only while it holds hooks of our kind."""
+        def update() -> None:
+            self.hooks = hooks if hooks.active(self.hook_kind) else None
+        hooks.listeners.append(update)
+        update()
 
     def register(self, base: int, length: int, device: object, name: str) -> None:
         if length <= 0:
@@ -81,17 +93,24 @@ class PortBus(_Bus):
         entry = self.find(port)
         if entry is None:
             self.stats.count("ports", UNCLAIMED)
-            return (1 << (8 * size)) - 1
-        self.stats.count("ports", entry.name)
-        return entry.device.io_read(port - entry.base, size) & ((1 << (8 * size)) - 1)
+            value = (1 << (8 * size)) - 1
+        else:
+            self.stats.count("ports", entry.name)
+            value = entry.device.io_read(port - entry.base, size) & ((1 << (8 * size)) - 1)
+        if self.hooks is not None:
+            self.hooks.access(HookKind.PORT, port, size, value, False)
+        return value
 
     def write(self, port: int, size: int, value: int) -> None:
+        value &= (1 << (8 * size)) - 1
+        if self.hooks is not None:
+            self.hooks.access(HookKind.PORT, port, size, value, True)
         entry = self.find(port)
         if entry is None:
             self.stats.count("ports", UNCLAIMED)
             return
         self.stats.count("ports", entry.name)
-        entry.device.io_write(port - entry.base, size, value & ((1 << (8 * size)) - 1))
+        entry.device.io_write(port - entry.base, size, value)
 
 
 class MmioBus(_Bus):
@@ -103,6 +122,7 @@ class MmioBus(_Bus):
     """
 
     stats_category = "mmio"
+    hook_kind = HookKind.MMIO
 
     def __init__(self, stats: Stats | None = None) -> None:
         super().__init__(stats)
@@ -114,11 +134,18 @@ class MmioBus(_Bus):
             self.stats.count("mmio", UNCLAIMED)
             if self.on_unclaimed is not None:
                 self.on_unclaimed(address, size, False)
-            return (1 << (8 * size)) - 1
-        self.stats.count("mmio", entry.name)
-        return entry.device.mmio_read(address - entry.base, size) & ((1 << (8 * size)) - 1)
+            value = (1 << (8 * size)) - 1
+        else:
+            self.stats.count("mmio", entry.name)
+            value = entry.device.mmio_read(address - entry.base, size) & ((1 << (8 * size)) - 1)
+        if self.hooks is not None:
+            self.hooks.access(HookKind.MMIO, address, size, value, False)
+        return value
 
     def write(self, address: int, size: int, value: int) -> None:
+        value &= (1 << (8 * size)) - 1
+        if self.hooks is not None:
+            self.hooks.access(HookKind.MMIO, address, size, value, True)
         entry = self.find(address)
         if entry is None:
             self.stats.count("mmio", UNCLAIMED)
@@ -126,4 +153,4 @@ class MmioBus(_Bus):
                 self.on_unclaimed(address, size, True)
             return
         self.stats.count("mmio", entry.name)
-        entry.device.mmio_write(address - entry.base, size, value & ((1 << (8 * size)) - 1))
+        entry.device.mmio_write(address - entry.base, size, value)

@@ -31,6 +31,7 @@ from pyvmm.engines.interp import flags as fl
 from pyvmm.engines.interp import segmentation
 from pyvmm.engines.interp.faults import GP, PF_FETCH, PF_WRITE, SS, CpuFault
 from pyvmm.engines.interp.fpu import Fpu
+from pyvmm.machine.hooks import HookKind, HookSet
 
 ES, CS, SS_SEG, DS, FS, GS = range(6)
 SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
@@ -38,6 +39,7 @@ RSP = 4
 
 MASK64 = 0xFFFFFFFFFFFFFFFF
 PAGE_MASK = ~0xFFF
+_MEM_HOOKS = (HookKind.MEM_READ, HookKind.MEM_WRITE)
 
 MODEL_8086 = "8086"
 MODEL_80286 = "80286"
@@ -144,6 +146,7 @@ class Cpu:
         self.xmm: list[int] = [0] * 16
         self.mxcsr = fxsave.MXCSR_RESET
         self.fpu_image_base = fxsave.DEFAULT_IMAGE  # reserved bytes 464-511 kept as loaded
+        self.mem_hooks: HookSet | None = None  # set_mem_hooks
 
         # -- derived mode --
         self.cpl = 0
@@ -488,21 +491,43 @@ class Cpu:
         """Translate and read; `access` is 0 or PF_FETCH; user None = current CPL."""
         if user is None:
             user = self.cpl == 3
+        value = self._read_translated(lin, size, access, user)
+        if self.mem_hooks is not None and access == 0:
+            self.mem_hooks.mem_read(lin, size, value)
+        return value
+
+    def _read_translated(self, lin: int, size: int, access: int, user: bool) -> int:
         if (lin & 0xFFF) + size > 4096 or (lin + size - 1) & self.lin_mask != lin + size - 1:
             value = 0
             for i in range(size):
-                value |= self.read_lin_slow((lin + i) & self.lin_mask, 1, access, user) << (8 * i)
+                value |= self._read_translated((lin + i) & self.lin_mask, 1, access,
+                                               user) << (8 * i)
             return value
         pa = self.tlb.translate(lin, access | (4 if user else 0), user)
         if (pa >> 12) in self.ram_pages:
-            if access == 0 and user == (self.cpl == 3):
+            if access == 0 and user == (self.cpl == 3) and self._cacheable(lin):
                 self.rd[lin >> 12] = pa & PAGE_MASK
             return int.from_bytes(self.ram[pa:pa + size], "little")
         return self.phys_read(pa, size)
 
+    def _cacheable(self, lin: int) -> bool:
+        """Whether the fast path may serve this page (no memory hook watches it)."""
+        return self.mem_hooks is None or not self.mem_hooks.covers_page(_MEM_HOOKS, lin >> 12)
+
+    def set_mem_hooks(self, hooks: HookSet | None) -> None:
+        """Report data accesses to `hooks` (None: none); the fast path forgets its pages,
+        so every access to a watched page takes the slow path, where hooks are called."""
+        self.mem_hooks = hooks
+        self._clear_fast()
+
     def write_lin_slow(self, lin: int, size: int, value: int, user: bool | None = None) -> None:
         if user is None:
             user = self.cpl == 3
+        if self.mem_hooks is not None and not self.mem_hooks.mem_write(lin, size, value):
+            return  # vetoed by a hook: memory keeps its old bytes
+        self._write_translated(lin, size, value, user)
+
+    def _write_translated(self, lin: int, size: int, value: int, user: bool) -> None:
         if (lin & 0xFFF) + size > 4096 or (lin + size - 1) & self.lin_mask != lin + size - 1:
             # Translate both pages before writing anything (a fault leaves memory unchanged).
             # The second page is checked at its first byte, the one the access reaches
@@ -513,8 +538,8 @@ class Cpu:
             self.tlb.translate(lin, PF_WRITE | (4 if user else 0), user)
             self.tlb.translate(last & PAGE_MASK, PF_WRITE | (4 if user else 0), user)
             for i in range(size):
-                self.write_lin_slow((lin + i) & self.lin_mask, 1, (value >> (8 * i)) & 0xFF,
-                                    user)
+                self._write_translated((lin + i) & self.lin_mask, 1, (value >> (8 * i)) & 0xFF,
+                                       user)
             return
         pa = self.tlb.translate(lin, PF_WRITE | (4 if user else 0), user)
         ppn = pa >> 12
@@ -522,7 +547,7 @@ class Cpu:
             self.invalidate_code_page(ppn)
         if ppn in self.ram_pages:
             self.ram[pa:pa + size] = value.to_bytes(size, "little")
-            if user == (self.cpl == 3):
+            if user == (self.cpl == 3) and self._cacheable(lin):
                 self.wr[lin >> 12] = pa & PAGE_MASK
             return
         self.phys_write(pa, size, value)

@@ -19,6 +19,8 @@ each keep their own decoded code across CR3 switches.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import iced_x86
 from iced_x86 import Code, DecoderError
 
@@ -123,6 +125,9 @@ class DecodeCache:
         self.contexts: dict[tuple[int, int, int, int], CodeContext] = {}
         self.context = CodeContext()
         self.misses = 0
+        # Instrumentation: wrap(handler, linear address, length) -> the handler to cache
+        # (the engine's code/block hooks); None when no such hook exists.
+        self.wrap: Callable[[Handler, int, int], Handler] | None = None
         semantics.load_groups()
         cpu.icache = {}
         cpu.on_context_change = self.select_context
@@ -205,6 +210,12 @@ class DecodeCache:
 
     def decode(self) -> Handler:
         """Decode the instruction at CS:RIP, cache and return its handler."""
+        handler = self._decode()
+        if self.wrap is not None:
+            return self.cpu.icache.get(self.cpu.rip, handler)  # as _store wrapped it
+        return handler
+
+    def _decode(self) -> Handler:
         cpu = self.cpu
         rip = cpu.rip
         if self.context.parked and not (cpu.long64 and (rip + (1 << 47)) >> 48 & 0xFFFF):
@@ -264,6 +275,8 @@ class DecodeCache:
 
     def _store(self, rip: int, lin: int, length: int, handler: Handler) -> None:
         cpu = self.cpu
+        if self.wrap is not None:
+            handler = self.wrap(handler, lin, length)
         context = self.context
         live = context.live
         live[rip] = handler

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from pyvmm.cpu.state import CR0_PE, FLAG_IF, FLAG_TF, CpuState, SegmentState, TableRegister
 from pyvmm.engines.base import Engine
@@ -37,6 +38,7 @@ from pyvmm.engines.interp.faults import (
 )
 from pyvmm.engines.interp.signals import EndBatch, SoftwareInterrupt, Unsupported
 from pyvmm.machine.clock import ClockSource
+from pyvmm.machine.hooks import HookKind, HookSet
 from pyvmm.machine.host_timer import wait_event
 from pyvmm.machine.stop import StopKind, StopReason
 
@@ -92,6 +94,7 @@ class InterpreterEngine(Engine):
         from pyvmm.paravirt.abi import RegisterListCpu
         self.cpu_access = RegisterListCpu(self.cpu)
         board.cpu_access = self.cpu_access
+        self._fall_through: int | None = None  # where the previous instruction ended
 
     def close(self) -> None:
         if getattr(self.board, "cpu_access", None) is self.cpu_access:
@@ -197,6 +200,7 @@ class InterpreterEngine(Engine):
                 code = 0
             if not cpu.cr0 & CR0_PE:
                 code = None
+            self._interrupt_hook(vector, code)
             try:
                 # EXT (error-code bit 0) marks faults met while delivering an event
                 # external to the program: an exception or hardware interrupt (§6.13).
@@ -225,10 +229,67 @@ class InterpreterEngine(Engine):
         stats = self.board.stats
         stats.count("interrupts", f"external {vector:#04x}")
         cpu.halted = False
+        self._interrupt_hook(vector, None)
         try:
             delivery.deliver(cpu, vector, cpu.rip, None, external=True)
         except CpuFault as fault:
             self.deliver_fault(fault, cpu.rip)
+
+    # -- hooks (pyvmm/machine/hooks.py) ----------------------------------------
+    hook_kinds = frozenset({HookKind.CODE, HookKind.BLOCK, HookKind.MEM_READ,
+                            HookKind.MEM_WRITE, HookKind.PORT, HookKind.MMIO,
+                            HookKind.INTERRUPT})
+
+    def set_hooks(self, hooks: HookSet) -> None:
+        self.hooks = hooks
+        hooks.listeners.append(self._hooks_changed)
+        self._hooks_changed()
+
+    def _hooks_changed(self) -> None:
+        """Code and block hooks are compiled into the decode cache: the handlers of
+        instructions a hook covers are wrapped, every other handler is the plain one.
+        So a change forgets all decoded code; memory hooks switch the Cpu's fast path."""
+        hooks = self.hooks
+        assert hooks is not None
+        kinds = hooks.kinds()
+        wrap = self._wrap_handler if kinds & {HookKind.CODE, HookKind.BLOCK} else None
+        if wrap is not None or self.decoder.wrap is not None:
+            self.decoder.wrap = wrap
+            self.decoder.reset()
+        self._fall_through = None
+        watched = kinds & {HookKind.MEM_READ, HookKind.MEM_WRITE}
+        if watched or self.cpu.mem_hooks is not None:
+            self.cpu.set_mem_hooks(hooks if watched else None)
+
+    def _wrap_handler(self, handler: Callable[[], None], lin: int,
+                      length: int) -> Callable[[], None]:
+        """The handler for the instruction at linear `lin`, with the hooks that see it.
+
+        A block starts wherever execution does not fall through from the
+        previous instruction (a taken branch, an interrupt, a fault, the first
+        instruction); the interpreter does not know a block's size (0)."""
+        hooks = self.hooks
+        assert hooks is not None
+        code = any(h.begin <= lin <= h.end for h in hooks.by_kind[HookKind.CODE])
+        block = any(h.begin <= lin <= h.end for h in hooks.by_kind[HookKind.BLOCK])
+        if not (code or block):
+            return handler
+        end = (lin + length) & self.cpu.lin_mask
+        engine = self
+
+        def hooked() -> None:
+            if block and lin != engine._fall_through:
+                hooks.block(lin, 0)
+            engine._fall_through = end
+            if code:
+                hooks.code(lin, length)
+            handler()
+        return hooked
+
+    def _interrupt_hook(self, vector: int, error_code: int | None) -> None:
+        hooks = self.hooks
+        if hooks is not None and hooks.by_kind[HookKind.INTERRUPT]:
+            hooks.interrupt(vector, error_code)
 
     # -- running -------------------------------------------------------------
     def step(self) -> StopReason | None:
@@ -332,6 +393,7 @@ class InterpreterEngine(Engine):
         if vector in self.intercept_exceptions and vector in (BP, OF):
             raise CpuFault(vector)
         self.board.stats.count("software interrupts", f"int {vector:#04x}")
+        self._interrupt_hook(vector, None)
         try:
             delivery.deliver(cpu, vector, interrupt.return_ip, None, software=True)
         except CpuFault as fault:

@@ -19,10 +19,12 @@ models, an instruction without a builder, a fetch fault) also single-steps.
 from __future__ import annotations
 
 from pyvmm.cpu.state import FLAG_TF, CpuState
+from pyvmm.engines.interp.cpu import CS
 from pyvmm.engines.interp.engine import InterpreterEngine
 from pyvmm.engines.interp.faults import CpuFault
 from pyvmm.engines.interp.signals import EndBatch
 from pyvmm.engines.jit.translate import Block, BlockExit, BlockState, Translator
+from pyvmm.machine.hooks import HookKind
 from pyvmm.machine.stop import StopReason
 
 _NO_BLOCK = (None, 0)  # cache entry for code the translator leaves to the interpreter
@@ -83,6 +85,7 @@ class JitEngine(InterpreterEngine):
         self.executions = 0
         self.fallback_steps = 0
         self.unparked = 0
+        self.block_bytes: dict[object, int] = {}  # block function -> size, for block hooks
         # Chain onto the interpreter's hooks (its decode cache installed them).
         inner_context, inner_flush = cpu.on_context_change, cpu.on_address_space_change
 
@@ -120,6 +123,36 @@ class JitEngine(InterpreterEngine):
         self.contexts.clear()
         self._select_context()
 
+    # -- hooks ---------------------------------------------------------------
+    def _hooks_changed(self) -> None:
+        """Code hooks: blocks on the pages they cover are not translated (those
+        instructions single-step through the interpreter's hooked path); block
+        hooks are called at each block's dispatch.  So retranslate everything."""
+        super()._hooks_changed()
+        self.block_bytes.clear()
+        self._reset()
+
+    def _hooked_code(self, rip: int) -> bool:
+        """Whether a code hook covers the page of CS:rip (a block never leaves its
+        first instruction's page: translate.py)."""
+        hooks = self.hooks
+        if hooks is None or not hooks.by_kind[HookKind.CODE]:
+            return False
+        cpu = self.cpu
+        return hooks.covers_page((HookKind.CODE,), ((cpu.seg_base[CS] + rip) & cpu.lin_mask)
+                                 >> 12)
+
+    def _block_hooks(self) -> bool:
+        return self.hooks is not None and bool(self.hooks.by_kind[HookKind.BLOCK])
+
+    def _block_hook(self, fn: object) -> None:
+        cpu = self.cpu
+        hooks = self.hooks
+        self._fall_through = None  # the next single-stepped instruction starts a block
+        if hooks is not None and hooks.by_kind[HookKind.BLOCK]:
+            hooks.block((cpu.seg_base[CS] + cpu.rip) & cpu.lin_mask,
+                        self.block_bytes.get(fn, 0))
+
     def set_state(self, state: CpuState) -> None:
         super().set_state(state)
         self._reset()  # the interpreter forgot its code pages: so do we
@@ -154,10 +187,15 @@ class JitEngine(InterpreterEngine):
         entry = self._unpark(rip)
         if entry is not None:
             return entry
+        if self._hooked_code(rip):
+            self.context.live[rip] = _NO_BLOCK  # code hooks see each instruction: step it
+            return _NO_BLOCK
         block = self.translator.translate()
         if block is None:
             return _NO_BLOCK  # fetch fault: let the interpreter raise it
         entry = (block.fn, block.length) if block.fn is not None else (None, 0)
+        if block.fn is not None and self._block_hooks():
+            self.block_bytes[block.fn] = block.size
         context = self.context
         record = _Record(entry, block.pages)
         context.live[rip] = entry
@@ -197,6 +235,7 @@ class JitEngine(InterpreterEngine):
         decode = self.decoder.decode
         translate = self._translate
         state = self.block_state
+        block_hooks = self._block_hooks()
         smc = self.smc
         smc[0] = False
         in_block = False
@@ -210,6 +249,8 @@ class JitEngine(InterpreterEngine):
                             entry = translate()
                         fn, length = entry
                         if length and length <= budget:
+                            if block_hooks:
+                                self._block_hook(fn)
                             in_block = True
                             fn()
                             in_block = False

@@ -94,6 +94,7 @@ class Block:
     ips: tuple[int, ...]
     pages: frozenset[tuple[int, int]]  # (virtual, physical) page numbers of its bytes
     source: str = ""
+    size: int = 0  # bytes, from the first instruction's first to the last one's last
 
 
 class BlockState:
@@ -197,7 +198,8 @@ class Translator:
         if not items:
             return Block(None, 0, (cpu.rip,), pages)
         fn, source = self._compile(items)
-        return Block(fn, len(items), tuple(it.b.ip for it in items), pages, source)
+        size = (items[-1].lin + items[-1].b.length - items[0].lin) & cpu.lin_mask
+        return Block(fn, len(items), tuple(it.b.ip for it in items), pages, source, size)
 
     # ------------------------------------------------------------------
     def _pages_at(self, rip: int) -> frozenset[tuple[int, int]]:

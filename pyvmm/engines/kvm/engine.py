@@ -26,6 +26,7 @@ from pyvmm.engines.kvm import state as conv
 from pyvmm.engines.kvm.registers import KvmCpuAccess
 from pyvmm.errors import EngineUnavailable
 from pyvmm.machine.clock import ClockSource
+from pyvmm.machine.hooks import HookKind
 from pyvmm.machine.host_timer import HostTimerService, TimerChannel, wait_seconds_until
 from pyvmm.machine.stop import StopKind, StopReason
 
@@ -59,6 +60,8 @@ class KvmEngine(Engine):
     """Hardware-assisted virtualization through /dev/kvm, one vCPU."""
 
     name = "kvm"
+    # Code and memory hooks would need single-stepping the vCPU: not served.
+    hook_kinds = frozenset({HookKind.PORT, HookKind.MMIO, HookKind.INTERRUPT, HookKind.EXIT})
     # Guest time: VCPU (the time this VM's vCPU actually got, see
     # pyvmm/machine/clock.py) or HOST (wall-clock time, QEMU's behaviour).
     clock_source = ClockSource.VCPU
@@ -423,6 +426,8 @@ class KvmEngine(Engine):
             if result < 0:
                 if err == errno.EINTR:
                     stats.count("exits", "intr")
+                    if self.hooks is not None and self.hooks.by_kind[HookKind.EXIT]:
+                        self.hooks.exit("intr")
                     kick.consume_kicks()
                     continue
                 if err == errno.EAGAIN:
@@ -454,6 +459,8 @@ class KvmEngine(Engine):
         self._pending_vector = None
         stats = self.board.stats
         stats.count("interrupts", f"external {vector:#04x}")
+        if self.hooks is not None and self.hooks.by_kind[HookKind.INTERRUPT]:
+            self.hooks.interrupt(vector, None)
         run.ready_for_interrupt_injection = 0  # taken until KVM says otherwise
         run.request_interrupt_window = 1 if pic.interrupt_pending() else 0
 
@@ -461,6 +468,8 @@ class KvmEngine(Engine):
         reason = run.exit_reason
         name = _EXIT_NAMES.get(reason, f"reason {reason}")
         self.board.stats.count("exits", name)
+        if self.hooks is not None and self.hooks.by_kind[HookKind.EXIT]:
+            self.hooks.exit(name)
         if reason == k.KVM_EXIT_IO:
             self._handle_io(run)
         elif reason == k.KVM_EXIT_MMIO:
