@@ -34,6 +34,7 @@ _EXIT_STATUSES: tuple[tuple[str, str], ...] = (
     (str(StopKind.UNMAPPED_ACCESS.exit_code), "the guest touched unmapped memory (--unmapped)"),
     (str(StopKind.OUTPUT_LIMIT.exit_code), "a VM of --vms/hypervisor exceeded its console budget"),
     (str(StopKind.OUTPUT_CLOSED.exit_code), "stdout was closed by its reader (e.g. | head -1)"),
+    (str(StopKind.POWER_OFF.exit_code), "the guest powered off (ACPI S5 through PM1 control)"),
     (str(EXIT_INTERRUPTED), "interrupted by a signal (Ctrl-C without a terminal console)"),
 )
 EXIT_STATUS_HELP = ("exit status:\n"

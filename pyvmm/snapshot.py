@@ -337,14 +337,19 @@ def take_snapshot(vm: VirtualMachine) -> Snapshot:
                     unmapped=vm.unmapped, stats=_stats_state(vm))
 
 
-def _restore_memory(board: PcBoard, regions: list[RegionImage]) -> None:
-    """Recreate the ROM mapping if the snapshot had one, then fill every region."""
+def _restore_memory(board: PcBoard, regions: list[RegionImage], board_state: dict) -> None:
+    """Recreate the ROM mapping if the snapshot had one, apply the device state
+    that decides the memory layout (PcBoard.restore_layout), then fill every region."""
     have = {r.name for r in board.memory.regions}
     for image in regions:
         if image.name == ROM_REGION and image.name not in have:
             if image.size > MAX_ROM_BYTES:
                 raise SnapshotError(f"ROM region of {image.size} bytes is too large")
             board.map_bios(image.data)
+    try:
+        board.restore_layout(board_state)
+    except StateError as error:
+        raise _damaged("board", str(error)) from None
     layout = [(r.name, r.gpa, r.size, r.readonly) for r in board.memory.regions]
     wanted = [(r.name, r.gpa, r.size, r.readonly) for r in regions]
     if sorted(layout) != sorted(wanted):
@@ -372,7 +377,7 @@ def restore_snapshot(snapshot: Snapshot, engine: str | None = None, *,
                         serial_output=serial_output, debugcon_output=debugcon_output,
                         name=name, unmapped=snapshot.unmapped, **vm_options)
     try:
-        _restore_memory(vm.board, snapshot.regions)
+        _restore_memory(vm.board, snapshot.regions, snapshot.board)
         try:
             # A copy: two VMs restored from one in-memory snapshot share nothing.
             vm.board.set_state(copy.deepcopy(snapshot.board))

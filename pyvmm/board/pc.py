@@ -19,7 +19,22 @@ from typing import BinaryIO
 
 from pyvmm.devices.cmos import CmosRtc
 from pyvmm.devices.debug import DebugConsole, DebugExit
+from pyvmm.devices.fw_cfg import (
+    FW_CFG_DMA_PORTS,
+    FW_CFG_PORTS,
+    MAX_CPUS,
+    NB_CPUS,
+    PORT_FW_CFG,
+    PORT_FW_CFG_DMA,
+    RAM_SIZE,
+    FwCfg,
+    FwCfgDma,
+)
 from pyvmm.devices.i8042 import I8042, SystemControlPortA
+from pyvmm.devices.pci.bus import CONFIG_PORTS, PORT_CONFIG_ADDRESS, ConfigMechanism1, PciBus
+from pyvmm.devices.pci.config import PciFunction
+from pyvmm.devices.pci.i440fx import PAM_SEGMENTS, I440fxHostBridge, PamMode
+from pyvmm.devices.pci.piix import PM_IO_SIZE, PORT_ELCR, Elcr, Piix3IsaBridge, Piix4Pm
 from pyvmm.devices.pic8259 import Pic8259Pair
 from pyvmm.devices.pit8254 import Pit8254, SystemControlPortB
 from pyvmm.devices.uart16550 import Uart16550
@@ -52,6 +67,7 @@ PORT_CMOS = 0x70
 PORT_SYSTEM_CONTROL_A = 0x92
 PORT_PIC_SLAVE = 0xA0
 PORT_DEBUGCON = 0xE9
+PORT_DEBUGCON_FIRMWARE = 0x402  # SeaBIOS's and OVMF's debug port on QEMU
 PORT_DEBUG_EXIT = 0xF4
 PORT_COM1 = 0x3F8
 
@@ -63,6 +79,15 @@ IRQ_RTC = 8
 
 # What an access to unmapped physical memory does (see _unclaimed_access).
 UNMAPPED_POLICIES = ("stop", "ignore")
+
+# PCI slots of the chipset functions (QEMU's pc machine agrees).
+PCI_SLOT_HOST_BRIDGE = (0, 0)
+PCI_SLOT_ISA_BRIDGE = (1, 0)
+PCI_SLOT_PM = (1, 3)
+# The shadow RAM behind the i440FX PAM segments (0xC0000-0xFFFFF).
+SHADOW_START = 0xC0000
+SHADOW_SIZE = HIGH_RAM_START - SHADOW_START
+SERCON_PORT_FILE = "etc/sercon-port"  # SeaBIOS prints its screen output on this port
 
 E820_RAM = 1
 E820_RESERVED = 2
@@ -168,8 +193,12 @@ class PcBoard:
         self.ports.register(PORT_CMOS, 2, self.cmos, "cmos")
         self.ports.register(PORT_SYSTEM_CONTROL_A, 1, self.system_control_a, "port92")
         self.ports.register(PORT_DEBUGCON, 1, self.debugcon, "debugcon")
+        self.ports.register(PORT_DEBUGCON_FIRMWARE, 1, self.debugcon, "debugcon")
         self.ports.register(PORT_DEBUG_EXIT, 1, self.debug_exit, "debug-exit")
         self.ports.register(PORT_COM1, 8, self.uart, "com1")
+
+        self._wire_pci()
+        self._wire_fw_cfg()
 
         # Para-virtual devices (docs/PARAVIRT.md).  The engine sets `cpu_access`
         # (the calling vCPU's registers); a hypervisor sets `vm_id` and `switch`.
@@ -182,6 +211,98 @@ class PcBoard:
         self.ports.register(HYPERCALL_PORT, 4, self.hypercall, "hypercall")
 
     # -- wiring -------------------------------------------------------------
+    def _wire_pci(self) -> None:
+        """Bus 0 with the i440FX host bridge, the PIIX3 ISA bridge and its PM function."""
+        self._shadow = allocate_backing(SHADOW_SIZE)
+        self._bios_low_backing = None
+        self.pci = PciBus(self.stats)
+        self.pci_config = ConfigMechanism1(self.pci)
+        self.host_bridge = I440fxHostBridge(self._pam_changed)
+        self.isa_bridge = Piix3IsaBridge()
+        self.pm = Piix4Pm(self.clock, self._power_off, self.stats)
+        self.pm.on_io_change = self._pm_io_moved
+        self.elcr = Elcr()
+        for slot, function in ((PCI_SLOT_HOST_BRIDGE, self.host_bridge),
+                               (PCI_SLOT_ISA_BRIDGE, self.isa_bridge), (PCI_SLOT_PM, self.pm)):
+            self.pci.add(*slot, function)
+            function.on_bar_change = self._bar_moved
+        self.ports.register(PORT_CONFIG_ADDRESS, CONFIG_PORTS, self.pci_config, "pci-config")
+        self.ports.register(PORT_ELCR, 2, self.elcr, "elcr")
+
+    def _wire_fw_cfg(self) -> None:
+        self.fw_cfg = FwCfg(self.memory, self.stats)
+        self.fw_cfg.add_u64(RAM_SIZE, self.ram_size)
+        self.fw_cfg.add_u16(NB_CPUS, 1)
+        self.fw_cfg.add_u16(MAX_CPUS, 1)
+        self.fw_cfg.add_file("etc/e820", b"".join(
+            e.base.to_bytes(8, "little") + e.length.to_bytes(8, "little")
+            + e.type.to_bytes(4, "little") for e in self.e820_map()))
+        self.fw_cfg.add_file(SERCON_PORT_FILE, PORT_COM1.to_bytes(2, "little"))
+        self.fw_cfg.add_file("bootorder", b"")
+        self.ports.register(PORT_FW_CFG, FW_CFG_PORTS, self.fw_cfg, "fw_cfg")
+        self.ports.register(PORT_FW_CFG_DMA, FW_CFG_DMA_PORTS, FwCfgDma(self.fw_cfg),
+                            "fw_cfg-dma")
+
+    def _pam_changed(self, base: int, size: int, mode: PamMode) -> None:
+        """Map one PAM segment (82441FX §3.2.14): shadow RAM, read-only shadow RAM,
+        or what the PCI side has there (the BIOS ROM alias, else a hole).
+        Write-only shadowing (reads from ROM, writes to RAM) cannot be one region;
+        it is mapped like "disabled" and counted."""
+        for name in (f"shadow-{base:05x}", f"bios-low-{base:05x}"):
+            if any(r.name == name for r in self.memory.regions):
+                self.memory.remove_region(name)
+        if mode in (PamMode.READ_ONLY, PamMode.READ_WRITE):
+            self.memory.add_region(f"shadow-{base:05x}", base, size, self._shadow,
+                                   base - SHADOW_START, readonly=mode is PamMode.READ_ONLY)
+            return
+        if mode is PamMode.WRITE_ONLY:
+            self.stats.count("pci", "PAM write-only mapped as ROM")
+        self._map_rom_segment(base, size)
+
+    def _map_rom_segment(self, base: int, size: int) -> None:
+        if self._bios_low_backing is None:
+            return
+        backing, low = self._bios_low_backing
+        start = max(base, HIGH_RAM_START - low)  # a ROM under 128 KiB covers part of one
+        if start < base + size:
+            self.memory.add_region(f"bios-low-{base:05x}", start, base + size - start, backing,
+                                   len(backing) - (HIGH_RAM_START - start), readonly=True)
+
+    def _pm_io_moved(self, old: int | None, new: int | None) -> None:
+        if old is not None:
+            self.ports.unregister(old, self.pm.registers)
+        if new is not None:
+            self._claim_ports(new, PM_IO_SIZE, self.pm.registers, "acpi-pm")
+
+    def _bar_moved(self, function: PciFunction, index: int, old: int | None,
+                   new: int | None) -> None:
+        """Move BAR `index` of `function`; a BAR programmed over RAM or another
+        device is left undecoded and counted (the guest's mistake, not a crash)."""
+        bar = function.bars[index]
+        bus = self.ports if bar.io else self.mmio
+        name = f"{function.name}-bar{index}"
+        if old is not None:
+            bus.unregister(old, function)
+        if new is None:
+            return
+        if not bar.io and any(r.gpa < new + bar.size and new < r.end
+                              for r in self.memory.regions):
+            self.stats.count("pci", "BAR over RAM refused")
+            return
+        self._claim_ports(new, bar.size, function, name, bus)
+
+    def _claim_ports(self, base: int, length: int, device: object, name: str,
+                     bus: PortBus | MmioBus | None = None) -> None:
+        bus = self.ports if bus is None else bus
+        try:
+            bus.register(base, length, device, name)
+        except ValueError:
+            self.stats.count("pci", "range over another device refused")
+
+    def _power_off(self) -> None:
+        self.request_stop(StopReason(StopKind.POWER_OFF, "the guest entered S5 through "
+                                     "the PIIX4 PM1 control register"))
+
     def irq_line(self, irq: int) -> IrqLine:
         return IrqLine(self.pic, irq)
 
@@ -225,8 +346,12 @@ class PcBoard:
         backing[:] = image
         self.memory.add_region("bios", (1 << 32) - size, size, backing, 0, readonly=True)
         low = min(size, 128 * 1024)
-        self.memory.add_region("bios-low", HIGH_RAM_START - low, low, backing, size - low,
-                               readonly=True)
+        self._bios_low_backing = (backing, low)
+        # The alias below 1 MiB is one region per PAM segment, so that the
+        # host bridge can shadow each separately.
+        for _, _, base, length in PAM_SEGMENTS:
+            if self.host_bridge.pam_mode(base) in (PamMode.DISABLED, PamMode.WRITE_ONLY):
+                self._map_rom_segment(base, length)
         self.bios_loaded = True
 
     def e820_map(self) -> list[E820Entry]:
@@ -244,7 +369,10 @@ class PcBoard:
         return [("pic", self.pic), ("pit", self.pit), ("port61", self.system_control_b),
                 ("cmos", self.cmos), ("com1", self.uart), ("i8042", self.i8042),
                 ("port92", self.system_control_a), ("debug-exit", self.debug_exit),
-                ("debugcon", self.debugcon), ("hypercall", self.hypercall)]
+                ("debugcon", self.debugcon), ("hypercall", self.hypercall),
+                ("pci-config", self.pci_config), ("i440fx", self.host_bridge),
+                ("piix3", self.isa_bridge), ("elcr", self.elcr), ("piix4-pm", self.pm),
+                ("fw_cfg", self.fw_cfg)]
 
     def get_state(self) -> dict:
         """Clock, every device and a pending stop: all of the board but RAM."""
@@ -257,6 +385,19 @@ class PcBoard:
                 "guest_status": stop.guest_status, "vector": stop.vector,
                 "error_code": stop.error_code},
         }
+
+    def restore_layout(self, state: dict) -> None:
+        """Before memory is restored: the i440FX PAM registers, which decide which
+        segments of 0xC0000-0xFFFFF are shadow RAM regions (set_state applies
+        them again, unchanged).  A shadow segment that was not mapped when the
+        snapshot was taken is not saved."""
+        devices = state.get("devices") if isinstance(state, dict) else None
+        if not isinstance(devices, dict) or "i440fx" not in devices:
+            raise StateError("devices.i440fx", "missing")
+        try:
+            self.host_bridge.set_state(devices["i440fx"])
+        except StateError as error:
+            raise error.within("devices.i440fx") from None
 
     def set_state(self, state: dict) -> None:
         """The clock first (devices re-arm timers at absolute guest times), then

@@ -71,6 +71,15 @@ class _Bus:
         self._ranges.insert(index, BusRange(base, length, device, name))
         self._bases.insert(index, base)
 
+    def unregister(self, base: int, device: object) -> None:
+        """Remove `device`'s range starting at `base` (a PCI BAR being moved)."""
+        for index, entry in enumerate(self._ranges):
+            if entry.base == base and entry.device is device:
+                del self._ranges[index]
+                del self._bases[index]
+                return
+        raise ValueError(f"no range at {base:#x} for that device")
+
     def find(self, address: int) -> BusRange | None:
         index = bisect.bisect(self._bases, address) - 1
         if index >= 0:

@@ -67,6 +67,9 @@ class GuestMemory:
         # guest code uses it to drop what such a write made stale.  Engines'
         # own CPU writes do not come through here.
         self.write_observers: list[Callable[[int, int], None]] = []
+        # Bumped by every add_region/remove_region: KVM re-syncs its slots when
+        # it changes (chipset remapping, e.g. the i440FX PAM registers).
+        self.layout_version = 0
 
     # -- layout -------------------------------------------------------------
     def add_region(self, name: str, gpa: int, size: int, backing: mmap.mmap | None = None,
@@ -85,7 +88,23 @@ class GuestMemory:
         region = MemoryRegion(name, gpa, size, backing, offset, readonly)
         self.regions.append(region)
         self.regions.sort(key=lambda r: r.gpa)
+        self.layout_version += 1
+        for observer in self.write_observers:
+            observer(gpa, size)
         return region
+
+    def remove_region(self, name: str) -> MemoryRegion:
+        """Unmap region `name` (its backing stays allocated).  Both this and
+        add_region tell the write observers that the range changed, since what
+        the guest sees there did."""
+        for region in self.regions:
+            if region.name == name:
+                self.regions.remove(region)
+                self.layout_version += 1
+                for observer in self.write_observers:
+                    observer(region.gpa, region.size)
+                return region
+        raise KeyError(name)
 
     def region_at(self, gpa: int, length: int = 1) -> MemoryRegion | None:
         for region in self.regions:

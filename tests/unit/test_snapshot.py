@@ -95,7 +95,8 @@ def test_every_device_is_in_the_board_state():
     board = busy_board()
     names = set(board.get_state()["devices"])
     assert names == {"pic", "pit", "port61", "cmos", "com1", "i8042", "port92",
-                     "debug-exit", "debugcon", "hypercall"}
+                     "debug-exit", "debugcon", "hypercall", "pci-config", "i440fx", "piix3",
+                     "elcr", "piix4-pm", "fw_cfg"}
     assert [name for name, _ in board.snapshot_devices()][0] == "pic"
 
 
@@ -367,9 +368,9 @@ class _StopOnRead:
 def test_kvm_completes_pending_io_before_run_returns():
     vm = VirtualMachine(engine="kvm", ram_size=4 << 20)
     try:
-        vm.board.ports.register(0x510, 1, _StopOnRead(vm.board), "stop-on-read")
-        # mov dx,0x510; in al,dx; hlt
-        vm.board.memory.write(0x7C00, bytes([0xBA, 0x10, 0x05, 0xEC, 0xF4]))
+        vm.board.ports.register(0x530, 1, _StopOnRead(vm.board), "stop-on-read")
+        # mov dx,0x530; in al,dx; hlt  (0x530: a port no board device claims)
+        vm.board.memory.write(0x7C00, bytes([0xBA, 0x30, 0x05, 0xEC, 0xF4]))
         state = CpuState()
         for name in ("es", "ss", "ds", "fs", "gs"):
             state.segments[name] = SegmentState.real_mode(0)

@@ -108,6 +108,7 @@ class KvmEngine(Engine):
         self._io_pending = False  # an IO/MMIO exit KVM completes on the next KVM_RUN
         self._pending_vector: int | None = None  # acknowledged but not yet accepted by KVM
         self._slots: dict[int, tuple[int, int, int, int]] = {}  # slot -> (gpa, size, hva, flags)
+        self._layout_version = -1
         self._extra_msrs: set[int] = set()
         self._timeout: float | None = None  # this run()'s, for the TIMEOUT message
         try:
@@ -153,22 +154,33 @@ class KvmEngine(Engine):
         return k.ioctl_raw(self._kvm_fd, k.KVM_CHECK_EXTENSION, cap)[0] > 0
 
     def sync_memory(self) -> None:
-        """Give KVM a slot for every board memory region it does not have yet.
+        """Make KVM's slots match the board's memory regions: delete the slots of
+        regions that are gone (KVM API: memory_size 0), add the new ones.
 
         ROM regions become KVM_MEM_READONLY slots: guest reads run at full
         speed, guest writes come back as MMIO exits (and are dropped).
         """
-        mapped = {(gpa, size) for gpa, size, _, _ in self._slots.values()}
+        self._layout_version = self.board.memory.layout_version
+        wanted = {}
         for region in self.board.memory.regions:
-            if (region.gpa, region.size) in mapped:
-                continue
-            slot = len(self._slots)
             flags = k.KVM_MEM_READONLY if region.readonly and self._readonly_ok else 0
-            desc = k.kvm_userspace_memory_region(slot, flags, region.gpa, region.size,
-                                                 region.host_address)
+            wanted[(region.gpa, region.size, region.host_address, flags)] = region
+        for slot, key in list(self._slots.items()):
+            if key not in wanted:
+                desc = k.kvm_userspace_memory_region(slot, 0, key[0], 0, 0)
+                k.ioctl(self._vm_fd, k.KVM_SET_USER_MEMORY_REGION, desc,
+                        f"KVM_SET_USER_MEMORY_REGION (delete slot {slot})")
+                del self._slots[slot]
+        mapped = set(self._slots.values())
+        for key, region in wanted.items():
+            if key in mapped:
+                continue
+            slot = next(i for i in range(len(self._slots) + 1) if i not in self._slots)
+            gpa, size, hva, flags = key
+            desc = k.kvm_userspace_memory_region(slot, flags, gpa, size, hva)
             k.ioctl(self._vm_fd, k.KVM_SET_USER_MEMORY_REGION, desc,
-                    f"KVM_SET_USER_MEMORY_REGION ({region.name} at {region.gpa:#x})")
-            self._slots[slot] = (region.gpa, region.size, region.host_address, flags)
+                    f"KVM_SET_USER_MEMORY_REGION ({region.name} at {gpa:#x})")
+            self._slots[slot] = key
 
     def _supported_cpuid(self) -> list[CpuidEntry]:
         count = 128
@@ -376,6 +388,8 @@ class KvmEngine(Engine):
         board = self.board
         board.events.drain()
         board.clock.run_due()
+        if board.memory.layout_version != self._layout_version:
+            self.sync_memory()
         if board.stop_request is not None:
             reason, board.stop_request = board.stop_request, None
             return reason
