@@ -86,25 +86,29 @@ def positive_int(text: str) -> int:
 def _add_guest_options(parser: argparse.ArgumentParser, with_engine: bool = True,
                        append_many: bool = False) -> None:
     from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES
-    from pyvmm.guests import BUNDLED_GUESTS
+    from pyvmm.guests import BUILT_GUESTS, BUNDLED_GUESTS
 
     parser.add_argument("guest", nargs="?", metavar="GUEST",
-                        help="a bundled guest (" + ", ".join(BUNDLED_GUESTS) + "; "
+                        help="a bundled guest (" + ", ".join([*BUNDLED_GUESTS, *BUILT_GUESTS])
+                             + "; "
                              "guests/README.md); or use one of the image options below")
     image = parser.add_argument_group("image (exactly one, or a bundled GUEST)")
     image.add_argument("--kernel", metavar="FILE", type=Path,
-                       help="a multiboot v1 kernel (ELF32, ELF64 or a.out kludge)")
+                       help="a Linux bzImage (boot protocol 2.10+, entered in 64-bit mode) or "
+                            "a multiboot v1 kernel (ELF32, ELF64 or a.out kludge)")
+    image.add_argument("--initrd", metavar="FILE", type=Path,
+                       help="initial ramdisk for a Linux --kernel (as QEMU's -initrd)")
     image.add_argument("--boot-sector", metavar="FILE", type=Path,
                        help="a 512-byte boot sector, run at 0000:7C00 in real mode")
     image.add_argument("--bios", metavar="FILE", type=Path,
                        help="a flat BIOS ROM, entered at the reset vector")
     if append_many:  # compare: one column per engine and command line
         image.add_argument("--append", metavar="TEXT", default=None, action="append",
-                           help="multiboot command line (for --kernel and the demo guest); "
+                           help="kernel command line (for --kernel, linux and the demo guest); "
                                 "give it more than once to compare command lines too")
     else:
         image.add_argument("--append", metavar="TEXT", default=None,
-                           help="multiboot command line (for --kernel and the demo guest)")
+                           help="kernel command line (for --kernel, linux and the demo guest)")
     machine = parser.add_argument_group("machine")
     if with_engine:
         machine.add_argument("--engine", choices=sorted(ENGINES), default=DEFAULT_ENGINE,
@@ -353,8 +357,19 @@ def resolve_image(args: argparse.Namespace):
     else:
         kind, path = given[0]
         spec = ImageSpec(kind, path, args.append or "", label=str(path))
-    if args.append is not None and spec.kind != "multiboot":
-        raise ConfigError(f"--append only applies to multiboot kernels, and "
+        if kind == "multiboot":
+            from pyvmm.boot.detect import detect_kernel_kind
+
+            spec.kind = detect_kernel_kind(spec.read(), str(path))
+    initrd = getattr(args, "initrd", None)
+    if initrd is not None:
+        if spec.kind != "linux":
+            raise ConfigError(f"--initrd only applies to Linux kernels, and {spec.label} "
+                              f"is a {spec.kind}")
+        spec.initrd = initrd
+    if args.append is not None and spec.kind not in ("multiboot", "linux"):
+        raise ConfigError(f"--append only applies to multiboot kernels and Linux "
+                          f"bzImages, and "
                           f"{spec.label} is a {spec.kind}")
     spec.read()  # a bad image is reported before any engine is set up
     return spec
@@ -601,10 +616,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_guests(args: argparse.Namespace) -> int:
-    from pyvmm.guests import BUNDLED_GUESTS
+    from pyvmm.guests import BUILT_GUESTS, BUNDLED_GUESTS
 
     for guest in BUNDLED_GUESTS.values():
         print(f"{guest.name:<10} {guest.kind:<12} {guest.description}")
+    for name, description in BUILT_GUESTS.items():
+        print(f"{name:<10} {'linux':<12} {description}")
     return 0
 
 

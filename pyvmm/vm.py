@@ -35,20 +35,27 @@ MAX_IMAGE_BYTES = 256 * MIB
 class ImageSpec:
     """What to boot: one of the loader kinds, from a file or a bundled guest."""
 
-    kind: str  # "multiboot" | "boot-sector" | "bios"
+    kind: str  # "multiboot" | "linux" | "boot-sector" | "bios"
     path: Path
     cmdline: str = ""
     label: str = ""
+    initrd: Path | None = None  # "linux" only
     _data: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def bundled(cls, name: str, cmdline: str = "") -> ImageSpec:
-        from pyvmm.guests import BUNDLED_GUESTS, guest_path
+        from pyvmm.guests import BUILT_GUESTS, BUNDLED_GUESTS, guest_path
 
+        if name in BUILT_GUESTS:
+            from pyvmm.guests import linux_build
+
+            built = linux_build.build()
+            return cls("linux", built.kernel, cmdline or linux_build.DEFAULT_CMDLINE,
+                       label=name, initrd=built.initramfs)
         if name not in BUNDLED_GUESTS:
             raise ConfigError(f"unknown guest {name!r}: bundled guests are "
-                              f"{', '.join(sorted(BUNDLED_GUESTS))}; for a file use "
-                              "--kernel, --boot-sector or --bios")
+                              f"{', '.join(sorted([*BUNDLED_GUESTS, *BUILT_GUESTS]))}; for a "
+                              "file use --kernel, --boot-sector or --bios")
         guest = BUNDLED_GUESTS[name]
         return cls(guest.kind, guest_path(name), cmdline, label=name)
 
@@ -73,6 +80,11 @@ def load_image(board: PcBoard, spec: ImageSpec) -> CpuState:
     try:
         if spec.kind == "multiboot":
             return boot.load_multiboot(board, data, spec.cmdline)
+        if spec.kind == "linux":
+            initrd = None
+            if spec.initrd is not None:
+                initrd = read_user_file(spec.initrd, MAX_IMAGE_BYTES, ImageError)
+            return boot.load_linux(board, data, spec.cmdline, initrd)
         if spec.kind == "boot-sector":
             return boot.load_boot_sector(board, data)
         if spec.kind == "bios":

@@ -8,6 +8,7 @@ before writing anything, and reports every problem as a one-line
 from pyvmm.boot.bios import load_bios
 from pyvmm.boot.boot_sector import load_boot_sector
 from pyvmm.boot.detect import KIND_BOOT_SECTOR, KIND_MULTIBOOT, detect_image_kind
+from pyvmm.boot.linux import load_linux
 from pyvmm.boot.multiboot import load_multiboot
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "detect_image_kind",
     "load_bios",
     "load_boot_sector",
+    "load_linux",
     "load_multiboot",
 ]

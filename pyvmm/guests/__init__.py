@@ -97,6 +97,15 @@ BUNDLED_GUESTS: dict[str, BundledGuest] = {
 }
 
 
+# Guests built from Debian packages on first use into a cache, never committed
+# (pyvmm/guests/linux_build.py): name -> description.
+BUILT_GUESTS: dict[str, str] = {
+    "linux": "Linux 6.1 (Debian's linux-source, guests/linux/config.fragment) with a busybox "
+             "initramfs, booted by the Linux boot protocol; built into ~/.cache/pyvmm on "
+             "first use (minutes); command line default: console=ttyS0 nolapic noapic",
+}
+
+
 def guest_path(name: str) -> Path:
     """The image file of the bundled guest `name`."""
     try:
