@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             if not ok:
                 print(f"mode {mode}: skipped: {reason}")
                 continue
-            families = tuple(f for f in args.families.split(",") if f) or None
+            families = tuple(f for f in args.families.split(",") if f) or None  # "x87": x87gen
             summary = run_cases(runner, other, mode, args.seed, indices, args.length, families,
                                 args.guard)
             for disagreement in summary.disagreements:

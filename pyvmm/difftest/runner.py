@@ -14,6 +14,7 @@ from pyvmm.difftest.encode import EncodedCase, EncodeMismatch, encode_case
 from pyvmm.difftest.generator import generate_case
 from pyvmm.difftest.native_side import run_native
 from pyvmm.difftest.report import format_disagreement
+from pyvmm.difftest.x87gen import generate_x87_case
 from pyvmm.oracle.layout import DATA_BASE
 from pyvmm.oracle.native import NativeRunner
 from pyvmm.oracle.result import ExecResult
@@ -96,7 +97,10 @@ def run_cases(runner: NativeRunner, other: SideRunner, mode: int, seed: int,
               families: tuple[str, ...] | None = None, guard: bool = False) -> Summary:
     summary = Summary(mode)
     for index in indices:
-        case = generate_case(mode, seed, index, length, families, guard)
+        if families == ("x87",):
+            case = generate_x87_case(mode, seed, index, length)
+        else:
+            case = generate_case(mode, seed, index, length, families, guard)
         try:
             enc = encode_case(case, runner.info.exit_stub)
         except EncodeMismatch:

@@ -96,7 +96,7 @@ v = {b.get(1)}
 """)
 
 
-@semantic(Mnemonic.NOP, Mnemonic.PAUSE, Mnemonic.WAIT, Mnemonic.PREFETCHNTA,
+@semantic(Mnemonic.NOP, Mnemonic.PAUSE, Mnemonic.PREFETCHNTA,
           Mnemonic.PREFETCHT0, Mnemonic.PREFETCHT1, Mnemonic.PREFETCHT2, Mnemonic.PREFETCHW,
           Mnemonic.LFENCE, Mnemonic.MFENCE, Mnemonic.SFENCE, Mnemonic.ENDBR64,
           Mnemonic.ENDBR32)

@@ -1,40 +1,855 @@
-"""x87 and SSE: not emulated.
+"""x87 FPU instructions (SDM Vol. 1 ch. 8, Vol. 2 instruction pages), on softfloat.
 
-Chosen behaviour (documented in the engine README): with no FPU,
-an x87 instruction raises #NM when CR0.EM or CR0.TS is set (SDM Vol. 3A
-§2.5, Table 2-2) and #UD otherwise; on the 8086 model an ESC opcode
-(D8-DF) is a no-op that only consumes its ModRM bytes (no 8087 attached).
-SSE and other extensions are #UD (no builder is registered for them).
-Every such instruction is counted in stats["unsupported"].
+Register file: `cpu.fpu` (pyvmm/engines/interp/fpu.py).  Arithmetic is exact
+(pyvmm/engines/interp/softfloat.py): results rounded to FCW.PC and FCW.RC,
+exception flags with the masked responses of §8.5, C1 = "rounded up".
+
+Faults (SDM Vol. 3A §2.5, Table 2-2; Vol. 1 §8.7): CR0.EM=1 or CR0.TS=1 ->
+#NM for every x87 instruction (FWAIT: only TS=1 with MP=1).  An unmasked
+exception sets FSW.ES and B and is reported at the next waiting x87
+instruction as #MF when CR0.NE=1 (non-waiting FN* forms and FXSAVE/FXRSTOR
+do not check); with NE=0 the external FERR#/IGNNE# path is not wired, so
+the instruction proceeds.  Unmasked IE/DE/ZE leave the destination and the
+stack unchanged; unmasked OE/UE deliver the bias-adjusted result to a
+register and store nothing to memory (§8.5.3-4).  Stack overflow/underflow
+set IE, SF and C1 = 1/0 (§8.5.1.1), the masked response being the real
+indefinite.
+
+Environment images (FNSTENV/FLDENV, FNSAVE/FRSTOR) use the protected-mode
+layouts (Vol. 1 Figures 8-9, 8-10) for both 16- and 32-bit operand size.
+FXSAVE/FXRSTOR (Vol. 2A Table 3-53/3-56): 16-byte aligned m512 or #GP(0);
+REX.W selects the 64-bit FIP/FDP form.
+
+On the 8086 model an ESC opcode (D8-DF) is a no-op that only consumes its
+ModRM bytes (no 8087 attached).  An x87 mnemonic without a handler here is
+#UD and counted in stats["unsupported"].
 """
 
 from __future__ import annotations
 
-import iced_x86
-from iced_x86 import CpuidFeature, Mnemonic
+from collections.abc import Callable
 
-from pyvmm.cpu.state import CR0_EM, CR0_TS
+import iced_x86
+from iced_x86 import Code, CpuidFeature, Mnemonic, OpKind, Register
+
+from pyvmm.cpu import fxsave
+from pyvmm.cpu.state import CR0_EM, CR0_MP, CR0_NE, CR0_TS
+from pyvmm.engines.interp import flags as fl
+from pyvmm.engines.interp import softfloat as sf
 from pyvmm.engines.interp.builder import Handler, Insn
-from pyvmm.engines.interp.faults import NM, UD, CpuFault
+from pyvmm.engines.interp.cpu import CS
+from pyvmm.engines.interp.faults import GP, MF, NM, UD, CpuFault
+from pyvmm.engines.interp.fpu import (
+    SW_B,
+    SW_C0,
+    SW_C1,
+    SW_C2,
+    SW_C3,
+    SW_ES,
+    SW_SF,
+    Fpu,
+)
 from pyvmm.engines.interp.semantics import semantic
 
 _FPU_FEATURES = frozenset({CpuidFeature.FPU, CpuidFeature.FPU287, CpuidFeature.FPU287XL_ONLY,
                            CpuidFeature.FPU387, CpuidFeature.FPU387SL_ONLY})
+M = Mnemonic
+F80 = sf.F80
+INDEFINITE = sf.pack(F80, sf.DEFAULT_NAN)
+CC_MASK = SW_C0 | SW_C1 | SW_C2 | SW_C3
+ONE = 0x3FFF_8000000000000000
 
+# Mnemonics that do not check for a pending unmasked exception (SDM Vol. 1 §8.3.12).
+_NO_WAIT = frozenset({M.FNINIT, M.FNCLEX, M.FNSTSW, M.FNSTCW, M.FNSTENV, M.FNSAVE,
+                      M.FXSAVE, M.FXSAVE64, M.FXRSTOR, M.FXRSTOR64})
+# Control instructions leave FOP/FIP/FDP alone (SDM Vol. 1 §8.1.8-9).
+_CONTROL = _NO_WAIT | {M.FLDCW, M.FLDENV, M.FRSTOR, M.WAIT}
+
+_MEM_FORMAT = {
+    "M32FP": ("fp", sf.F32, 4), "M64FP": ("fp", sf.F64, 8), "M80FP": ("fp", F80, 10),
+    "M16INT": ("int", None, 2), "M32INT": ("int", None, 4), "M64INT": ("int", None, 8),
+    "M80BCD": ("bcd", None, 10),
+}
+
+_ENVS: dict[int, sf.Env] = {}
+
+
+def env_of(fcw: int, register_dest: bool = True) -> sf.Env:
+    """Rounding environment for FCW: RC, PC (arithmetic results only, SDM Vol. 1
+    §8.1.5.2) and the masks; a register destination is bias-adjusted (§8.5.3-4)."""
+    key = (fcw & 0xF3F) | (register_dest << 12)
+    if register_dest:
+        key |= fcw & 0x300
+    env = _ENVS.get(key)
+    if env is None:
+        precision = sf.PRECISION_CONTROL.get((fcw >> 8) & 3, 64) if register_dest else None
+        env = sf.Env(rounding=(fcw >> 10) & 3, precision=precision,
+                     masks=fcw & 0x3F, bias_adjust=register_dest)
+        _ENVS[key] = env
+    return env
+
+
+def store_env(fcw: int) -> sf.Env:
+    """Stores round to the destination format (its precision, not PC) with RC; nothing
+    is bias-adjusted (SDM Vol. 1 §8.1.5.2: PC affects only the arithmetic results)."""
+    return env_of(fcw, register_dest=False)
+
+
+class Unmasked(Exception):
+    """An unmasked IE/DE/ZE: the destination is left unchanged."""
+
+
+def signal(fpu: Fpu, flags: int, rounded_up: bool = False) -> None:
+    """Record exception flags in FSW (§8.5); raise Unmasked for IE/DE/ZE not masked.
+
+    C1 is cleared, or set when the result was rounded up (with PE).  An unmasked
+    pre-computation exception (IE, DE, ZE) stops the instruction before it computes a
+    result (§8.7: operands unchanged), so OE/UE/PE of that result are not reported.
+    """
+    if flags & ~fpu.fcw & (sf.IE | sf.DE | sf.ZE):
+        flags &= sf.IE | sf.DE | sf.ZE
+        rounded_up = False
+    sw = fpu.fsw & ~SW_C1
+    if rounded_up and flags & sf.PE:
+        sw |= SW_C1
+    sw |= flags & 0x3F
+    unmasked = flags & ~fpu.fcw & 0x3F
+    if unmasked:
+        sw |= SW_ES | SW_B
+    fpu.fsw = sw
+    if unmasked & (sf.IE | sf.DE | sf.ZE):
+        raise Unmasked
+
+
+def stack_fault(fpu: Fpu, overflow: bool) -> None:
+    """Stack overflow/underflow: IE+SF, C1 = overflow (§8.5.1.1)."""
+    fpu.fsw = (fpu.fsw & ~SW_C1) | sf.IE | SW_SF | (SW_C1 if overflow else 0)
+    if not fpu.fcw & sf.IE:
+        fpu.fsw |= SW_ES | SW_B
+        raise Unmasked
+
+
+def st_read(fpu: Fpu, i: int) -> int:
+    if fpu.is_empty(i):
+        stack_fault(fpu, overflow=False)
+        return INDEFINITE
+    return fpu.st(i)
+
+
+def push(fpu: Fpu, value: int) -> None:
+    if not fpu.is_empty(7):
+        stack_fault(fpu, overflow=True)
+        value = INDEFINITE
+    fpu.push(value)
+
+
+def unpack(value: int) -> sf.Value:
+    return sf.unpack(F80, value)
+
+
+def recompute_es(fpu: Fpu) -> None:
+    """ES and B summarise the unmasked exception flags (§8.1.3.1)."""
+    if fpu.fsw & ~fpu.fcw & 0x3F:
+        fpu.fsw |= SW_ES | SW_B
+    else:
+        fpu.fsw &= ~(SW_ES | SW_B)
+
+
+# -- builder plumbing -----------------------------------------------------------
+
+Body = Callable[[], None]
+
+
+def _sti(b: Insn, i: int) -> int:
+    return b.ins.op_register(i) - Register.ST0
+
+
+def _regs(b: Insn) -> list[int]:
+    return [_sti(b, i) for i in range(b.ins.op_count) if b.ins.op_kind(i) == OpKind.REGISTER
+            and Register.ST0 <= b.ins.op_register(i) <= Register.ST7]
+
+
+def _mem_kind(b: Insn) -> tuple[str, sf.Format | None, int] | None:
+    code_name = _CODE_NAMES.get(b.code, "")
+    for suffix, kind in _MEM_FORMAT.items():
+        if code_name.endswith(suffix):
+            return kind
+    return None
+
+
+_CODE_NAMES = {v: k for k, v in Code.__dict__.items() if isinstance(v, int) and k.isupper()}
+
+
+class Mem:
+    """Memory operand access for multi-part x87 operands."""
+
+    def __init__(self, b: Insn) -> None:
+        self.cpu = b.cpu
+        self.seg = b.seg()
+        self.address = b.address()
+        self.mask = b.addr_mask
+
+    def read(self, off: int, size: int) -> int:
+        value = 0
+        pos = 0
+        cpu, seg, mask = self.cpu, self.seg, self.mask
+        while size:
+            step = 8 if size >= 8 else 4 if size >= 4 else 2 if size >= 2 else 1
+            value |= cpu.read(seg, (off + pos) & mask, step) << (8 * pos)
+            pos += step
+            size -= step
+        return value
+
+    def write(self, off: int, size: int, value: int) -> None:
+        cpu, seg, mask = self.cpu, self.seg, self.mask
+        # Probe the last byte first, so a fault leaves memory untouched.
+        cpu.read_rmw(seg, (off + size - 1) & mask, 1)
+        pos = 0
+        while size:
+            step = 8 if size >= 8 else 4 if size >= 4 else 2 if size >= 2 else 1
+            cpu.write(seg, (off + pos) & mask, step, (value >> (8 * pos)) & ((1 << 8 * step) - 1))
+            pos += step
+            size -= step
+
+
+def _wrap(b: Insn, body: Callable[[Fpu, int], None], memory: bool) -> Handler:
+    """The handler: fault checks, FOP/FIP/FDP, the body, and rip."""
+    cpu = b.cpu
+    fpu_holder = cpu
+    mnemonic = b.mnemonic
+    wait_check = mnemonic not in _NO_WAIT
+    is_wait = mnemonic == M.WAIT
+    control = mnemonic in _CONTROL
+    raw = b.raw
+    opcode_index = next((i for i, byte in enumerate(raw) if 0xD8 <= byte <= 0xDF), None)
+    fop = 0
+    if opcode_index is not None and opcode_index + 1 < len(raw):
+        fop = ((raw[opcode_index] & 7) << 8) | raw[opcode_index + 1]
+    ip = b.ip
+    next_ip = b.next_ip
+    address = b.address() if memory else None
+    data_seg = b.seg() if memory else 0
+    seg_sel = cpu.seg_sel
+
+    def handler() -> None:
+        cr0 = cpu.cr0
+        if is_wait:
+            if cr0 & (CR0_TS | CR0_MP) == (CR0_TS | CR0_MP):
+                raise CpuFault(NM)
+        elif cr0 & (CR0_EM | CR0_TS):
+            raise CpuFault(NM)
+        fpu = fpu_holder.fpu
+        if wait_check and fpu.fsw & SW_ES and cr0 & CR0_NE:
+            raise CpuFault(MF)
+        off = address() if address is not None else 0
+        try:
+            body(fpu, off)
+        except Unmasked:
+            pass
+        if not control:
+            # FCS/FDS: the selectors of the instruction and its operand (SDM Vol. 1
+            # §8.1.8); this CPU's CPUID has no leaf 7, so they are not deprecated.
+            fpu.fop = fop
+            fpu.fip = ip
+            fpu.fcs = seg_sel[CS]
+            if address is not None:
+                fpu.fdp = off
+                fpu.fds = seg_sel[data_seg]
+        cpu.rip = next_ip
+    return handler
+
+
+_BUILDERS: dict[int, Callable[[Insn], Handler]] = {}
+
+
+def x87(*mnemonics: int) -> Callable:
+    def decorator(fn: Callable[[Insn], Handler]) -> Callable[[Insn], Handler]:
+        for m in mnemonics:
+            _BUILDERS[m] = fn
+        return fn
+    return decorator
+
+
+# -- loads and stores -------------------------------------------------------------
+
+def _load_value(fpu: Fpu, kind: str, fmt: sf.Format | None, size: int, raw: int) -> int:
+    """A memory operand converted to extended (exact), flags per FLD/FILD."""
+    if kind == "int":
+        n = raw - (1 << (8 * size)) if raw >> (8 * size - 1) else raw
+        return sf.from_int(sf.Env(), F80, n).bits
+    if kind == "bcd":
+        digits = 0
+        for i in range(17, -1, -1):
+            digits = digits * 10 + ((raw >> (4 * i)) & 0xF)
+        n = -digits if raw >> 79 else digits
+        r = sf.from_int(sf.Env(), F80, n).bits
+        return r | (1 << 79) if raw >> 79 and n == 0 else r
+    if fmt is F80:
+        return raw
+    v = sf.unpack(fmt, raw)
+    r = sf.convert(sf.Env(masks=fpu.fcw & 0x3F), F80, v)
+    signal(fpu, r.flags)
+    return r.bits
+
+
+@x87(M.FLD, M.FILD, M.FBLD)
+def _fld(b: Insn) -> Handler:
+    regs = _regs(b)
+    if regs:
+        i = regs[0]
+
+        def body(fpu: Fpu, off: int) -> None:
+            value = st_read(fpu, i)
+            fpu.fsw &= ~SW_C1  # C1 = 1 only on the stack overflow push() reports
+            push(fpu, value)
+        return _wrap(b, body, memory=False)
+    kind, fmt, size = _mem_kind(b)
+    mem = Mem(b)
+
+    def body(fpu: Fpu, off: int) -> None:
+        raw = mem.read(off, size)
+        if not fpu.is_empty(7):
+            stack_fault(fpu, overflow=True)
+            fpu.push(INDEFINITE)
+            return
+        fpu.fsw &= ~SW_C1
+        fpu.push(_load_value(fpu, kind, fmt, size, raw))
+    return _wrap(b, body, memory=True)
+
+
+def _to_bcd(fpu: Fpu, value: int) -> int | None:
+    n_bits, flags, up = sf.to_int(store_env(fpu.fcw), unpack(value), 128)
+    n = n_bits - (1 << 128) if n_bits >> 127 else n_bits
+    flags &= ~sf.DE  # FBSTP lists no #D (SDM Vol. 2A "FBSTP")
+    if flags & sf.IE or abs(n) >= 10 ** 18:
+        signal(fpu, (flags & ~sf.PE) | sf.IE)
+        return 0xFFFF_C000000000000000  # packed BCD indefinite (SDM Vol. 1 Table 4-11)
+    signal(fpu, flags, up)
+    digits = abs(n)
+    out = 0
+    for i in range(18):
+        out |= (digits % 10) << (4 * i)
+        digits //= 10
+    return out | ((1 << 79) if n < 0 or (n == 0 and value >> 79) else 0)
+
+
+@x87(M.FST, M.FSTP, M.FIST, M.FISTP, M.FISTTP, M.FBSTP)
+def _fst(b: Insn) -> Handler:
+    pop = b.mnemonic in (M.FSTP, M.FISTP, M.FISTTP, M.FBSTP)
+    regs = _regs(b)
+    if regs:
+        i = regs[0]
+
+        def body(fpu: Fpu, off: int) -> None:
+            value = st_read(fpu, 0)
+            fpu.fsw &= ~SW_C1
+            fpu.set_st(i, value)
+            if pop:
+                fpu.pop()
+        return _wrap(b, body, memory=False)
+    kind, fmt, size = _mem_kind(b)
+    mem = Mem(b)
+    truncate = b.mnemonic == M.FISTTP
+    bits = 8 * size
+
+    def body(fpu: Fpu, off: int) -> None:
+        if fpu.is_empty(0):
+            stack_fault(fpu, overflow=False)
+            out = {"fp": sf.pack(fmt, sf.DEFAULT_NAN) if fmt else 0, "int": 1 << (bits - 1),
+                   "bcd": 0xFFFF_C000000000000000}[kind]
+        elif kind == "int":
+            out, flags, up = sf.to_int(store_env(fpu.fcw), unpack(fpu.st(0)), bits, truncate)
+            signal(fpu, flags & ~sf.DE, up)
+        elif kind == "bcd":
+            out = _to_bcd(fpu, fpu.st(0))
+        elif fmt is F80:
+            out = fpu.st(0)
+            fpu.fsw &= ~SW_C1
+        else:
+            r = sf.convert(store_env(fpu.fcw), fmt, unpack(fpu.st(0)))
+            flags = r.flags & ~sf.DE  # FST lists no #D (SDM Vol. 2A "FST/FSTP")
+            signal(fpu, flags, r.rounded_up)
+            if flags & ~fpu.fcw & (sf.OE | sf.UE):
+                return  # unmasked overflow/underflow: nothing stored (§8.5.3)
+            out = r.bits
+        mem.write(off, size, out)
+        if pop:
+            fpu.pop()
+    return _wrap(b, body, memory=True)
+
+
+# -- constants ---------------------------------------------------------------------
+
+def _ln(x_num: int, x_den: int, bits: int) -> int:
+    """ln(x) * 2**bits (x > 0 rational), by atanh series: ln x = 2 atanh((x-1)/(x+1))."""
+    from fractions import Fraction
+    y = Fraction(x_num - x_den, x_num + x_den)
+    term, total, k = y, Fraction(0), 1
+    eps = Fraction(1, 1 << (bits + 8))
+    while abs(term) > eps:
+        total += term / k
+        term *= y * y
+        k += 2
+    return int(2 * total * (1 << bits))
+
+
+def _pi(bits: int) -> int:
+    """pi * 2**bits by Machin's formula."""
+    scale = 1 << (bits + 16)
+
+    def arctan_inv(n: int) -> int:
+        total, term, k, sign = 0, scale // n, 1, 1
+        while term:
+            total += sign * (term // k)
+            term //= n * n
+            k += 2
+            sign = -sign
+        return total
+    return (16 * arctan_inv(5) - 4 * arctan_inv(239)) >> 16
+
+
+_CBITS = 160
+_LN2 = _ln(2, 1, _CBITS)
+_LN10 = _ln(10, 1, _CBITS)
+# Constants as (numerator, exponent): value ~= num * 2**-_CBITS, exact to ~150 bits.
+_CONSTANTS = {
+    M.FLDPI: _pi(_CBITS),
+    M.FLDL2E: (1 << (2 * _CBITS)) // _LN2,
+    M.FLDL2T: (_LN10 << _CBITS) // _LN2,
+    M.FLDLG2: (_LN2 << _CBITS) // _LN10,
+    M.FLDLN2: _LN2,
+}
+
+
+@x87(M.FLDZ, M.FLD1, M.FLDPI, M.FLDL2E, M.FLDL2T, M.FLDLG2, M.FLDLN2)
+def _fldconst(b: Insn) -> Handler:
+    mnemonic = b.mnemonic
+
+    def value(fcw: int) -> int:
+        if mnemonic == M.FLDZ:
+            return 0
+        if mnemonic == M.FLD1:
+            return ONE
+        env = sf.Env(rounding=(fcw >> 10) & 3)
+        return sf.round_pack(env, F80, 0, _CONSTANTS[mnemonic], -_CBITS, sticky=True).bits
+
+    def body(fpu: Fpu, off: int) -> None:
+        fpu.fsw &= ~SW_C1
+        push(fpu, value(fpu.fcw))
+    return _wrap(b, body, memory=False)
+
+
+# -- arithmetic ---------------------------------------------------------------------
+
+_ARITH = {
+    M.FADD: "add", M.FADDP: "add", M.FIADD: "add",
+    M.FSUB: "sub", M.FSUBP: "sub", M.FISUB: "sub",
+    M.FSUBR: "subr", M.FSUBRP: "subr", M.FISUBR: "subr",
+    M.FMUL: "mul", M.FMULP: "mul", M.FIMUL: "mul",
+    M.FDIV: "div", M.FDIVP: "div", M.FIDIV: "div",
+    M.FDIVR: "divr", M.FDIVRP: "divr", M.FIDIVR: "divr",
+}
+
+
+def arith(fpu: Fpu, op: str, a: int, b: int, operand_flags: int = 0) -> int:
+    """ST op operand, rounded per FCW.  `operand_flags`: DE of a denormal m32/m64 operand.
+
+    Only the highest-priority exception of an operand check is reported (SDM Vol. 1
+    §4.9.2): an invalid operation, a QNaN operand or a divide-by-zero hides #D.
+    """
+    env = env_of(fpu.fcw)
+    va, vb = unpack(a), unpack(b)
+    if op == "add":
+        r = sf.add(env, F80, va, vb)
+    elif op == "sub":
+        r = sf.add(env, F80, va, vb, subtract=True)
+    elif op == "subr":
+        r = sf.add(env, F80, vb, va, subtract=True)
+    elif op == "mul":
+        r = sf.mul(env, F80, va, vb)
+    elif op == "div":
+        r = sf.div(env, F80, va, vb)
+    else:
+        r = sf.div(env, F80, vb, va)
+    flags = r.flags | operand_flags
+    if flags & (sf.IE | sf.ZE) or va.cls in _NANS or vb.cls in _NANS:
+        flags &= ~sf.DE
+    signal(fpu, flags, r.rounded_up)
+    return r.bits
+
+
+_NANS = (sf.Cls.QNAN, sf.Cls.SNAN)
+
+
+@x87(*_ARITH)
+def _arith(b: Insn) -> Handler:
+    op = _ARITH[b.mnemonic]
+    pop = b.mnemonic in (M.FADDP, M.FSUBP, M.FSUBRP, M.FMULP, M.FDIVP, M.FDIVRP)
+    regs = _regs(b)
+    if len(regs) == 2:
+        dest, src = regs
+
+        def body(fpu: Fpu, off: int) -> None:
+            if fpu.is_empty(dest) or fpu.is_empty(src):
+                stack_fault(fpu, overflow=False)
+                fpu.set_st(dest, INDEFINITE)
+            else:
+                fpu.set_st(dest, arith(fpu, op, fpu.st(dest), fpu.st(src)))
+            if pop:
+                fpu.pop()
+        return _wrap(b, body, memory=False)
+    kind, fmt, size = _mem_kind(b)
+    mem = Mem(b)
+
+    def body(fpu: Fpu, off: int) -> None:
+        raw = mem.read(off, size)
+        if fpu.is_empty(0):
+            stack_fault(fpu, overflow=False)
+            fpu.set_st(0, INDEFINITE)
+            return
+        if kind == "int":
+            n = raw - (1 << (8 * size)) if raw >> (8 * size - 1) else raw
+            operand = sf.from_int(sf.Env(), F80, n).bits
+            fpu.set_st(0, arith(fpu, op, fpu.st(0), operand))
+            return
+        # Memory operand in its own format: SNaN/denormal seen before widening.
+        v = sf.unpack(fmt, raw)
+        if v.cls == sf.Cls.SNAN:
+            operand = raw_snan_as_ext(v)
+        else:
+            operand = sf.pack(F80, v) if not v.finite_nonzero else \
+                sf.round_pack(sf.Env(), F80, v.sign, v.sig, v.exp).bits
+        # A denormal m32/m64 operand is normal once widened but still a denormal
+        # operand (#D, SDM Vol. 1 §8.5.2).
+        de = sf.DE if v.cls == sf.Cls.DENORMAL else 0
+        fpu.set_st(0, arith(fpu, op, fpu.st(0), operand, de))
+    return _wrap(b, body, memory=True)
+
+
+def raw_snan_as_ext(v: sf.Value) -> int:
+    """A m32/m64 SNaN widened without quieting, so the operation signals IE."""
+    return (v.sign << 79) | (0x7FFF << 64) | (1 << 63) | v.sig
+
+
+@x87(M.FCHS, M.FABS)
+def _fsign(b: Insn) -> Handler:
+    chs = b.mnemonic == M.FCHS
+
+    def body(fpu: Fpu, off: int) -> None:
+        if fpu.is_empty(0):  # stack underflow: the masked response is the indefinite
+            stack_fault(fpu, overflow=False)
+            fpu.set_st(0, INDEFINITE)
+            return
+        fpu.fsw &= ~SW_C1
+        value = fpu.st(0)
+        fpu.set_st(0, value ^ (1 << 79) if chs else value & ~(1 << 79))
+    return _wrap(b, body, memory=False)
+
+
+@x87(M.FSQRT, M.FRNDINT)
+def _unary(b: Insn) -> Handler:
+    sqrt = b.mnemonic == M.FSQRT
+
+    def body(fpu: Fpu, off: int) -> None:
+        if fpu.is_empty(0):
+            stack_fault(fpu, overflow=False)
+            fpu.set_st(0, INDEFINITE)
+            return
+        v = unpack(fpu.st(0))
+        if sqrt:
+            r = sf.sqrt(env_of(fpu.fcw), F80, v)
+        else:
+            r = sf.round_to_integral(env_of(fpu.fcw | 0x300), F80, v)
+        signal(fpu, r.flags, r.rounded_up)
+        fpu.set_st(0, r.bits)
+    return _wrap(b, body, memory=False)
+
+
+# -- comparisons ----------------------------------------------------------------------
+
+_CC = {sf.Order.GREATER: 0, sf.Order.LESS: SW_C0, sf.Order.EQUAL: SW_C3,
+       sf.Order.UNORDERED: SW_C3 | SW_C2 | SW_C0}
+_EFL = {sf.Order.GREATER: 0, sf.Order.LESS: fl.CF, sf.Order.EQUAL: fl.ZF,
+        sf.Order.UNORDERED: fl.ZF | fl.PF | fl.CF}
+_COMPARE = {  # mnemonic: (quiet, pops, sets EFLAGS)
+    M.FCOM: (False, 0, False), M.FCOMP: (False, 1, False), M.FCOMPP: (False, 2, False),
+    M.FUCOM: (True, 0, False), M.FUCOMP: (True, 1, False), M.FUCOMPP: (True, 2, False),
+    M.FICOM: (False, 0, False), M.FICOMP: (False, 1, False),
+    M.FCOMI: (False, 0, True), M.FCOMIP: (False, 1, True),
+    M.FUCOMI: (True, 0, True), M.FUCOMIP: (True, 1, True),
+    M.FTST: (False, 0, False),
+}
+
+
+@x87(*_COMPARE)
+def _fcom(b: Insn) -> Handler:
+    quiet, pops, eflags = _COMPARE[b.mnemonic]
+    cpu = b.cpu
+    regs = _regs(b)
+    memory = b.ins.op_count > 0 and b.ins.op_kind(b.ins.op_count - 1) == OpKind.MEMORY
+    ftst = b.mnemonic == M.FTST
+    src_reg = regs[1] if len(regs) == 2 else 1
+    kind = _mem_kind(b) if memory else None
+    mem = Mem(b) if memory else None
+
+    def body(fpu: Fpu, off: int) -> None:
+        if memory:
+            k, fmt, size = kind
+            raw = mem.read(off, size)
+            if k == "int":
+                n = raw - (1 << (8 * size)) if raw >> (8 * size - 1) else raw
+                other = sf.unpack(F80, sf.from_int(sf.Env(), F80, n).bits)
+            else:
+                other = sf.unpack(fmt, raw)
+        elif ftst:
+            other = sf.Value(sf.Cls.ZERO, 0)
+        else:
+            other = None
+        if fpu.is_empty(0) or (other is None and fpu.is_empty(src_reg)):
+            stack_fault(fpu, overflow=False)
+            order, flags = sf.Order.UNORDERED, 0
+        else:
+            if other is None:
+                other = unpack(fpu.st(src_reg))
+            order, flags = sf.compare(sf.Env(), unpack(fpu.st(0)), other, signalling=not quiet)
+            signal(fpu, flags)
+        if eflags:
+            cpu.update_flags(fl.ZF | fl.PF | fl.CF | fl.OF | fl.SF | fl.AF, _EFL[order])
+            fpu.fsw &= ~SW_C1
+        else:
+            fpu.fsw = (fpu.fsw & ~CC_MASK) | _CC[order]
+        for _ in range(pops):
+            fpu.pop()
+    return _wrap(b, body, memory=memory)
+
+
+_FXAM = {sf.Cls.UNSUPPORTED: 0, sf.Cls.QNAN: SW_C0, sf.Cls.SNAN: SW_C0, sf.Cls.NORMAL: SW_C2,
+         sf.Cls.INF: SW_C2 | SW_C0, sf.Cls.ZERO: SW_C3, sf.Cls.DENORMAL: SW_C3 | SW_C2}
+
+
+@x87(M.FXAM)
+def _fxam(b: Insn) -> Handler:
+    def body(fpu: Fpu, off: int) -> None:
+        value = fpu.st(0)
+        sign = SW_C1 if value >> 79 & 1 else 0
+        cc = SW_C3 | SW_C0 if fpu.is_empty(0) else _FXAM[unpack(value).cls]
+        fpu.fsw = (fpu.fsw & ~CC_MASK) | cc | sign
+    return _wrap(b, body, memory=False)
+
+
+# -- stack and control ------------------------------------------------------------------
+
+@x87(M.FXCH)
+def _fxch(b: Insn) -> Handler:
+    regs = _regs(b)  # iced: FXCH ST(0), ST(i); D9 C8+i, FXCH ST(0) included
+    i = regs[-1] if regs else 1
+
+    def body(fpu: Fpu, off: int) -> None:
+        if fpu.is_empty(0) or fpu.is_empty(i):
+            stack_fault(fpu, overflow=False)
+            a = fpu.st(0) if not fpu.is_empty(0) else INDEFINITE
+            c = fpu.st(i) if not fpu.is_empty(i) else INDEFINITE
+        else:
+            a, c = fpu.st(0), fpu.st(i)
+        fpu.fsw &= ~SW_C1
+        fpu.set_st(0, c)
+        fpu.set_st(i, a)
+    return _wrap(b, body, memory=False)
+
+
+_FCMOV = {M.FCMOVB: (fl.CF, True), M.FCMOVE: (fl.ZF, True), M.FCMOVBE: (fl.CF | fl.ZF, True),
+          M.FCMOVU: (fl.PF, True), M.FCMOVNB: (fl.CF, False), M.FCMOVNE: (fl.ZF, False),
+          M.FCMOVNBE: (fl.CF | fl.ZF, False), M.FCMOVNU: (fl.PF, False)}
+
+
+@x87(*_FCMOV)
+def _fcmov(b: Insn) -> Handler:
+    mask, when_set = _FCMOV[b.mnemonic]
+    i = _regs(b)[-1]
+    cpu = b.cpu
+
+    def body(fpu: Fpu, off: int) -> None:
+        if fpu.is_empty(0) or fpu.is_empty(i):
+            stack_fault(fpu, overflow=False)
+            fpu.set_st(0, INDEFINITE)
+            return
+        # C1 changes only on stack underflow (SDM Vol. 2A "FCMOVcc": flags affected).
+        if bool(cpu.get_flags() & mask) == when_set:
+            fpu.set_st(0, fpu.st(i))
+    return _wrap(b, body, memory=False)
+
+
+@x87(M.FFREE, M.FFREEP, M.FINCSTP, M.FDECSTP, M.FNOP, M.FNINIT, M.FNCLEX, M.WAIT)
+def _fctl(b: Insn) -> Handler:
+    m = b.mnemonic
+    regs = _regs(b)
+
+    def body(fpu: Fpu, off: int) -> None:
+        if m in (M.FFREE, M.FFREEP):
+            # SDM Vol. 2A "FFREE": C0-C3 undefined; this CPU clears C1 and keeps C0, C2,
+            # C3, as the AMD host measured by the difftest x87 family does.
+            fpu.fsw &= ~SW_C1
+            fpu.free(regs[0])
+            if m == M.FFREEP:
+                fpu.pop()
+        elif m == M.FINCSTP:
+            fpu.top = (fpu.top + 1) & 7
+            fpu.fsw &= ~SW_C1
+        elif m == M.FDECSTP:
+            fpu.top = (fpu.top - 1) & 7
+            fpu.fsw &= ~SW_C1
+        elif m == M.FNINIT:
+            fpu.finit()
+        elif m == M.FNCLEX:
+            fpu.fsw &= ~(0x3F | SW_SF | SW_ES | SW_B)
+    return _wrap(b, body, memory=False)
+
+
+@x87(M.FNSTSW, M.FNSTCW, M.FLDCW)
+def _fsw(b: Insn) -> Handler:
+    m = b.mnemonic
+    cpu = b.cpu
+    to_ax = m == M.FNSTSW and b.ins.op_kind(0) == OpKind.REGISTER
+    mem = None if to_ax else Mem(b)
+
+    def body(fpu: Fpu, off: int) -> None:
+        if to_ax:
+            cpu.regs[0] = (cpu.regs[0] & ~0xFFFF) | fpu.status
+        elif m == M.FNSTSW:
+            mem.write(off, 2, fpu.status)
+        elif m == M.FNSTCW:
+            mem.write(off, 2, fpu.fcw)
+        else:
+            fpu.fcw = mem.read(off, 2) | 0x40  # bit 6 reads as 1 (§8.1.5)
+            recompute_es(fpu)
+    return _wrap(b, body, memory=not to_ax)
+
+
+# -- environment, FSAVE, FXSAVE ---------------------------------------------------------------
+
+def _env_fields(fpu: Fpu) -> list[int]:
+    # Protected-mode layout (SDM Vol. 1 Figure 8-9): FCW FSW FTW FIP (FOP<<16|FCS) FDP FDS.
+    return [fpu.fcw, fpu.status, fpu.tag_word(), fpu.fip & 0xFFFFFFFF,
+            (fpu.fop << 16) | fpu.fcs, fpu.fdp & 0xFFFFFFFF, fpu.fds]
+
+
+def _store_env(fpu: Fpu, mem: Mem, off: int, wide: bool) -> int:
+    fields = _env_fields(fpu)
+    unit = 4 if wide else 2
+    for n, value in enumerate(fields):
+        if not wide and n == 4:
+            value = fpu.fcs  # 16-bit format: FCS only
+        mask = (1 << (8 * unit)) - 1
+        if wide and n in (0, 1, 2, 6):
+            value |= 0xFFFF0000  # reserved upper halves store as 1s
+        mem.write(off + unit * n, unit, value & mask)
+    return off + 7 * unit
+
+
+def _load_env(fpu: Fpu, mem: Mem, off: int, wide: bool) -> int:
+    unit = 4 if wide else 2
+    fields = [mem.read(off + unit * n, unit) for n in range(7)]
+    fpu.fcw = fields[0] & 0xFFFF | 0x40
+    fpu.status = fields[1] & 0xFFFF
+    fpu.set_tag_word(fields[2] & 0xFFFF)
+    fpu.fip = fields[3]
+    if wide:
+        fpu.fop = (fields[4] >> 16) & 0x7FF
+        fpu.fcs = fields[4] & 0xFFFF
+    fpu.fdp = fields[5]
+    fpu.fds = fields[6] & 0xFFFF
+    recompute_es(fpu)
+    return off + 7 * unit
+
+
+@x87(M.FNSTENV, M.FLDENV, M.FNSAVE, M.FRSTOR)
+def _fenv(b: Insn) -> Handler:
+    m = b.mnemonic
+    wide = b.ins.memory_size in (iced_x86.MemorySize.FPU_ENV28, iced_x86.MemorySize.FPU_STATE108)
+    mem = Mem(b)
+
+    def body(fpu: Fpu, off: int) -> None:
+        if m in (M.FNSTENV, M.FNSAVE):
+            regs_at = _store_env(fpu, mem, off, wide)
+            if m == M.FNSAVE:
+                for i in range(8):
+                    mem.write(regs_at + 10 * i, 10, fpu.st(i))
+                fpu.finit()
+            else:
+                fpu.fcw |= 0x3F  # FNSTENV masks all exceptions afterwards
+        else:
+            regs_at = _load_env(fpu, mem, off, wide)
+            if m == M.FRSTOR:
+                for i in range(8):
+                    fpu.regs[(fpu.top + i) & 7] = mem.read(regs_at + 10 * i, 10)
+    return _wrap(b, body, memory=True)
+
+
+@x87(M.FXSAVE, M.FXSAVE64, M.FXRSTOR, M.FXRSTOR64)
+def _fxsave(b: Insn) -> Handler:
+    m = b.mnemonic
+    cpu = b.cpu
+    wide = m in (M.FXSAVE64, M.FXRSTOR64)
+    seg = b.seg()
+    mem = Mem(b)
+    save = m in (M.FXSAVE, M.FXSAVE64)
+
+    def body(fpu: Fpu, off: int) -> None:
+        if (cpu.seg_base[seg] + off) & 15:
+            raise CpuFault(GP, 0)
+        if save:
+            image = bytearray(cpu.fpu_image())
+            if not wide:
+                fxsave.HEAD.pack_into(image, 0, *fxsave.HEAD.unpack_from(image, 0))
+                image[8:24] = ((fpu.fip & 0xFFFFFFFF) | (fpu.fcs << 32)).to_bytes(8, "little") \
+                    + ((fpu.fdp & 0xFFFFFFFF) | (fpu.fds << 32)).to_bytes(8, "little")
+            base_image = bytes(image)
+            # Reserved bytes 464-511 are the software's: FXSAVE leaves them.
+            for pos in range(0, 464, 8):
+                mem.write(off + pos, 8, int.from_bytes(base_image[pos:pos + 8], "little"))
+            return
+        data = b"".join(mem.read(off + pos, 8).to_bytes(8, "little") for pos in range(0, 512, 8))
+        mxcsr = int.from_bytes(data[24:28], "little")
+        if mxcsr & ~fxsave.MXCSR_MASK:
+            raise CpuFault(GP, 0)
+        image = bytearray(data)
+        if not wide:
+            image[8:24] = (int.from_bytes(data[8:12], "little")).to_bytes(8, "little") \
+                + (int.from_bytes(data[16:20], "little")).to_bytes(8, "little")
+        cpu.load_fpu_image(bytes(image))
+        if not wide:
+            fpu2 = cpu.fpu
+            fpu2.fcs = int.from_bytes(data[12:14], "little")
+            fpu2.fds = int.from_bytes(data[20:22], "little")
+        recompute_es(cpu.fpu)
+
+    handler = _wrap(b, body, memory=True)
+
+    def checked() -> None:
+        if cpu.cr0 & (CR0_EM | CR0_TS):
+            raise CpuFault(NM)
+        handler()
+    return checked
+
+
+# -- registration --------------------------------------------------------------------------
 
 def _x87_mnemonics() -> list[int]:
     names = [n for n in dir(Mnemonic) if n.startswith("F") and n.isupper()]
-    return [getattr(Mnemonic, n) for n in names
-            if n not in ("FEMMS",)]
+    return [getattr(Mnemonic, n) for n in names if n not in ("FEMMS",)] + [M.WAIT]
 
 
 @semantic(*_x87_mnemonics())
 def _x87(b: Insn) -> Handler:
-    if not _FPU_FEATURES.intersection(b.ins.cpuid_features()):
+    if b.mnemonic != M.WAIT and not _FPU_FEATURES.intersection(b.ins.cpuid_features()) \
+            and b.mnemonic not in (M.FXSAVE, M.FXSAVE64, M.FXRSTOR, M.FXRSTOR64):
         raise NotImplementedError
     cpu = b.cpu
     if cpu.legacy:
-        return b.compile(b.next)  # ESC with no coprocessor: nothing happens
+        return b.compile(b.next)  # ESC with no coprocessor (and WAIT): nothing happens
+    builder = _BUILDERS.get(b.mnemonic)
+    if builder is not None:
+        return builder(b)
     name = iced_x86.Formatter(iced_x86.FormatterSyntax.INTEL).format_mnemonic(b.ins)
     stats = cpu.stats
 
