@@ -17,6 +17,7 @@ The hardware facts:
   §6.12.1, Table 6-5; real mode: §20.1.4).
 - HLT with IF=0 waits for NMI/SMI/INIT only, which this PC never sends.
 - Port 0x92 bit 0 and 8042 command 0xFE reset the CPU.
+- PM1_CNT.SLP_EN with the S5 sleep type powers the PC off (82371AB PIIX4 datasheet, PM1_CNT).
 """
 
 from __future__ import annotations
@@ -41,6 +42,24 @@ start:                           ; 0x100020
 BOOT = "bits 16\norg 0x7c00\n"
 BOOT_END = "\ntimes 510-($-$$) db 0\ndw 0xaa55\n"
 IDT0 = "\nidt0: dw 0\n    dd 0\n"
+
+POWER_OFF = """    mov dx, 0xcf8
+    mov eax, 0x80000000 | (1 << 11) | (3 << 8) | 0x40
+    out dx, eax
+    mov dx, 0xcfc
+    mov eax, 0xb001
+    out dx, eax
+    mov dx, 0xcf8
+    mov eax, 0x80000000 | (1 << 11) | (3 << 8) | 0x80
+    out dx, eax
+    mov dx, 0xcfc
+    mov al, 1
+    out dx, al
+    mov dx, 0xb004
+    mov ax, 1 << 13
+    out dx, ax
+    jmp $
+"""
 
 # name: (image option, source, extra options, status, label, location or None)
 GUESTS: dict[str, tuple[str, str, list[str], int, str, str | None]] = {
@@ -72,6 +91,9 @@ GUESTS: dict[str, tuple[str, str, list[str], int, str, str | None]] = {
                       "guest requested reset", None),
     "reset-8042": ("--kernel", "    mov al, 0xfe\n    out 0x64, al\n    jmp $\n", [], 12,
                    "guest requested reset", None),
+    # PIIX4 PM: PMBA (function 3, register 0x40) = 0xB000, PMIOSE (0x80) on, then
+    # PM1_CNT (PMBA + 4) = SLP_EN with SLP_TYP 0, which is S5 on this board.
+    "power-off-s5": ("--kernel", POWER_OFF, [], 26, "guest powered off (ACPI S5)", None),
 }
 
 # KVM's real-mode interrupt delivery on this host goes through KVM's instruction
