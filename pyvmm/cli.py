@@ -120,8 +120,9 @@ def _add_guest_options(parser: argparse.ArgumentParser, with_engine: bool = True
                               "memory above 1 MiB that is neither RAM nor a device: stop "
                               "the VM and say where (default, status 20 under every "
                               "engine), or ignore it (reads return all ones, as on a PC's "
-                              "open bus). The hole at 0xA0000-0xFFFFF always reads all "
-                              "ones: code run there is FF FF, #UD")
+                              "open bus). What no RAM or ROM backs in the hole at "
+                              "0xA0000-0xFFFFF always reads all ones: code run there is "
+                              "FF FF, #UD")
 
 
 def _add_snapshot_options(run: argparse.ArgumentParser) -> None:
