@@ -52,10 +52,13 @@ MNEMONICS = (
 # FCOMI/FCOMIP/FUCOMI/FUCOMIP: the SDM (Vol. 2A "FCOMI/FCOMIP/FUCOMI/FUCOMIP") sets
 # C1 to 0 and, with #IA unmasked, leaves ZF/PF/CF alone; the AMD oracle keeps C1 and
 # sets ZF/PF/CF to 111 either way.  The engine follows the SDM.  So the family draws
-# them only while IM=1 (an unmasked #IA becomes the FSW form, FCOM/FUCOM), and follows
-# each with FXCH ST(0), which both define as C1 := 0, leaving the rest compared.
+# them only while IM=1, and follows each with FXCH ST(0), which both define as C1 := 0,
+# leaving the rest compared.  Likewise FCOM/FUCOM/FICOM/FTST with #IA or #D unmasked:
+# the SDM leaves C3/C2/C0 alone, the AMD oracle writes the comparison.  So no compare is
+# drawn while IM or DM is 0 (FLDZ instead).
 _EFLAGS_COMPARES = {M.FCOMI, M.FCOMIP, M.FUCOMI, M.FUCOMIP}
-_FSW_COMPARE = {M.FCOMI: M.FCOM, M.FCOMIP: M.FCOMP, M.FUCOMI: M.FUCOM, M.FUCOMIP: M.FUCOMP}
+_COMPARES = _EFLAGS_COMPARES | {M.FCOM, M.FCOMP, M.FCOMPP, M.FUCOM, M.FUCOMP, M.FUCOMPP,
+                                M.FICOM, M.FICOMP, M.FTST}
 IM, DM = 1, 2  # FCW bits 0, 1: invalid-operation and denormal-operand masks
 # FLD m32fp/m64fp of a denormal with #D unmasked: the SDM (Vol. 1 §8.5.2) leaves TOP and
 # the stack unchanged; the AMD oracle loads the value anyway.  The engine follows the
@@ -193,8 +196,8 @@ def generate_x87_case(mode: int, seed: int, index: int, length: int = 8) -> Test
     mnemonics = [m for m in MNEMONICS if m in _CODES]
     for _ in range(length * 2):
         m = rng.choice(_LOADS) if rng.random() < 0.25 else rng.choice(mnemonics)
-        if m in _EFLAGS_COMPARES and not cw & IM:
-            m = _FSW_COMPARE[m]  # unmasked #IA: EFLAGS are vendor-specific (see above)
+        if m in _COMPARES and cw & (IM | DM) != IM | DM:
+            m = M.FLDZ  # unmasked #IA/#D: the compare's result is vendor-specific (above)
         codes = _CODES[m]
         if m == M.FLD and not cw & DM:
             codes = [c for c in codes if c not in _FLD_M32_M64]  # unmasked #D (see above)

@@ -299,9 +299,14 @@ def _fld(b: Insn) -> Handler:
         i = regs[0]
 
         def body(fpu: Fpu, off: int) -> None:
-            value = st_read(fpu, i)
+            if fpu.is_empty(i):
+                # Underflow (C1 = 0) is what is reported, also when the push would
+                # overflow as well (the SDM does not order them; the AMD host's choice).
+                stack_fault(fpu, overflow=False)
+                fpu.push(INDEFINITE)
+                return
             fpu.fsw &= ~SW_C1  # C1 = 1 only on the stack overflow push() reports
-            push(fpu, value)
+            push(fpu, fpu.st(i))
         return _wrap(b, body, memory=False)
     kind, fmt, size = _mem_kind(b)
     mem = Mem(b)
