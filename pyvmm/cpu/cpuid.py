@@ -6,7 +6,7 @@ Two models live here:
   KVM_GET_SUPPORTED_CPUID list (passed in as plain `CpuidEntry` values; the
   ioctl itself lives in pyvmm/engines/kvm/ioctls.py) and adding pyvmm's own
   hypervisor leaves.
-- `interpreter_cpuid_table()`: a small P6-class CPU (MMX, SSE, SSE2) for the
+- `interpreter_cpuid_table()`: a small P6-class CPU (MMX) for the
   interpreter engines, with the same hypervisor leaves.
 
 `cpuid_lookup()` implements how a CPU answers a leaf it does not have (Intel
@@ -49,6 +49,7 @@ CPUID_1_EDX_CMOV = 1 << 15
 CPUID_1_EDX_PAT = 1 << 16
 CPUID_1_EDX_CLFSH = 1 << 19
 CPUID_1_EDX_MMX = 1 << 23
+CPUID_1_EDX_FXSR = 1 << 24
 CPUID_1_EDX_SSE = 1 << 25
 CPUID_1_EDX_SSE2 = 1 << 26
 # Leaf 1 EBX bits 15:8: CLFLUSH line size in 8-byte units (SDM Vol. 2A, CPUID).
@@ -151,9 +152,11 @@ INTERPRETER_MAX_EXTENDED_LEAF = 0x80000008
 INTERPRETER_LEAF1_EDX = (CPUID_1_EDX_PSE | CPUID_1_EDX_TSC | CPUID_1_EDX_MSR | CPUID_1_EDX_PAE
                          | CPUID_1_EDX_CX8 | CPUID_1_EDX_SEP | CPUID_1_EDX_PGE
                          | CPUID_1_EDX_CMOV | CPUID_1_EDX_PAT
-                         # semantics/sse_int.py, sse_move.py (no SSE3 and later)
-                         | CPUID_1_EDX_CLFSH | CPUID_1_EDX_MMX | CPUID_1_EDX_SSE
-                         | CPUID_1_EDX_SSE2)
+                         # MMX: semantics/sse_int.py, sse_move.py.  SSE and SSE2 stay
+                         # clear until their floating-point instructions exist (the
+                         # integer and move subsets alone do not make an SSE CPU);
+                         # FPU stays clear until the x87 transcendentals exist.
+                         | CPUID_1_EDX_CLFSH | CPUID_1_EDX_MMX)
 INTERPRETER_LEAF1_EBX = (CLFLUSH_LINE_BYTES // 8) << 8
 INTERPRETER_EXT1_EDX = CPUID_80000001_EDX_SYSCALL | CPUID_80000001_EDX_NX | CPUID_80000001_EDX_LM
 
@@ -168,10 +171,10 @@ def _brand_leaves(brand: bytes) -> CpuidTable:
 
 
 def interpreter_cpuid_table() -> CpuidTable:
-    """A plain CPU: GenuineIntel family 6 with MMX/SSE/SSE2, no APIC.
+    """A plain CPU: GenuineIntel family 6 with MMX, no APIC.
 
     Leaf 1 EDX has PSE, TSC, MSR, PAE, CX8, SEP, PGE, CMOV, PAT, CLFSH (EBX:
-    64-byte lines), MMX, SSE, SSE2 (FPU and APIC clear; ECX: no SSE3 and
+    64-byte lines), MMX (FPU, SSE, SSE2 and APIC clear; ECX: no SSE3 and
     later); leaf 0x80000001 EDX has SYSCALL, NX and LM; leaf 0x80000008 reports the address sizes.
     """
     vendor_ebx, vendor_ecx, vendor_edx = _signature_registers(VENDOR_INTEL)
