@@ -43,7 +43,9 @@ FRAGMENT = GUEST_DIR / "config.fragment"
 INIT_SCRIPT = GUEST_DIR / "init"
 # The line guests/linux/init prints once userspace runs.
 INIT_MARKER = "pyvmm-linux: init reached"
-DEFAULT_CMDLINE = "console=ttyS0 nolapic noapic"
+# noxsave: the kernel saves FPU state with FXSAVE, not XSAVE/XRSTOR, which KVM's
+# instruction emulator (guest ring 0 on nested hosts like ours) cannot run.
+DEFAULT_CMDLINE = "console=ttyS0 nolapic noapic noxsave"
 JOBS = 2
 # The build steps, hashed into the kernel's cache key (with the fragment and the
 # source package version); change this string when build_kernel's steps change.

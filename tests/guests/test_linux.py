@@ -45,12 +45,15 @@ def _interpreter_skip_reason() -> str | None:
     return None
 
 
-# Measured on this nested host (kvm_pvm, ring 0 run by KVM's instruction emulator):
-# the kernel prints its log, then stops 34 s in with "emulation failure" at the
-# int3 of int3_selftest (the emulator delivers no INT n in 64-bit mode), and after
-# that at CLAC and POPCNT.
-KVM_RING0_EMULATION = ("this host's KVM emulates guest ring 0 and refuses INT3/CLAC/POPCNT "
-                       "(measured: emulation failure at int3_selftest, 34 s into the boot)")
+# Measured on this nested host (kvm_pvm: KVM runs guest ring 0 in its instruction
+# emulator): with the instructions that emulator refuses completed by pyvmm
+# (engines/kvm/complete.py: INT3, CLAC/STAC, POPCNT, FWAIT) and `noxsave`, the
+# kernel boots to "Run /init as init process"; then init's first SYSCALL lands
+# at entry_SYSCALL_64 still in ring 3 ("segfault at ffffffff81400040 ... error 15")
+# and the kernel panics: this host does not switch rings on SYSCALL for a
+# guest kernel that is not PVM-aware.
+KVM_RING0_EMULATION = ("this host's KVM (kvm_pvm) does not switch to ring 0 on the guest's "
+                       "SYSCALL: measured, init segfaults at entry_SYSCALL_64 in ring 3")
 ENGINE_SKIPS = {"interp": _interpreter_skip_reason(), "jit": _interpreter_skip_reason(),
                 "kvm": kvm_skip_reason() or KVM_RING0_EMULATION}
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from pyvmm.cpu.cpuid import CpuidEntry, kvm_cpuid_policy
 from pyvmm.cpu.state import FLAG_IF, CpuState
 from pyvmm.engines.base import Engine
+from pyvmm.engines.kvm import complete, kick
 from pyvmm.engines.kvm import ioctls as k
-from pyvmm.engines.kvm import kick
 from pyvmm.engines.kvm import state as conv
 from pyvmm.engines.kvm.registers import KvmCpuAccess
 from pyvmm.errors import EngineUnavailable
@@ -502,6 +502,8 @@ class KvmEngine(Engine):
             return StopReason(StopKind.INTERNAL_ERROR, self._describe_fail_entry(run))
         elif reason == k.KVM_EXIT_INTERNAL_ERROR:
             if run.exit.internal.suberror == k.KVM_INTERNAL_ERROR_EMULATION:
+                if self._complete_failed_instruction(run):
+                    return None
                 return self._emulate_one()
             return StopReason(StopKind.INTERNAL_ERROR, self._describe_internal_error(run))
         elif reason == k.KVM_EXIT_SYSTEM_EVENT:
@@ -543,6 +545,22 @@ class KvmEngine(Engine):
         else:
             value = self.board.mmio.read(address, length)
             ctypes.memmove(mmio.data, value.to_bytes(length, "little"), length)
+
+    def _complete_failed_instruction(self, run: k.kvm_run) -> bool:
+        """A ring-0 instruction KVM's emulator refused, completed here (kvm/complete.py)."""
+        regs, sregs = k.kvm_regs(), k.kvm_sregs()
+        self._vcpu(k.KVM_GET_REGS, regs, "KVM_GET_REGS")
+        self._vcpu(k.KVM_GET_SREGS, sregs, "KVM_GET_SREGS")
+        state = CpuState()
+        conv.regs_into_state(regs, state)
+        conv.sregs_into_state(sregs, state)
+        cs = state.segments["cs"]
+        bitness = 64 if state.long_mode_active and cs.l else (32 if cs.db else 16)
+        name = complete.complete(self, run.exit.internal, bitness, state.cpl)
+        if name is None:
+            return False
+        self.board.stats.count("kvm-completed", name)
+        return True
 
     def _emulate_one(self) -> StopReason | None:
         """KVM's instruction emulator gave up: run that one instruction in the interpreter.
