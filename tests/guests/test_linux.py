@@ -27,7 +27,9 @@ def _built() -> linux_build.LinuxGuest | None:
 GUEST = _built()
 needs_guest = pytest.mark.skipif(
     GUEST is None, reason="the Linux guest is not built: make -C guests/linux "
-                          "(.ci/run builds it before the tests)")
+                          "(about 35 min on 2 cores the first time, then cached under "
+                          "~/.cache/pyvmm/linux; .ci/run does not build it while every "
+                          "engine's case skips for the reasons below)")
 
 
 
