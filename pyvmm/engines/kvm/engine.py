@@ -306,15 +306,19 @@ class KvmEngine(Engine):
         self._vcpu(k.KVM_GET_REGS, regs, "KVM_GET_REGS")
         return bool(regs.rflags & FLAG_IF)
 
-    def _where(self) -> str:
-        """"rip 0x... in <mode> mode", for stop messages."""
-        regs = k.kvm_regs()
-        sregs = k.kvm_sregs()
+    def _register_state(self) -> CpuState:
+        """The general and segment registers only (KVM_GET_REGS + KVM_GET_SREGS)."""
+        regs, sregs = k.kvm_regs(), k.kvm_sregs()
         self._vcpu(k.KVM_GET_REGS, regs, "KVM_GET_REGS")
         self._vcpu(k.KVM_GET_SREGS, sregs, "KVM_GET_SREGS")
         state = CpuState()
         conv.regs_into_state(regs, state)
         conv.sregs_into_state(sregs, state)
+        return state
+
+    def _where(self) -> str:
+        """"rip 0x... in <mode> mode", for stop messages."""
+        state = self._register_state()
         cs = state.segments["cs"]
         return f"cs:rip {cs.selector:#06x}:{state.rip:#x} in {state.mode_name()} mode"
 
@@ -548,12 +552,7 @@ class KvmEngine(Engine):
 
     def _complete_failed_instruction(self, run: k.kvm_run) -> bool:
         """A ring-0 instruction KVM's emulator refused, completed here (kvm/complete.py)."""
-        regs, sregs = k.kvm_regs(), k.kvm_sregs()
-        self._vcpu(k.KVM_GET_REGS, regs, "KVM_GET_REGS")
-        self._vcpu(k.KVM_GET_SREGS, sregs, "KVM_GET_SREGS")
-        state = CpuState()
-        conv.regs_into_state(regs, state)
-        conv.sregs_into_state(sregs, state)
+        state = self._register_state()
         cs = state.segments["cs"]
         bitness = 64 if state.long_mode_active and cs.l else (32 if cs.db else 16)
         name = complete.complete(self, run.exit.internal, bitness, state.cpl)
