@@ -39,7 +39,7 @@ from pyvmm.cpu.state import FLAG_AC, FLAG_AF, FLAG_CF, FLAG_OF, FLAG_PF, FLAG_SF
 from pyvmm.engines.kvm import ioctls as k
 
 if TYPE_CHECKING:
-    from pyvmm.engines.kvm.engine import KvmEngine
+    from pyvmm.engines.kvm.vcpu import KvmVcpu
 
 KVM_INTERNAL_ERROR_EMULATION = 1
 FLAG_INSTRUCTION_BYTES = 1 << 0
@@ -72,7 +72,7 @@ def failed_instruction(internal: k._ExitInternal, bitness: int, rip: int) -> Ins
 # DONE, a vector to deliver as an exception after the registers are written,
 # or None when it cannot complete this form of the instruction.
 DONE = -1
-Completer = Callable[["KvmEngine", Instruction, k.kvm_regs], int | None]
+Completer = Callable[["KvmVcpu", Instruction, k.kvm_regs], int | None]
 NM_VECTOR = 7
 MF_VECTOR = 16
 CR0_MP = 1 << 1
@@ -82,29 +82,29 @@ FSW_ES = 1 << 7
 
 
 def _set_ac(value: bool) -> Completer:
-    def complete(engine: KvmEngine, instruction: Instruction, regs: k.kvm_regs) -> int | None:
+    def complete(vcpu: KvmVcpu, instruction: Instruction, regs: k.kvm_regs) -> int | None:
         regs.rflags = regs.rflags | FLAG_AC if value else regs.rflags & ~FLAG_AC
         return DONE
     return complete
 
 
-def _int3(engine: KvmEngine, instruction: Instruction, regs: k.kvm_regs) -> int | None:
+def _int3(vcpu: KvmVcpu, instruction: Instruction, regs: k.kvm_regs) -> int | None:
     return BP_VECTOR
 
 
-def _fwait(engine: KvmEngine, instruction: Instruction, regs: k.kvm_regs) -> int | None:
+def _fwait(vcpu: KvmVcpu, instruction: Instruction, regs: k.kvm_regs) -> int | None:
     sregs = k.kvm_sregs()
-    engine._vcpu(k.KVM_GET_SREGS, sregs, "KVM_GET_SREGS")
+    vcpu.ioctl(k.KVM_GET_SREGS, sregs, "KVM_GET_SREGS")
     if sregs.cr0 & CR0_MP and sregs.cr0 & CR0_TS:
         return NM_VECTOR
     fpu = k.kvm_fpu()
-    engine._vcpu(k.KVM_GET_FPU, fpu, "KVM_GET_FPU")
+    vcpu.ioctl(k.KVM_GET_FPU, fpu, "KVM_GET_FPU")
     if fpu.fsw & FSW_ES and sregs.cr0 & CR0_NE:
         return MF_VECTOR
     return DONE
 
 
-def _popcnt(engine: KvmEngine, instruction: Instruction, regs: k.kvm_regs) -> int | None:
+def _popcnt(vcpu: KvmVcpu, instruction: Instruction, regs: k.kvm_regs) -> int | None:
     if instruction.op1_kind != OpKind.REGISTER:
         return None
     source_reg, dest_reg = instruction.op1_register, instruction.op0_register
@@ -130,12 +130,12 @@ COMPLETERS: dict[int, Completer] = {
 }
 
 
-def complete(engine: KvmEngine, internal: k._ExitInternal, bitness: int, cpl: int) -> str | None:
+def complete(vcpu: KvmVcpu, internal: k._ExitInternal, bitness: int, cpl: int) -> str | None:
     """Complete the instruction of an emulation failure; its mnemonic name, or None."""
     if cpl != 0:
         return None
     regs = k.kvm_regs()
-    engine._vcpu(k.KVM_GET_REGS, regs, "KVM_GET_REGS")
+    vcpu.ioctl(k.KVM_GET_REGS, regs, "KVM_GET_REGS")
     instruction = failed_instruction(internal, bitness, regs.rip)
     if instruction is None:
         return None
@@ -143,25 +143,25 @@ def complete(engine: KvmEngine, internal: k._ExitInternal, bitness: int, cpl: in
     if completer is None:
         return None
     regs.rip = (regs.rip + instruction.len) & _MASK64
-    outcome = completer(engine, instruction, regs)
+    outcome = completer(vcpu, instruction, regs)
     if outcome is None:
         return None
-    engine._vcpu(k.KVM_SET_REGS, regs, "KVM_SET_REGS")  # clears a pending exception
+    vcpu.ioctl(k.KVM_SET_REGS, regs, "KVM_SET_REGS")  # clears a pending exception
     if outcome != DONE:
-        _deliver_exception(engine, outcome)
+        _deliver_exception(vcpu, outcome)
     return _MNEMONIC_NAMES[instruction.mnemonic]
 
 
-def _deliver_exception(engine: KvmEngine, vector: int) -> None:
+def _deliver_exception(vcpu: KvmVcpu, vector: int) -> None:
     """Queue an exception without error code for KVM to deliver at the next entry."""
     events = k.kvm_vcpu_events()
-    engine._vcpu(k.KVM_GET_VCPU_EVENTS, events, "KVM_GET_VCPU_EVENTS")
+    vcpu.ioctl(k.KVM_GET_VCPU_EVENTS, events, "KVM_GET_VCPU_EVENTS")
     events.exception.injected = 1
     events.exception.nr = vector
     events.exception.has_error_code = 0
     events.exception.error_code = 0
     events.flags = 0
-    engine._vcpu(k.KVM_SET_VCPU_EVENTS, events, "KVM_SET_VCPU_EVENTS")
+    vcpu.ioctl(k.KVM_SET_VCPU_EVENTS, events, "KVM_SET_VCPU_EVENTS")
 
 
 _MNEMONIC_NAMES = {Mnemonic.CLAC: "clac", Mnemonic.STAC: "stac", Mnemonic.INT3: "int3",

@@ -18,7 +18,7 @@ from pyvmm.cpu.state import GPR_NAMES
 from pyvmm.engines.kvm import ioctls as k
 
 if TYPE_CHECKING:
-    from pyvmm.engines.kvm.engine import KvmEngine
+    from pyvmm.engines.kvm.vcpu import KvmVcpu
 
 _MASK64 = (1 << 64) - 1
 
@@ -26,14 +26,14 @@ _MASK64 = (1 << 64) - 1
 class KvmCpuAccess:
     """`pyvmm.paravirt.abi.HypercallCpu` over KVM_GET_REGS/KVM_SET_REGS."""
 
-    def __init__(self, engine: KvmEngine) -> None:
-        self._engine = engine
+    def __init__(self, vcpu: KvmVcpu) -> None:
+        self._vcpu = vcpu
 
     def _regs(self) -> k.kvm_regs:
-        engine = self._engine
-        engine._complete_pending_io()
+        vcpu = self._vcpu
+        vcpu.complete_pending_io()
         regs = k.kvm_regs()
-        engine._vcpu(k.KVM_GET_REGS, regs, "KVM_GET_REGS")
+        vcpu.ioctl(k.KVM_GET_REGS, regs, "KVM_GET_REGS")
         return regs
 
     def get_registers(self) -> list[int]:
@@ -46,4 +46,4 @@ class KvmCpuAccess:
         regs = self._regs()
         for index, value in values.items():
             setattr(regs, GPR_NAMES[index], value & _MASK64)
-        self._engine._vcpu(k.KVM_SET_REGS, regs, "KVM_SET_REGS")
+        self._vcpu.ioctl(k.KVM_SET_REGS, regs, "KVM_SET_REGS")

@@ -66,27 +66,27 @@ msg: db "rep-out"
 def test_string_out_exit_with_many_items(vm):
     # A KVM_EXIT_IO with count > 1 as KVM lays it out: `count` items of `size`
     # bytes at run + data_offset (the PIO page that follows struct kvm_run).
-    engine = vm.engine
-    run = engine._run
+    vcpu = vm.engine.vcpu
+    run = vcpu.kvm_run
     io = run.exit.io
     io.direction, io.size, io.port, io.count, io.data_offset = 1, 2, 0xE9, 3, 4096
-    engine._run_map[4096:4102] = b"a\x00b\x00c\x00"
+    vcpu.run_map[4096:4102] = b"a\x00b\x00c\x00"
     run.exit_reason = 2  # KVM_EXIT_IO
-    assert engine._handle_exit(run) is None
-    engine._io_pending = False  # nothing for KVM to complete: the exit was synthetic
+    assert vcpu.handle_exit(run) is None
+    vcpu.io_pending = False  # nothing for KVM to complete: the exit was synthetic
     assert vm.debugcon.getvalue() == b"abc"
     assert vm.board.stats.get("exits", "io") == 1
 
 
 def test_string_in_fills_memory(vm, monkeypatch):
     counts = []
-    handle_io = type(vm.engine)._handle_io
+    handle_io = type(vm.engine.vcpu)._handle_io
 
-    def spy(engine, run):
+    def spy(vcpu, run):
         counts.append(run.exit.io.count)
-        handle_io(engine, run)
+        handle_io(vcpu, run)
 
-    monkeypatch.setattr(type(vm.engine), "_handle_io", spy)
+    monkeypatch.setattr(type(vm.engine.vcpu), "_handle_io", spy)
     # debugcon reads back 0xE9; REP INSW stores 2-byte items from port 0xE9.
     load_real_mode(vm, """
     xor ax, ax
@@ -189,10 +189,10 @@ def test_emulation_failure_runs_the_instruction_in_the_interpreter(vm):
     # A synthetic KVM_INTERNAL_ERROR_EMULATION at MOV AX, imm16: the interpreter
     # executes it on the same board and the VM goes on under KVM after it.
     load_real_mode(vm, "mov ax, 0x1234\nhlt\n")
-    run = vm.engine._run
+    run = vm.engine.vcpu.kvm_run
     run.exit_reason = 17
     run.exit.internal.suberror = 1
-    assert vm.engine._handle_exit(run) is None
+    assert vm.engine.vcpu.handle_exit(run) is None
     state = vm.engine.get_state()
     assert state.rip == 0x7C03 and state.gprs[0] & 0xFFFF == 0x1234
     assert vm.board.stats.get("exits", "emulated by the interpreter") == 1
@@ -208,10 +208,10 @@ def test_emulation_failure_runs_the_instruction_in_the_interpreter(vm):
 def test_error_exits_are_described(vm, exit_reason, setup, expected):
     # Synthetic exits (the kvm_run fields exactly as KVM fills them).
     load_real_mode(vm, "hlt\n")
-    run = vm.engine._run
+    run = vm.engine.vcpu.kvm_run
     run.exit_reason = exit_reason
     setup(run)
-    reason = vm.engine._handle_exit(run)
+    reason = vm.engine.vcpu.handle_exit(run)
     assert reason is not None and reason.kind is StopKind.INTERNAL_ERROR
     assert expected in reason.message
     assert "cs:rip 0x0000:0x7c00 in real mode" in reason.message
