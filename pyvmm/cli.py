@@ -35,6 +35,7 @@ _EXIT_STATUSES: tuple[tuple[str, str], ...] = (
     (str(StopKind.OUTPUT_LIMIT.exit_code), "a VM of --vms/hypervisor exceeded its console budget"),
     (str(StopKind.OUTPUT_CLOSED.exit_code), "stdout was closed by its reader (e.g. | head -1)"),
     (str(StopKind.POWER_OFF.exit_code), "the guest powered off (ACPI S5 through PM1 control)"),
+    (str(StopKind.REPLAY_DIVERGED.exit_code), "--replay: the guest did not follow the recording"),
     (str(EXIT_INTERRUPTED), "interrupted by a signal (Ctrl-C without a terminal console)"),
 )
 EXIT_STATUS_HELP = ("exit status:\n"
@@ -271,6 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
                            help="shorthand for --gdb tcp::1234")
     debugging.add_argument("-S", dest="gdb_wait", action="store_true",
                            help="do not start the guest until gdb connects and continues")
+    debugging.add_argument("--record", metavar="FILE", type=Path, default=None,
+                           help="log every input from outside (typed serial bytes, the "
+                                "halted guest's clock jumps) with its guest instruction "
+                                "count (interp, jit)")
+    debugging.add_argument("--replay", metavar="FILE", type=Path, default=None,
+                           help="run again with the inputs of a --record FILE at the same "
+                                "instruction counts, ignoring live input; the guest's output "
+                                "is the recorded run's, byte for byte (same image or "
+                                "--restore snapshot, same engine family)")
     output = run.add_argument_group("output and limits")
     output.add_argument("--serial", default="stdio", metavar="stdio|file:PATH|none",
                         help="where COM1 goes (default: stdio)")
@@ -385,6 +395,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     pause_seconds, pause_instructions = _pause_point(args)
     gdb = _gdb_address(args)
+    _check_input_log_options(args)
     requested_engine = args.engine
     args.engine = args.engine or DEFAULT_ENGINE
     spec = None if args.restore is not None else resolve_image(args)
@@ -405,6 +416,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if spec is not None:
             vm.load(spec)
+        if args.record is not None:
+            vm.record_inputs(args.record)
+        if args.replay is not None:
+            log = vm.replay_inputs(args.replay)
+            print(f"pyvmm: {vm.name} replaying {len(log.events)} inputs from {args.replay} "
+                  f"(recorded under {log.engine})", file=sys.stderr)
         started = time.monotonic()
         timeout = args.timeout
         if pause_seconds is not None or pause_instructions is not None:
@@ -446,6 +463,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             reason = GdbStub(vm, gdb, wait_for_client=args.gdb_wait).serve(timeout)
         else:
             reason = _run_vm(vm, timeout, serial, serial_is_stdio)
+        input_log_note = vm.finish_input_log(reason)
+        if input_log_note is not None:
+            print(f"pyvmm: {vm.name} {input_log_note}", file=sys.stderr)
         if not (args.quiet and reason.kind is StopKind.DEBUG_EXIT):
             print(f"pyvmm: {vm.name} stopped: {reason.describe()}", file=sys.stderr)
         if args.stats:  # last, so that its final line `exits: N` ends the output
@@ -453,6 +473,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return reason.exit_code
     finally:
         vm.close()
+
+
+def _check_input_log_options(args: argparse.Namespace) -> None:
+    """--record / --replay: one VM, one engine, one of the two."""
+    from pyvmm.errors import ConfigError
+
+    if args.record is None and args.replay is None:
+        return
+    if args.record is not None and args.replay is not None:
+        raise ConfigError("--record and --replay do not combine: replay a recording, or "
+                          "make one")
+    option = "--record" if args.record is not None else "--replay"
+    if args.vms > 1 or args.snapshot_to is not None or args.switch_to is not None:
+        raise ConfigError(f"{option} follows one VM under one engine: it does not combine "
+                          "with --vms, --snapshot-to or --switch-to (record or replay from "
+                          "a snapshot with --restore FILE)")
 
 
 def _gdb_address(args: argparse.Namespace) -> str | None:

@@ -25,6 +25,7 @@ from pyvmm.errors import ConfigError, EngineUnavailable, ImageError
 from pyvmm.files import read_user_file
 from pyvmm.machine.hooks import ADDRESS_MAX, HookKind, HookSet
 from pyvmm.machine.host_timer import HostTimerService
+from pyvmm.machine.replay import InputLog, InputRecorder, InputReplayer
 from pyvmm.machine.stop import StopKind, StopReason
 
 # Largest image file we read at all (a BIOS may be 16 MiB; kernels are smaller).
@@ -149,6 +150,52 @@ class VirtualMachine:
         return reason
 
     # -- hooks (Unicorn-style; docs/HOOKS.md) ---------------------------------
+    # -- record/replay (docs/DEBUGGING.md) -------------------------------------
+    def _input_log_engine(self, option: str):  # noqa: ANN202 - an InterpreterEngine
+        if not hasattr(self.engine, "input_log"):
+            raise ConfigError(f"{option} needs an engine that counts guest instructions "
+                              f"(interp or jit), not {self.engine_name!r}: under kvm the host "
+                              "CPU decides when each exit happens")
+        if self.engine.input_log is not None:
+            raise ConfigError("this VM already records or replays its inputs")
+        return self.engine
+
+    def record_inputs(self, path: Path) -> None:
+        """Log every outside input from now on, with its instruction count, to `path`."""
+        from pyvmm.engines.interp.replay import InputLogDriver
+
+        engine = self._input_log_engine("--record")
+        recorder = InputRecorder(path, self.engine_name, self.board.cmos.wall_time_ns())
+        engine.input_log = InputLogDriver(engine, recorder=recorder)
+
+    def replay_inputs(self, path: Path) -> InputLog:
+        """Feed the inputs of a recording at their counts from now on; live input is dropped."""
+        from pyvmm.engines.interp.replay import InputLogDriver
+
+        engine = self._input_log_engine("--replay")
+        log = InputLog(path)
+        self.board.cmos.set_wall_time_ns(log.wall_time_ns)
+        engine.input_log = InputLogDriver(engine, replayer=InputReplayer(log))
+        return log
+
+    def finish_input_log(self, reason: StopReason) -> str | None:
+        """End recording or replaying; one line on what was recorded or replayed."""
+        driver = getattr(self.engine, "input_log", None)
+        if driver is None:
+            return None
+        driver.detach()
+        self.engine.input_log = None
+        count = driver.count()
+        if driver.recorder is not None:
+            driver.recorder.finish(count, reason.kind.name)
+            return (f"recorded {driver.recorder.events} inputs over {count} instructions "
+                    f"to {driver.recorder.path}")
+        replayer = driver.replayer
+        ignored = (f"; {replayer.live_inputs_ignored} live inputs ignored"
+                   if replayer.live_inputs_ignored else "")
+        return (f"replayed {len(replayer.log.events) - replayer.remaining} of "
+                f"{len(replayer.log.events)} inputs over {count} instructions{ignored}")
+
     def _hook(self, kind: HookKind, callback: Callable[..., object], begin: int = 0,
               end: int = ADDRESS_MAX) -> int:
         if kind not in self.engine.hook_kinds and kind not in (HookKind.PORT, HookKind.MMIO):

@@ -196,6 +196,7 @@ class PcBoard:
         self.ports.register(PORT_DEBUGCON_FIRMWARE, 1, self.debugcon, "debugcon")
         self.ports.register(PORT_DEBUG_EXIT, 1, self.debug_exit, "debug-exit")
         self.ports.register(PORT_COM1, 8, self.uart, "com1")
+        self.events.register_input("serial", self.uart.enqueue_input)
 
         self._wire_pci()
         self._wire_fw_cfg()
@@ -422,7 +423,7 @@ class PcBoard:
 
     def serial_input(self, data: bytes) -> None:
         """Thread-safe: bytes typed at the host terminal for COM1."""
-        self.events.post(lambda: self.uart.enqueue_input(data))
+        self.events.post_input("serial", data)
 
     def close(self) -> None:
         self.memory.close()

@@ -172,6 +172,12 @@ class CmosRtc:
     def wall_time_ns(self) -> int:
         return self.s.base_epoch_ns + self.clock.now_ns() - self.s.base_clock_ns
 
+    def set_wall_time_ns(self, epoch_ns: int) -> None:
+        """Make the clock read `epoch_ns` now (a replay starts at the recorded time)."""
+        self.s.base_epoch_ns = epoch_ns
+        self.s.base_clock_ns = self.clock.now_ns()
+        self._latch_time()
+
     def _encode(self, value: int) -> int:
         return value if self.s.ram[REG_STATUS_B] & STATUS_B_DM else _bcd(value)
 

@@ -30,6 +30,7 @@ class StopKind(enum.Enum):
     OUTPUT_LIMIT = ("console output limit reached", 22)  # a hypervisor VM's budget
     OUTPUT_CLOSED = ("host output closed", 24)  # stdout's reader went away (`| head -1`)
     POWER_OFF = ("guest powered off (ACPI S5)", 26)  # PIIX4 PM1 control SLP_EN with S5
+    REPLAY_DIVERGED = ("replay diverged from the recording", 28)  # --replay
 
     def __init__(self, label: str, exit_code: int | None) -> None:
         self.label = label

@@ -36,6 +36,7 @@ from pyvmm.engines.interp.faults import (
     VECTOR_NAMES,
     CpuFault,
 )
+from pyvmm.engines.interp.replay import InputLogDriver
 from pyvmm.engines.interp.signals import EndBatch, SoftwareInterrupt, Unsupported
 from pyvmm.machine.clock import ClockSource
 from pyvmm.machine.hooks import HookKind, HookSet
@@ -95,6 +96,7 @@ class InterpreterEngine(Engine):
         self.cpu_access = RegisterListCpu(self.cpu)
         board.cpu_access = self.cpu_access
         self._fall_through: int | None = None  # where the previous instruction ended
+        self.input_log: InputLogDriver | None = None  # record/replay (replay.py)
 
     def close(self) -> None:
         if getattr(self.board, "cpu_access", None) is self.cpu_access:
@@ -449,6 +451,8 @@ class InterpreterEngine(Engine):
                 if next_deadline is not None:
                     until = (next_deadline - clock.now_ns()) // self.ns_per_instruction
                     budget = max(1, min(budget, until))
+                if self.input_log is not None:
+                    budget = self.input_log.limit(budget)
                 if cpu.interrupt_shadow:
                     budget = 1
                     cpu.interrupt_shadow = False
@@ -462,6 +466,8 @@ class InterpreterEngine(Engine):
                 clock.advance((self.instructions - before) * self.ns_per_instruction)
                 clock.run_due()
                 board.events.drain()
+                if self.input_log is not None and stop is None:
+                    stop = self.input_log.apply_due()
                 if stop is not None:
                     return stop
         except Unsupported as unsupported:  # e.g. a task gate met by a hardware interrupt
@@ -489,6 +495,11 @@ class InterpreterEngine(Engine):
             return StopReason(StopKind.HALTED, f"HLT at {cpu.seg_sel[CS]:04x}:{cpu.rip:x} "
                                                "with interrupts disabled")
         clock = board.clock
+        if self.input_log is not None and self.input_log.replaying:
+            handled = self.input_log.halted()
+            if handled is not False:
+                board.events.drain()
+                return handled
         next_deadline = clock.next_deadline()
         if next_deadline is not None and self.pace_idle:
             # Guest time runs at one nanosecond per instruction, slower than the
@@ -504,6 +515,8 @@ class InterpreterEngine(Engine):
                     # A host event (input) or a stop came first: guest time
                     # moves only as far as host time has.
                     clock.advance_to(time.monotonic_ns() - self._host_anchor_ns)
+                    if self.input_log is not None:
+                        self.input_log.clock_jumped(clock.now_ns())
                     clock.run_due()
                     board.events.drain()
                     return None
