@@ -30,6 +30,9 @@ from pyvmm.devices.fw_cfg import (
     FwCfg,
     FwCfgDma,
 )
+from pyvmm.devices.hpet import DEFAULT_BASE as HPET_BASE
+from pyvmm.devices.hpet import MMIO_SIZE as HPET_MMIO_SIZE
+from pyvmm.devices.hpet import Hpet
 from pyvmm.devices.i8042 import I8042, SystemControlPortA
 from pyvmm.devices.pci.bus import CONFIG_PORTS, PORT_CONFIG_ADDRESS, ConfigMechanism1, PciBus
 from pyvmm.devices.pci.config import PciFunction
@@ -200,6 +203,10 @@ class PcBoard:
 
         self._wire_pci()
         self._wire_fw_cfg()
+        # The HPET's I/O APIC routes (pins 20-23) reach no controller until the
+        # I/O APIC is on the board; legacy replacement drives ISA IRQ0 and IRQ8.
+        self.hpet = Hpet(self.clock, self.irq_line, lambda pin: IrqLine(None, pin), self.stats)
+        self.mmio.register(HPET_BASE, HPET_MMIO_SIZE, self.hpet, "hpet")
 
         # Para-virtual devices (docs/PARAVIRT.md).  The engine sets `cpu_access`
         # (the calling vCPU's registers); a hypervisor sets `vm_id` and `switch`.
@@ -373,7 +380,7 @@ class PcBoard:
                 ("debugcon", self.debugcon), ("hypercall", self.hypercall),
                 ("pci-config", self.pci_config), ("i440fx", self.host_bridge),
                 ("piix3", self.isa_bridge), ("elcr", self.elcr), ("piix4-pm", self.pm),
-                ("fw_cfg", self.fw_cfg)]
+                ("fw_cfg", self.fw_cfg), ("hpet", self.hpet)]
 
     def get_state(self) -> dict:
         """Clock, every device and a pending stop: all of the board but RAM."""
