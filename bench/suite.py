@@ -17,8 +17,9 @@ from pathlib import Path
 from bench.results import GuestResult, Measurement, parse_guest_output
 from bench.runners import Runner, RunOutcome
 
-BENCHES = ("int", "mem", "sys", "io")
-START_N = {"int": 1000, "mem": 1000, "sys": 20, "io": 100}  # first probe: quick anywhere
+BENCHES = ("int", "mem", "sys", "io", "kloop")
+START_N = {"int": 1000, "mem": 1000, "sys": 20, "io": 100,
+           "kloop": 1000}  # first probe: quick anywhere
 N_MAX = 10**12                  # the guests clamp n here (guests/bench/bench.inc)
 MAX_GROWTH = 100                # a probe grows n at most this much
 MAX_PROBES = 8

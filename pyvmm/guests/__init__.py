@@ -47,6 +47,8 @@ BENCH_GUESTS: dict[str, str] = {
     "mem": "pointer chase over 8192 pages (more than a TLB holds); pages=P shrinks it",
     "sys": "int 0x80 system calls and context switches between two ring-3 tasks",
     "io": "one OUT to port 0x80 per iteration (ring 0): VM-exit round trips",
+    "kloop": "32-bit protected-mode kernel loop (ring 0, 2-level paging): xorshift, table "
+             "load, imul, store, data-dependent branch",
 }
 
 BUNDLED_GUESTS: dict[str, BundledGuest] = {

@@ -29,7 +29,7 @@ from pyvmm.engines.registry import engine_availability
 from pyvmm.guests import EXIT_SUCCESS_STATUS, guest_path
 from pyvmm.vm import ImageSpec, VirtualMachine
 
-BENCHES = ("int", "mem", "sys", "io")
+BENCHES = ("int", "mem", "sys", "io", "kloop")
 MASK64 = (1 << 64) - 1
 RESULT = re.compile(rb"^(bench-\w+): n=(\d+) instructions=(\d+) reps=(\d+)(.*)\r\n", re.M)
 
@@ -171,11 +171,30 @@ def sys_checksum(n: int) -> int:
     return a ^ (((b << 32) | (b >> 32)) & MASK64)
 
 
+def kloop_checksum(n: int, reps: int = 1) -> int:
+    """bench-kloop's loop in Python (guests/bench/kloop.asm): xorshift32, table, imul."""
+    mask = (1 << 32) - 1
+    table = [(i * 0x9E3779B1 + 1) & mask for i in range(256)]
+    checksum = 0
+    for _ in range(reps):
+        x, acc = 0x2545F491, 0
+        for _ in range(n):
+            x ^= (x << 13) & mask
+            x ^= x >> 17
+            x ^= (x << 5) & mask
+            value = (table[x & 0xFF] * x) & mask
+            table[x & 0xFF] = value
+            acc = (acc + value) & mask if value & (1 << 16) else acc ^ value
+        checksum = (((checksum << 7) | (checksum >> 25)) & mask) ^ acc
+    return checksum
+
+
 @needs_interp
 @pytest.mark.parametrize(("bench", "cmdline", "expected"), [
     ("int", "n=500", int_checksum(500)),
     ("mem", "n=300 pages=16", mem_checksum(300, 16)),
     ("sys", "n=20", sys_checksum(20)),
+    ("kloop", "n=700 reps=2", kloop_checksum(700, 2)),
 ])
 def test_checksums_match_python(bench: str, cmdline: str, expected: int) -> None:
     output, status, _ = run("interp", bench, cmdline)
@@ -200,6 +219,12 @@ def test_kvm_prints_what_interp_prints(bench: str) -> None:
     available, reason = engine_availability("kvm")
     if not available:
         pytest.skip(f"kvm engine: {reason}")
+    if bench == "kloop":
+        # Measured 2026-12-07: under this nested KVM host both pyvmm's kvm engine
+        # and QEMU -accel kvm triple-fault on the first instruction fetched after
+        # CR0.PG is set with 32-bit (non-PAE) paging; QEMU TCG and interp run it.
+        pytest.skip("this nested KVM host triple-faults on 32-bit non-PAE paging "
+                    "(QEMU -accel kvm too)")
     cmdline = "n=50 pages=32"
     assert run("kvm", bench, cmdline)[:2] == run("interp", bench, cmdline)[:2]
 
