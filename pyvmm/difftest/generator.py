@@ -131,6 +131,7 @@ FAMILIES: dict[str, tuple[Mnemonic, ...]] = {
     # MMX / SSE / SSE2 (pyvmm.difftest.simd): one mnemonic list; an encoding's family
     # follows from its registers (MM -> mmx) and its CPUID feature (SSE or SSE2).
     "mmx": simd.MNEMONICS, "sse": simd.MNEMONICS, "sse2": simd.MNEMONICS,
+    "ssefp": simd.MNEMONICS, "sse2fp": simd.MNEMONICS,
 }
 
 # Encodings left out on purpose: BSWAP r16 has an undefined result (SDM Vol. 2A

@@ -31,7 +31,7 @@ from iced_x86 import Mnemonic as M
 from pyvmm.oracle.layout import DATA_BASE
 
 K = OpCodeOperandKind
-FAMILY_NAMES = ("mmx", "sse", "sse2")
+FAMILY_NAMES = ("mmx", "sse", "sse2", "ssefp", "sse2fp")
 
 INTEGER = (M.PADDB, M.PADDW, M.PADDD, M.PADDQ, M.PSUBB, M.PSUBW, M.PSUBD, M.PSUBQ,
            M.PADDSB, M.PADDSW, M.PSUBSB, M.PSUBSW, M.PADDUSB, M.PADDUSW, M.PSUBUSB, M.PSUBUSW,
@@ -51,7 +51,19 @@ INTEGER = (M.PADDB, M.PADDW, M.PADDD, M.PADDQ, M.PSUBB, M.PSUBW, M.PSUBD, M.PSUB
 SSE1 = (M.MOVAPS, M.MOVUPS, M.MOVSS, M.MOVLPS, M.MOVHPS, M.MOVHLPS, M.MOVLHPS, M.MOVNTPS,
         M.ANDPS, M.ANDNPS, M.ORPS, M.XORPS, M.SHUFPS, M.UNPCKLPS, M.UNPCKHPS, M.MOVMSKPS,
         M.LDMXCSR, M.STMXCSR)
-MNEMONICS = INTEGER + SSE1
+# Floating point (MXCSR rounding, DAZ/FTZ, flags, #XM): families ssefp (SSE) and sse2fp.
+# RCPPS/RCPSS/RSQRTPS/RSQRTSS are left out: their approximation is the vendor's own
+# (tests/differential/test_sse_fp_vs_cpu.py checks them against the SDM bound).
+_ARITH = ("ADD", "SUB", "MUL", "DIV", "SQRT", "MIN", "MAX", "CMP")
+SSE1_FP = tuple(getattr(M, n + s) for n in _ARITH for s in ("PS", "SS")) + (
+    M.COMISS, M.UCOMISS, M.CVTSI2SS, M.CVTSS2SI, M.CVTTSS2SI, M.CVTPI2PS, M.CVTPS2PI,
+    M.CVTTPS2PI)
+SSE2_FP = tuple(getattr(M, n + s) for n in _ARITH for s in ("PD", "SD")) + (
+    M.COMISD, M.UCOMISD, M.CVTSI2SD, M.CVTSD2SI, M.CVTTSD2SI, M.CVTSS2SD, M.CVTSD2SS,
+    M.CVTPS2PD, M.CVTPD2PS, M.CVTDQ2PS, M.CVTPS2DQ, M.CVTTPS2DQ, M.CVTDQ2PD, M.CVTPD2DQ,
+    M.CVTTPD2DQ, M.CVTPI2PD, M.CVTPD2PI, M.CVTTPD2PI)
+_SSE1_FP, _SSE2_FP = frozenset(SSE1_FP), frozenset(SSE2_FP)
+MNEMONICS = INTEGER + SSE1 + SSE1_FP + SSE2_FP
 _SSE1 = frozenset(SSE1)
 _MNEMONIC_SET = frozenset(MNEMONICS)
 _FEATURES = frozenset({CpuidFeature.MMX, CpuidFeature.SSE, CpuidFeature.SSE2,
@@ -91,6 +103,10 @@ def family_of(info: OpCodeInfo, mode: int) -> str | None:
         return "mmx" if info.mnemonic == M.MASKMOVQ else "sse2"
     if kinds & {K.SEG_RDI}:
         return None
+    if info.mnemonic in _SSE1_FP:
+        return "ssefp"
+    if info.mnemonic in _SSE2_FP:
+        return "sse2fp" if kinds & VECTOR_KINDS else None  # CMPSD: the string form
     if kinds & _MM_KINDS or info.mnemonic in (M.EMMS, M.MOVNTQ):
         return "mmx"
     if not kinds & VECTOR_KINDS and info.mnemonic not in (M.LDMXCSR, M.STMXCSR, M.MOVNTI,
@@ -158,9 +174,50 @@ def touches_simd(body: list[Instruction]) -> bool:
 
 
 def random_mxcsr(r: random.Random) -> int:
-    """Every exception masked (no #XM from integer code), random RC, FTZ, DAZ, flags."""
-    return 0x1F80 | r.getrandbits(6) | r.randrange(4) << 13 | r.getrandbits(1) << 15 \
+    """Random RC, FTZ, DAZ and sticky flags; every exception masked, or (one time in
+    four) a random set of them unmasked, so the #XM rules are compared too."""
+    masks = 0x3F if r.random() < 0.75 else r.getrandbits(6)
+    return masks << 7 | r.getrandbits(6) | r.randrange(4) << 13 | r.getrandbits(1) << 15 \
         | r.getrandbits(1) << 6
+
+
+# Floating-point lane formats: (exponent bits, fraction bits).
+_FP_FORMATS = {32: (8, 23), 64: (11, 52)}
+
+
+def fp_value(r: random.Random, bits: int) -> int:
+    """A binary32/64 value, often a special one: +-0, denormals, +-inf, QNaN/SNaN,
+    the extremes of the normal range, small integers, values near 1."""
+    e_bits, f_bits = _FP_FORMATS[bits]
+    e_max = (1 << e_bits) - 1
+    bias = e_max >> 1
+    sign = r.getrandbits(1) << (bits - 1)
+    frac = r.getrandbits(f_bits)
+    quiet = 1 << (f_bits - 1)
+    pick = r.randrange(12)
+    if pick == 0:
+        return sign
+    if pick == 1:
+        return sign | (frac or 1)  # denormal
+    if pick == 2:
+        return sign | e_max << f_bits  # infinity
+    if pick == 3:
+        return sign | e_max << f_bits | quiet | (frac & (quiet - 1))  # QNaN
+    if pick == 4:
+        return sign | e_max << f_bits | ((frac & (quiet - 1)) or 1)  # SNaN
+    if pick == 5:
+        return sign | r.choice((1, 2, e_max - 1, e_max - 2)) << f_bits | frac  # extremes
+    if pick == 6:  # a small integer (exact conversions, ties)
+        n = r.randrange(1, 1 << 12)
+        e = n.bit_length() - 1
+        return sign | (bias + e) << f_bits | ((n << f_bits >> e) & ((1 << f_bits) - 1))
+    if pick == 7:  # near the integer-conversion limits (2**31, 2**63)
+        return sign | (bias + r.choice((30, 31, 32, 62, 63, 64))) << f_bits | frac
+    if pick == 8:  # few significant bits: exact sums, halfway cases
+        return sign | (bias + r.randrange(-4, 5)) << f_bits | (frac >> r.randrange(f_bits))
+    if pick == 9:
+        return sign | (bias + r.randrange(-30, 31)) << f_bits | frac
+    return r.getrandbits(bits)
 
 
 def _lane_value(r: random.Random, bits: int) -> int:
@@ -172,7 +229,11 @@ def _lane_value(r: random.Random, bits: int) -> int:
 
 
 def random_vector(r: random.Random, bits: int) -> int:
-    lane = r.choice((8, 16, 32, 64))
+    """Integer lanes of 8-64 bits, or binary32/binary64 lanes (`fp_value`)."""
+    lane = r.choice((8, 16, 32, 64, "f32", "f64", "f32", "f64"))
+    if isinstance(lane, str):
+        width = int(lane[1:])
+        return sum(fp_value(r, width) << (width * k) for k in range(bits // width))
     value = 0
     for k in range(bits // lane):
         value |= _lane_value(r, lane) << (lane * k)
