@@ -35,6 +35,7 @@ from pyvmm.stats import Stats
 INT3 = 0xCC
 PAGE = 1 << 12
 MAX_WATCH_LENGTH = 8
+KVM_DEBUG_REGISTERS = 4  # DR0-DR3: the breakpoints kvm can watch for at full speed
 RUN_SLICE = 0.25  # seconds the guest runs between looks at Ctrl-C and --timeout
 
 
@@ -89,16 +90,18 @@ VM_STOP_SIGNALS = {
 
 
 class DebugTarget:
-    """The debugger's handle on one VM (interp or jit engine)."""
+    """The debugger's handle on one VM (any engine)."""
 
     def __init__(self, vm) -> None:  # noqa: ANN001 - pyvmm.vm.VirtualMachine
         self.vm = vm
         self.engine = vm.engine
-        if not hasattr(self.engine, "intercept_exceptions"):
+        # interp/jit: exception intercepts and an instruction limit; kvm:
+        # KVM_SET_GUEST_DEBUG (single-step, INT3 as a debug exit).
+        self._kvm_style = not hasattr(self.engine, "intercept_exceptions")
+        if self._kvm_style and not hasattr(self.engine, "set_guest_debug"):
             from pyvmm.errors import ConfigError
 
-            raise ConfigError(f"--gdb: the {vm.engine_name} engine cannot be debugged yet; "
-                              "use --engine interp or --engine jit")
+            raise ConfigError(f"--gdb: the {vm.engine_name} engine cannot be debugged")
         self.memory: GuestMemory = vm.board.memory
         self._walker = PageWalker(_QuietMemory(self.memory), Stats())  # type: ignore[arg-type]
         self.state: CpuState = self.engine.get_state()
@@ -172,7 +175,7 @@ class DebugTarget:
         for physical, piece in pieces:
             self.memory.load_rom_bytes(physical, piece)
         for address, (physical, _) in self.breakpoints.items():
-            if linear <= address < linear + len(data):
+            if not self._kvm_style and linear <= address < linear + len(data):
                 self.memory.load_rom_bytes(physical, bytes((INT3,)))
         self._dirty = True  # decoded code may be stale
 
@@ -182,13 +185,14 @@ class DebugTarget:
             return
         physical = self.translate(linear)
         old = self.read_physical(physical, 1)[0]
-        self.memory.load_rom_bytes(physical, bytes((INT3,)))
         self.breakpoints[linear] = (physical, old)
-        self._dirty = True
+        if not self._kvm_style:  # kvm: debug registers, the code is left alone
+            self.memory.load_rom_bytes(physical, bytes((INT3,)))
+            self._dirty = True
 
     def remove_breakpoint(self, linear: int) -> None:
         entry = self.breakpoints.pop(linear, None)
-        if entry is not None:
+        if entry is not None and not self._kvm_style:
             physical, old = entry
             self.memory.load_rom_bytes(physical, bytes((old,)))
             self._dirty = True
@@ -219,7 +223,14 @@ class DebugTarget:
         self.state = self.engine.get_state()
 
     def _run(self, instructions: int | None, timeout: float | None) -> StopReason:
+        """Run free (None) or one instruction (1), #BP stopping at our breakpoints."""
         engine = self.engine
+        if self._kvm_style:
+            engine.set_guest_debug(instructions == 1, self._kvm_breakpoints())
+            try:
+                return self.vm.run(timeout)
+            finally:
+                engine.set_guest_debug(False, ())
         intercept = set(engine.intercept_exceptions)
         if self.breakpoints:
             engine.intercept_exceptions = intercept | {BP}
@@ -229,6 +240,18 @@ class DebugTarget:
         finally:
             engine.max_instructions = None
             engine.intercept_exceptions = intercept
+
+    def _kvm_breakpoints(self) -> list[int]:
+        """Under kvm, breakpoints (Z0 and Z1) are debug registers: four at most; with
+        more, the guest runs one instruction at a time (`_steps_only`)."""
+        wanted = sorted(set(self.breakpoints) | self.hw_breakpoints)
+        return [] if len(wanted) > KVM_DEBUG_REGISTERS else wanted
+
+    def _steps_only(self) -> bool:
+        """Whether breakpoints are checked after each instruction instead of by hardware."""
+        if self._kvm_style:
+            return len(set(self.breakpoints) | self.hw_breakpoints) > KVM_DEBUG_REGISTERS
+        return bool(self.hw_breakpoints)
 
     def _linear_pc(self) -> int:
         return (self.state.segments["cs"].base + self.state.rip) & ((1 << 64) - 1)
@@ -253,6 +276,8 @@ class DebugTarget:
             pc = self._linear_pc()
             if pc in self.breakpoints:
                 return Stop(SIGTRAP, "swbreak")
+            if pc in self.hw_breakpoints:  # kvm: a debug register matched
+                return Stop(SIGTRAP, "hwbreak")
             return None  # the guest's own INT3: deliver it
         self.ended = reason
         return Stop(VM_STOP_SIGNALS.get(reason.kind, SIGTRAP), reason=reason)
@@ -281,7 +306,7 @@ class DebugTarget:
         if self.ended is not None:
             return Stop(VM_STOP_SIGNALS.get(self.ended.kind, SIGTRAP), reason=self.ended)
         self._commit()
-        one_at_a_time = step or bool(self.hw_breakpoints) or bool(self.watchpoints)
+        one_at_a_time = step or self._steps_only() or bool(self.watchpoints)
         while True:
             if interrupted():
                 self._capture()
@@ -304,8 +329,11 @@ class DebugTarget:
                     return Stop(SIGTRAP, "watch", watched)
                 if step:
                     return Stop(SIGTRAP)
-                if self._linear_pc() in self.hw_breakpoints:
+                pc = self._linear_pc()
+                if pc in self.hw_breakpoints:
                     return Stop(SIGTRAP, "hwbreak")
+                if self._kvm_style and pc in self.breakpoints:
+                    return Stop(SIGTRAP, "swbreak")
                 continue
             stop = self._after_vm_stop(reason)
             if stop is None:

@@ -6,16 +6,20 @@ the same run, byte for byte.  What comes from outside is:
 
 - ``serial``: bytes typed for COM1 (host terminal input);
 - ``clock``: guest time jumping to host time while the guest sleeps in HLT and
-  an input wakes it early (idle pacing; otherwise HLT skips to the next timer,
-  which is deterministic);
+  something wakes it early (idle pacing; otherwise HLT skips to the next
+  timer, which is deterministic);
 - the RTC's wall-clock time at the start, in the header.
 
 The file is JSON lines: one header object, then one object per input
-``{"n": <instructions since the start>, "kind": ..., "data": <hex>, "rip": ...}``
+``{"n": <instructions since the start>, "t": <guest ns>, "kind": ..., "data":
+<hex>, "rip": ...}``
 and, when the run ends, ``{"end": <instructions>, "stop": <StopKind name>}``.
 Each line is flushed as it is written, so a recording survives a crash of
-the host process up to its last input.  `rip` is where the guest was when
-the input arrived; a replay that finds the guest elsewhere has diverged.
+the host process up to its last input.  `t` is the guest time at which the
+input was applied: a guest asleep in HLT has the same instruction count for
+a while, and its timers fire in between, so the count alone does not place
+an input.  `rip` is where the guest was when the input arrived; a replay
+that finds the guest elsewhere has diverged.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ MAX_LOG_BYTES = 256 << 20
 # The input kinds: the name in the file -> what its "data" holds.
 INPUT_KINDS = {
     "serial": "bytes for COM1's receiver",
-    "clock": "the guest time (ns, 8 bytes little-endian) it jumped to while halted",
+    "clock": "none: the halted guest's clock jumped to `t`",
 }
 
 
@@ -46,6 +50,7 @@ class ReplayError(PyvmmError):
 @dataclass(frozen=True)
 class InputEvent:
     count: int  # guest instructions since the recording started
+    time_ns: int  # the guest clock when it was applied
     kind: str
     data: bytes
     rip: int
@@ -70,9 +75,9 @@ class InputRecorder:
         self._file.write(json.dumps(obj, separators=(",", ":")) + "\n")
         self._file.flush()
 
-    def record(self, count: int, kind: str, data: bytes, rip: int) -> None:
+    def record(self, count: int, time_ns: int, kind: str, data: bytes, rip: int) -> None:
         self.events += 1
-        self._write({"n": count, "kind": kind, "data": data.hex(), "rip": rip})
+        self._write({"n": count, "t": time_ns, "kind": kind, "data": data.hex(), "rip": rip})
 
     def finish(self, count: int, stop: str) -> None:
         if self._file is not None:
@@ -123,7 +128,7 @@ class InputLog:
                 data = bytes.fromhex(str(obj.get("data", "")))
             except ValueError:
                 raise ReplayError(f"{path}: line {number}: data is not hex") from None
-            self.events.append(InputEvent(count, kind, data,
+            self.events.append(InputEvent(count, self._int(path, number, obj, "t"), kind, data,
                                           self._int(path, number, obj, "rip")))
             last = count
 

@@ -20,7 +20,7 @@ from tests.conftest import ROOT
 from tests.guests.c_build import build_c_kernel
 
 SOURCE = Path(__file__).parent / "gdb_kernel"
-ENGINES = ["interp", "jit"]
+ENGINES = ["interp", "jit", "kvm"]
 
 
 @pytest.fixture(scope="module")

@@ -210,10 +210,10 @@ def test_a_bad_record_file_is_a_one_line_error(damage, ticks_image, tmp_path):
     record_file = tmp_path / "bad.replay"
     header = '{"format":"pyvmm-input-log","version":1,"engine":"interp","wall_time_ns":0}\n'
     body = {
-        "truncated": header + '{"n":5,"kind":"serial","da',
+        "truncated": header + '{"n":5,"t":9,"kind":"serial","da',
         "not-a-log": "hello\n",
-        "count-goes-back": header + '{"n":9,"kind":"serial","data":"61","rip":1}\n'
-                                    '{"n":3,"kind":"serial","data":"62","rip":1}\n',
+        "count-goes-back": header + '{"n":9,"t":9,"kind":"serial","data":"61","rip":1}\n'
+                                    '{"n":3,"t":9,"kind":"serial","data":"62","rip":1}\n',
     }[damage]
     record_file.write_text(body)
     done = _pyvmm("--engine", "interp", "--boot-sector", str(ticks_image),

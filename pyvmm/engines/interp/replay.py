@@ -54,14 +54,14 @@ class InputLogDriver:
     # -- recording --------------------------------------------------------------
     def _recorded(self, kind: str, data: bytes) -> bool:
         assert self.recorder is not None
-        self.recorder.record(self.count(), kind, data, self.engine.cpu.rip)
+        self.recorder.record(self.count(), self.engine.board.clock.now_ns(), kind, data,
+                             self.engine.cpu.rip)
         return True
 
     def clock_jumped(self, now_ns: int) -> None:
         """The halted guest's clock moved to host time (idle pacing, woken early)."""
         if self.recorder is not None:
-            self.recorder.record(self.count(), CLOCK, now_ns.to_bytes(8, "little"),
-                                 self.engine.cpu.rip)
+            self.recorder.record(self.count(), now_ns, CLOCK, b"", self.engine.cpu.rip)
 
     # -- replaying --------------------------------------------------------------
     def _live_ignored(self, kind: str, data: bytes) -> bool:
@@ -99,10 +99,10 @@ class InputLogDriver:
                                       f"{event.rip:#x}, the guest is at {rip:#x}")
             replayer.pop()
             board = self.engine.board
-            if event.kind == CLOCK:
-                board.clock.advance_to(int.from_bytes(event.data, "little"))
-                board.clock.run_due()
-            else:
+            # A sleeping guest's timers up to `t` fire first, as they did when recorded.
+            board.clock.advance_to(event.time_ns)
+            board.clock.run_due()
+            if event.kind != CLOCK:
                 board.events.apply_input(event.kind, event.data)
             board.stats.count("replay", f"{event.kind} inputs replayed")
         log = replayer.log

@@ -9,6 +9,7 @@ irqchip), so each port access, MMIO access and interrupt is a VM exit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pyvmm.cpu.state import CpuState
@@ -97,6 +98,10 @@ class KvmEngine(Engine):
 
     def run(self, timeout: float | None = None) -> StopReason:
         return self._live_vcpu().run(timeout)
+
+    def set_guest_debug(self, single_step: bool, breakpoints: Sequence[int] = ()) -> None:
+        """For the GDB stub: single-step, and/or up to four breakpoint addresses."""
+        self._live_vcpu().set_guest_debug(single_step, breakpoints)
 
     def wake(self) -> None:
         if self.vcpu is not None:

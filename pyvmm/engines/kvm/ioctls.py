@@ -264,6 +264,20 @@ class kvm_signal_mask_sigset(ctypes.Structure):  # noqa: N801
 KERNEL_SIGSET_BYTES = 8  # x86-64 kernel sigset_t: 64 signals
 
 
+class kvm_guest_debug(ctypes.Structure):  # noqa: N801
+    """KVM_SET_GUEST_DEBUG: control flags, then the x86 debugreg[8] (DR0-DR7)."""
+
+    _fields_ = [("control", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                ("debugreg", ctypes.c_uint64 * 8)]
+
+
+# kvm_guest_debug.control (KVM API, KVM_SET_GUEST_DEBUG; asm/kvm.h).
+KVM_GUESTDBG_ENABLE = 0x00000001
+KVM_GUESTDBG_SINGLESTEP = 0x00000002
+KVM_GUESTDBG_USE_SW_BP = 0x00010000
+KVM_GUESTDBG_USE_HW_BP = 0x00020000
+
+
 # -- struct kvm_run (the vCPU's shared page) ---------------------------------
 
 class _ExitHw(ctypes.Structure):
@@ -317,8 +331,16 @@ class _ExitSystemEvent(ctypes.Structure):
     ]
 
 
+class _ExitDebug(ctypes.Structure):
+    """kvm_run.debug.arch for x86 (KVM_EXIT_DEBUG)."""
+
+    _fields_ = [("exception", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                ("pc", ctypes.c_uint64), ("dr6", ctypes.c_uint64), ("dr7", ctypes.c_uint64)]
+
+
 class _ExitUnion(ctypes.Union):
     _fields_ = [
+        ("debug", _ExitDebug),
         ("hw", _ExitHw),
         ("fail_entry", _ExitFailEntry),
         ("ex", _ExitException),
@@ -446,6 +468,7 @@ KVM_SET_SIGNAL_MASK = _iow(0x8B, kvm_signal_mask)
 KVM_GET_FPU = _ior(0x8C, kvm_fpu)
 KVM_SET_FPU = _iow(0x8D, kvm_fpu)
 KVM_SET_CPUID2 = _iow(0x90, kvm_cpuid2)
+KVM_SET_GUEST_DEBUG = _iow(0x9B, kvm_guest_debug)
 KVM_GET_VCPU_EVENTS = _ior(0x9F, kvm_vcpu_events)
 KVM_SET_VCPU_EVENTS = _iow(0xA0, kvm_vcpu_events)
 KVM_GET_DEBUGREGS = _ior(0xA1, kvm_debugregs)

@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pyvmm.cpu.cpuid import kvm_cpuid_policy
@@ -40,6 +41,11 @@ _SYSTEM_EVENT_RESET = 2
 _SYSTEM_EVENT_CRASH = 3
 
 _EXIT_NAMES = k.EXIT_REASON_NAMES
+DB_VECTOR = 1
+BP_VECTOR = 3
+MAX_HW_BREAKPOINTS = 4  # DR0-DR3
+DR7_RESERVED_ONE = 1 << 10
+DR6_B0_B3 = 0xF
 
 
 def host_ns(clock: VirtualClock, guest_ns: int) -> int:
@@ -73,6 +79,7 @@ class KvmVcpu:
         self._pending_vector: int | None = None  # acknowledged but not yet accepted by KVM
         self._extra_msrs: set[int] = set()
         self._timeout: float | None = None  # this run()'s, for the TIMEOUT message
+        self._guest_debug: tuple[int, tuple[int, ...]] = (0, ())  # control, breakpoints
         self.fd = vm.create_vcpu(index)
         self.run_map = mmap.mmap(self.fd, vm.vcpu_mmap_size(), mmap.MAP_SHARED,
                                  mmap.PROT_READ | mmap.PROT_WRITE)
@@ -198,6 +205,51 @@ class KvmVcpu:
         cs = state.segments["cs"]
         return f"cs:rip {cs.selector:#06x}:{state.rip:#x} in {state.mode_name()} mode"
 
+    # -- debugging ---------------------------------------------------------------
+    def set_guest_debug(self, single_step: bool, breakpoints: Sequence[int] = ()) -> None:
+        """KVM_SET_GUEST_DEBUG: exit after each instruction (a #DB the guest never
+        sees), and/or before executing any of up to four linear addresses.
+
+        The breakpoints are the debug registers' instruction breakpoints (SDM
+        Vol. 3B, "Debug Registers": DR0-DR3 addresses, DR7 L0-L3 enables with
+        R/W = 00 and LEN = 00), used by KVM for the guest (KVM_GUESTDBG_USE_HW_BP).
+        INT3 patching (KVM_GUESTDBG_USE_SW_BP) is not used: this host's KVM
+        delivers the INT3 of emulated ring-0 code to the guest instead of exiting.
+        """
+        if len(breakpoints) > MAX_HW_BREAKPOINTS:
+            raise ValueError(f"at most {MAX_HW_BREAKPOINTS} hardware breakpoints")
+        control = 0
+        debug = k.kvm_guest_debug()
+        if single_step or breakpoints:
+            control = k.KVM_GUESTDBG_ENABLE
+            if single_step:
+                control |= k.KVM_GUESTDBG_SINGLESTEP
+            if breakpoints:
+                control |= k.KVM_GUESTDBG_USE_HW_BP
+                dr7 = DR7_RESERVED_ONE
+                for slot, address in enumerate(breakpoints):
+                    debug.debugreg[slot] = address
+                    dr7 |= 1 << (2 * slot)  # Ln: local enable; R/W and LEN stay 00
+                debug.debugreg[7] = dr7
+        debug.control = control
+        key = (control, tuple(breakpoints))
+        if key != self._guest_debug:
+            self.ioctl(k.KVM_SET_GUEST_DEBUG, debug, "KVM_SET_GUEST_DEBUG")
+            self._guest_debug = key
+
+    def _debug_exit(self, run: k.kvm_run) -> StopReason:
+        """KVM_EXIT_DEBUG: a breakpoint register matched (DR6 B0-B3; RIP is at the
+        instruction, not yet executed), or the single step is done."""
+        debug = run.exit.debug
+        control, breakpoints = self._guest_debug
+        if debug.exception == DB_VECTOR and debug.dr6 & DR6_B0_B3 and breakpoints:
+            return StopReason(StopKind.EXCEPTION, f"breakpoint at {debug.pc:#x}",
+                              vector=BP_VECTOR)
+        if debug.exception == DB_VECTOR and control & k.KVM_GUESTDBG_SINGLESTEP:
+            return StopReason(StopKind.PAUSED, "instruction limit")
+        return StopReason(StopKind.INTERNAL_ERROR, f"unexpected KVM debug exit (exception "
+                                                   f"{debug.exception}) at {self.where()}")
+
     # -- kicking ----------------------------------------------------------------
     def kick(self) -> None:
         """Thread-safe: make the vCPU thread leave KVM_RUN (or its HLT wait) soon."""
@@ -227,6 +279,7 @@ class KvmVcpu:
             timeout = None if timeout >= MAX_RUN_TIMEOUT else 0.0  # inf: no limit; NaN/<0: now
         run_deadline = None if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
         self._timeout = timeout
+        self._pause_requested = False  # a pause asked for between runs is stale (as interp)
         old_mask = kick.block_kick()
         unblocked = k.kvm_signal_mask_sigset(
             k.KERNEL_SIGSET_BYTES, kick.sigset_bits(old_mask - {kick.KICK_SIGNAL}))
@@ -370,6 +423,8 @@ class KvmVcpu:
                     return None
                 return self._emulate_one()
             return StopReason(StopKind.INTERNAL_ERROR, self._describe_internal_error(run))
+        elif reason == k.KVM_EXIT_DEBUG:
+            return self._debug_exit(run)
         elif reason == k.KVM_EXIT_SYSTEM_EVENT:
             return self._system_event(run)
         else:
