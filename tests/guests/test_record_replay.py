@@ -146,11 +146,12 @@ def _pyvmm(*args: str, **kwargs) -> subprocess.CompletedProcess:  # noqa: ANN003
                           capture_output=True, timeout=600, **kwargs)
 
 
-def _record(engine: str, image, record_file) -> bytes:  # noqa: ANN001
+def _record(engine: str, image, record_file, boot: tuple[str, ...] = ()) -> bytes:  # noqa: ANN001
     """Type three bytes with pauses between them, then 'q'; the guest's output."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "pyvmm", "run", "--engine", engine,
-                             "--boot-sector", str(image), "--record", str(record_file)],
+    boot = boot or ("--engine", engine, "--boot-sector", str(image))
+    proc = subprocess.Popen([sys.executable, "-m", "pyvmm", "run", *boot,
+                             "--record", str(record_file)],
                             stdin=slave, stdout=slave, stderr=subprocess.PIPE, cwd=ROOT)
     os.close(slave)
     output = b""
@@ -189,6 +190,20 @@ def test_replay_reproduces_typed_input_byte_for_byte(engine, ticks_image, tmp_pa
     assert out.read_bytes() == b"\n".join(lines[:3]) + b"\n"
     replayed = re.search(rb"replayed (\d+) of (\d+) inputs", done.stderr)
     assert replayed and replayed[1] == replayed[2] and int(replayed[1]) >= 4  # + clock jumps
+
+
+def test_record_from_a_snapshot_and_replay_from_it(ticks_image, tmp_path):
+    snapshot = tmp_path / "ticking.snap"
+    done = _pyvmm("--engine", "interp", "--boot-sector", str(ticks_image), "--serial", "none",
+                  "--snapshot-to", str(snapshot), "--snapshot-after-instructions", "500")
+    assert done.returncode == 0, done.stderr
+    record_file = tmp_path / "typed.replay"
+    recorded = _record("jit", ticks_image, record_file, ("--restore", str(snapshot)))
+    out = tmp_path / "replayed.txt"
+    done = _pyvmm("--restore", str(snapshot), "--engine", "interp", "--replay",
+                  str(record_file), "--serial", f"file:{out}")
+    assert done.returncode == 33, done.stderr
+    assert out.read_bytes() == recorded and recorded.count(b"\n") == 3
 
 
 def test_a_replay_that_diverges_stops_with_the_instruction_count(ticks_image, tmp_path):
