@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from pyvmm.devices.cmos import CmosRtc
+from pyvmm.devices import hpet, ioapic, lapic
+from pyvmm.devices.cmos import REG_CENTURY, CmosRtc
 from pyvmm.devices.debug import DebugConsole, DebugExit
 from pyvmm.devices.fw_cfg import (
     FW_CFG_DMA_PORTS,
@@ -30,18 +31,30 @@ from pyvmm.devices.fw_cfg import (
     FwCfg,
     FwCfgDma,
 )
-from pyvmm.devices.hpet import DEFAULT_BASE as HPET_BASE
-from pyvmm.devices.hpet import MMIO_SIZE as HPET_MMIO_SIZE
 from pyvmm.devices.hpet import Hpet
 from pyvmm.devices.i8042 import I8042, SystemControlPortA
 from pyvmm.devices.pci.bus import CONFIG_PORTS, PORT_CONFIG_ADDRESS, ConfigMechanism1, PciBus
 from pyvmm.devices.pci.config import PciFunction
 from pyvmm.devices.pci.i440fx import PAM_SEGMENTS, I440fxHostBridge, PamMode
-from pyvmm.devices.pci.piix import PM_IO_SIZE, PORT_ELCR, Elcr, Piix3IsaBridge, Piix4Pm
+from pyvmm.devices.pci.piix import (
+    PM_IO_SIZE,
+    PORT_ELCR,
+    SLP_TYP_S5,
+    Elcr,
+    Piix3IsaBridge,
+    Piix4Pm,
+)
 from pyvmm.devices.pic8259 import Pic8259Pair
 from pyvmm.devices.pit8254 import Pit8254, SystemControlPortB
 from pyvmm.devices.uart16550 import Uart16550
 from pyvmm.errors import ConfigError
+from pyvmm.firmware.acpi import build_acpi, io_register
+from pyvmm.firmware.description import (
+    IoApicInfo,
+    IsaOverride,
+    PlatformDescription,
+)
+from pyvmm.firmware.loader import fw_cfg_files
 from pyvmm.machine.bus import MmioBus, PortBus
 from pyvmm.machine.clock import ClockSource, VirtualClock
 from pyvmm.machine.events import HostEvents
@@ -79,6 +92,11 @@ IRQ_PIT = 0
 IRQ_CASCADE = 2
 IRQ_COM1 = 4
 IRQ_RTC = 8
+IRQ_SCI = 9  # the PIIX4 PM function's SCI (SeaBIOS and QEMU hard-wire it to 9)
+ISA_IRQS = 16
+# ISA IRQs whose I/O APIC input is not their number: the 8254 on IRQ0 reaches
+# input 2 (the PC/QEMU wiring; INTI flags 0 = conforming to ISA: edge, high).
+ISA_GSI_OVERRIDES = {IRQ_PIT: (2, 0)}
 
 # What an access to unmapped physical memory does (see _unclaimed_access).
 UNMAPPED_POLICIES = ("stop", "ignore")
@@ -91,6 +109,10 @@ PCI_SLOT_PM = (1, 3)
 SHADOW_START = 0xC0000
 SHADOW_SIZE = HIGH_RAM_START - SHADOW_START
 SERCON_PORT_FILE = "etc/sercon-port"  # SeaBIOS prints its screen output on this port
+# The PIIX4 PM I/O base: SeaBIOS programs PMBA to 0x600 when fw_cfg offers
+# "etc/table-loader" (QEMU's value); direct kernel boot programs the same.
+PM_IO_BASE = 0x600
+KBD_RESET_VALUE = 0xFE  # i8042 command "pulse output port bit 0": CPU reset
 
 E820_RAM = 1
 E820_RESERVED = 2
@@ -202,11 +224,11 @@ class PcBoard:
         self.events.register_input("serial", self.uart.enqueue_input)
 
         self._wire_pci()
-        self._wire_fw_cfg()
         # The HPET's I/O APIC routes (pins 20-23) reach no controller until the
         # I/O APIC is on the board; legacy replacement drives ISA IRQ0 and IRQ8.
         self.hpet = Hpet(self.clock, self.irq_line, lambda pin: IrqLine(None, pin), self.stats)
-        self.mmio.register(HPET_BASE, HPET_MMIO_SIZE, self.hpet, "hpet")
+        self.mmio.register(hpet.DEFAULT_BASE, hpet.MMIO_SIZE, self.hpet, "hpet")
+        self._wire_fw_cfg()
 
         # Para-virtual devices (docs/PARAVIRT.md).  The engine sets `cpu_access`
         # (the calling vCPU's registers); a hypervisor sets `vm_id` and `switch`.
@@ -247,6 +269,8 @@ class PcBoard:
             + e.type.to_bytes(4, "little") for e in self.e820_map()))
         self.fw_cfg.add_file(SERCON_PORT_FILE, PORT_COM1.to_bytes(2, "little"))
         self.fw_cfg.add_file("bootorder", b"")
+        for name, data in fw_cfg_files(build_acpi(self.platform_description())).items():
+            self.fw_cfg.add_file(name, data)
         self.ports.register(PORT_FW_CFG, FW_CFG_PORTS, self.fw_cfg, "fw_cfg")
         self.ports.register(PORT_FW_CFG_DMA, FW_CFG_DMA_PORTS, FwCfgDma(self.fw_cfg),
                             "fw_cfg-dma")
@@ -369,6 +393,22 @@ class PcBoard:
             E820Entry(0xF0000, 0x10000, E820_RESERVED),
             E820Entry(HIGH_RAM_START, self.ram_size - HIGH_RAM_START, E820_RAM),
         ]
+
+    def platform_description(self) -> PlatformDescription:
+        """The facts the firmware tables (ACPI, MP) state about this board."""
+        overrides = tuple(IsaOverride(irq, gsi, flags)
+                          for irq, (gsi, flags) in sorted(ISA_GSI_OVERRIDES.items()))
+        return PlatformDescription(
+            apic_ids=(0,), lapic_address=lapic.DEFAULT_BASE,
+            lapic_version=lapic.APIC_VERSION & 0xFF,
+            ioapics=(IoApicInfo(0, ioapic.DEFAULT_BASE, 0, ioapic.PINS,
+                                ioapic.IOAPIC_VERSION & 0xFF),),
+            isa_irqs=tuple(irq for irq in range(ISA_IRQS) if irq != IRQ_CASCADE),
+            overrides=overrides, pm_base=PM_IO_BASE, sci_irq=IRQ_SCI,
+            s5_sleep_type=SLP_TYP_S5, reset=io_register(PORT_KBD_COMMAND, 1),
+            reset_value=KBD_RESET_VALUE, century_cmos_index=REG_CENTURY, has_i8042=True,
+            hpet_address=hpet.DEFAULT_BASE, hpet_block_id=hpet.CAPABILITIES & 0xFFFFFFFF,
+            hpet_min_tick=hpet.MIN_PERIODIC_TICKS)
 
     # -- snapshot -----------------------------------------------------------
     def snapshot_devices(self) -> list[tuple[str, object]]:
