@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     output = run.add_argument_group("output and limits")
     output.add_argument("--serial", default="stdio", metavar="stdio|file:PATH|none",
                         help="where COM1 goes (default: stdio)")
+    output.add_argument("--debugcon", default="stdio", metavar="stdio|file:PATH|none",
+                        help="where the debug console (ports 0xE9 and 0x402, SeaBIOS's log) "
+                             "goes (default: stdio)")
     output.add_argument("--timeout", type=positive_float, metavar="SECONDS",
                         help="stop the VM after this many host seconds")
     output.add_argument("--stats", action="store_true",
@@ -389,7 +392,7 @@ def resolve_image(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
-    from pyvmm.console import open_serial_output, stdout_writer
+    from pyvmm.console import open_serial_output
     from pyvmm.engines.registry import DEFAULT_ENGINE
     from pyvmm.vm import VirtualMachine
 
@@ -402,17 +405,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.vms > 1:
         return cmd_run_many(args, spec)
     serial, serial_is_stdio = open_serial_output(args.serial)
+    debugcon, _ = open_serial_output(args.debugcon, "--debugcon")
     if args.restore is not None:
         from pyvmm.snapshot import Snapshot, restore_snapshot
 
         snapshot = Snapshot.load(args.restore)
         vm = restore_snapshot(snapshot, requested_engine, serial_output=serial,
-                              debugcon_output=stdout_writer())
+                              debugcon_output=debugcon)
         print(f"pyvmm: {vm.name} restored {snapshot.describe()}; resuming under "
               f"{vm.engine_name}", file=sys.stderr)
     else:
         vm = VirtualMachine(engine=args.engine, ram_size=args.memory, serial_output=serial,
-                            debugcon_output=stdout_writer(), unmapped=args.unmapped)
+                            debugcon_output=debugcon, unmapped=args.unmapped)
     try:
         if spec is not None:
             vm.load(spec)

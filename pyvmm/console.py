@@ -105,8 +105,8 @@ class _NullWriter:
         pass
 
 
-def open_serial_output(spec: str) -> tuple[BinaryIO, bool]:
-    """Parse --serial: returns (writer, is_stdio)."""
+def open_serial_output(spec: str, option: str = "--serial") -> tuple[BinaryIO, bool]:
+    """Parse --serial (or --debugcon): returns (writer, is_stdio)."""
     if spec == "stdio":
         return StdoutWriter(), True  # type: ignore[return-value]
     if spec == "none":
@@ -116,8 +116,8 @@ def open_serial_output(spec: str) -> tuple[BinaryIO, bool]:
         try:
             return open(path, "wb", buffering=0), False
         except OSError as error:
-            raise ConfigError(f"--serial {spec}: cannot open {path}: {error.strerror}") from None
-    raise ConfigError(f"--serial {spec!r}: expected stdio, file:PATH or none")
+            raise ConfigError(f"{option} {spec}: cannot open {path}: {error.strerror}") from None
+    raise ConfigError(f"{option} {spec!r}: expected stdio, file:PATH or none")
 
 
 def stdout_writer() -> BinaryIO:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from pyvmm.cpu.cpuid import cpuid_lookup, interpreter_cpuid_table
 from pyvmm.devices import hpet, ioapic, lapic
 from pyvmm.devices.cmos import REG_CENTURY, CmosRtc
 from pyvmm.devices.debug import DebugConsole, DebugExit
@@ -396,10 +397,12 @@ class PcBoard:
 
     def platform_description(self) -> PlatformDescription:
         """The facts the firmware tables (ACPI, MP) state about this board."""
+        cpu_signature, _, _, cpu_features = cpuid_lookup(interpreter_cpuid_table(), 1)
         overrides = tuple(IsaOverride(irq, gsi, flags)
                           for irq, (gsi, flags) in sorted(ISA_GSI_OVERRIDES.items()))
         return PlatformDescription(
-            apic_ids=(0,), lapic_address=lapic.DEFAULT_BASE,
+            apic_ids=(0,), cpu_signature=cpu_signature, cpu_features=cpu_features,
+            lapic_address=lapic.DEFAULT_BASE,
             lapic_version=lapic.APIC_VERSION & 0xFF,
             ioapics=(IoApicInfo(0, ioapic.DEFAULT_BASE, 0, ioapic.PINS,
                                 ioapic.IOAPIC_VERSION & 0xFF),),

@@ -27,7 +27,9 @@ What the loader writes (§"64-bit Boot Protocol"):
 - the initrd at the highest 4 KiB-aligned address whose end stays below both
   initrd_addr_max and the end of RAM (as QEMU and GRUB place it);
 - a GDT with __BOOT_CS = 0x10 (64-bit code) and __BOOT_DS = 0x18 (flat data);
-- page tables identity-mapping the first 4 GiB with 2 MiB pages.
+- page tables identity-mapping the first 4 GiB with 2 MiB pages;
+- the ACPI and MP tables in the F-segment (boot/tables.py), the RSDP's
+  address in acpi_rsdp_addr (0x070, protocol 2.14).
 
 The CPU state on entry (§"64-bit Boot Protocol"): long mode with paging on
 (CR0.PE|PG, CR4.PAE, EFER.LME|LMA), CS = __BOOT_CS, DS/ES/SS = __BOOT_DS,
@@ -48,6 +50,7 @@ from typing import TYPE_CHECKING
 
 from pyvmm.boot.gdt import encode_descriptor
 from pyvmm.boot.ram import Chunk, require_ram, write_chunks
+from pyvmm.boot.tables import RSDP_ADDRESS, install_firmware_tables
 from pyvmm.cpu.state import (
     CR0_ET,
     CR0_PE,
@@ -93,6 +96,7 @@ E820_MAX_ENTRIES = 128
 EXT_RAMDISK_IMAGE = 0x0C0
 EXT_RAMDISK_SIZE = 0x0C4
 EXT_CMD_LINE_PTR = 0x0C8
+ACPI_RSDP_ADDR = 0x070  # u64 acpi_rsdp_addr (protocol 2.14; older kernels ignore it)
 
 # (name, offset in the file/zero page, struct format) of the header fields used.
 _FIELDS: dict[str, tuple[int, str]] = {
@@ -261,6 +265,8 @@ def _boot_params(image: bytes, header: SetupHeader, board: PcBoard, cmdline_addr
     struct.pack_into("<I", params, EXT_RAMDISK_IMAGE, address >> 32)
     struct.pack_into("<I", params, EXT_RAMDISK_SIZE, size >> 32)
     _put(params, "hardware_subarch", 0)  # X86_SUBARCH_PC
+    if not board.bios_loaded:
+        struct.pack_into("<Q", params, ACPI_RSDP_ADDR, RSDP_ADDRESS)
     entries = board.e820_map()[:E820_MAX_ENTRIES]
     params[E820_ENTRIES_OFFSET] = len(entries)
     for index, entry in enumerate(entries):
@@ -326,4 +332,5 @@ def load_linux(board: PcBoard, image: bytes, cmdline: str = "",
     for chunk in chunks:
         require_ram(board.memory, chunk.gpa, chunk.memsz, chunk.what)
     write_chunks(board.memory, chunks)
+    install_firmware_tables(board)
     return entry_state_64(gdtr)

@@ -46,6 +46,7 @@ from pyvmm.boot.multiboot_info import (
     memory_sizes,
 )
 from pyvmm.boot.ram import Chunk, require_ram, write_chunks
+from pyvmm.boot.tables import install_firmware_tables
 from pyvmm.cpu.state import CR0_ET, CR0_PE, FLAG_RESERVED1, CpuState, TableRegister
 from pyvmm.errors import ConfigError, ImageError
 
@@ -201,4 +202,5 @@ def load_multiboot(board: PcBoard, image: bytes, cmdline: str = "",
     require_ram(board.memory, entry, 1, "kernel entry point")
     info_chunks, info_addr, gdtr = _boot_info_chunks(board, _cmdline_bytes(cmdline, kernel_name))
     write_chunks(board.memory, chunks + info_chunks)
+    install_firmware_tables(board)  # ACPI and MP tables where the kernel scans for them
     return multiboot_entry_state(info_addr, entry, gdtr)

@@ -52,6 +52,8 @@ class PlatformDescription:
     """The PC as its firmware tables state it."""
 
     apic_ids: tuple[int, ...]  # one local APIC per CPU, the BSP first
+    cpu_signature: int  # CPUID.01H:EAX (stepping, model, family)
+    cpu_features: int  # CPUID.01H:EDX
     lapic_address: int
     lapic_version: int
     ioapics: tuple[IoApicInfo, ...]

@@ -29,6 +29,8 @@ def test_parse_size_rejects_garbage(text):
     (["run", "--frobnicate", "hello"], "unrecognized arguments: --frobnicate"),
     (["run", "--engine", "foo", "hello"], "argument --engine: invalid choice: 'foo'"),
     (["run", "-m", "lots", "hello"], "invalid size 'lots'"),
+    (["run", "--debugcon", "tty", "hello"],
+     "--debugcon 'tty': expected stdio, file:PATH or none"),
     ([], "the following arguments are required: COMMAND"),
 ])
 def test_usage_errors_are_one_line(args, message):
