@@ -37,6 +37,7 @@ from pyvmm.errors import ConfigError
 from pyvmm.machine.stop import StopKind, StopReason
 
 MAX_MEMORY_READ = (MAX_PACKET - 8) // 2
+ACCESS_KINDS = {3: "rwatch", 4: "awatch"}  # Z3, Z4
 MONITOR_HELP = """monitor commands:
   info registers     every register, including the hidden segment state
   info mem           the linear ranges the page tables map
@@ -293,8 +294,8 @@ class GdbStub:
             assert reason.guest_status is not None
             return b"W%02x" % (reason.guest_status & 0xFF)
         reply = b"T%02xthread:01;" % stop.signal
-        if stop.kind == "watch":
-            reply += b"watch:%x;" % stop.address
+        if stop.kind in ("watch", "rwatch", "awatch"):
+            reply += b"%s:%x;" % (stop.kind.encode(), stop.address)
         elif stop.kind:
             reply += stop.kind.encode() + b":;"
         if reason is not None:
@@ -392,8 +393,16 @@ class GdbStub:
                 target.insert_watchpoint(address, length)
             else:
                 target.remove_watchpoint(address)
+        elif kind in (3, 4):
+            if not insert:
+                target.remove_access_watchpoint(address)
+                return b"OK"
+            try:
+                target.insert_access_watchpoint(address, length, ACCESS_KINDS[kind])
+            except NotImplementedError:
+                return b""  # this engine cannot (target.py): gdb says so
         else:
-            return b""  # read/access watchpoints: not supported (module docstring)
+            return b""
         return b"OK"
 
     def _insert(self, data: bytes, target: DebugTarget) -> bytes:

@@ -16,8 +16,19 @@ own INT3 at an address with no breakpoint is delivered to the guest.
 Hardware breakpoints (Z1) and write watchpoints (Z2) are checked after every
 instruction while any is set: the engine then runs one instruction at a time
 (slow, but exact, and it works for code in ROM).  A write watchpoint fires
-when the watched bytes change.  Read and access watchpoints (Z3, Z4) are not
-supported: the stub says so with an empty reply, as the protocol prescribes.
+when the watched bytes change.  Read and access watchpoints (Z3, Z4) fire on
+any data access to the watched bytes that reads (Z3) or reads or writes (Z4),
+reported after the instruction: under interp/jit through memory hooks
+(pyvmm/machine/hooks.py) while the guest runs one instruction at a time.
+
+Under kvm (KVM_SET_GUEST_DEBUG, engines/kvm/vcpu.py) breakpoints of both
+kinds are the four debug registers' instruction breakpoints, so the guest
+runs at full speed between them; more breakpoints than registers are checked
+after each instruction instead.  Read and access watchpoints are refused
+with the empty reply under kvm: memory hooks do not exist there, and this
+host's KVM never fires a debug register's data breakpoint (measured: a DR7
+read/write breakpoint on the debuggee's `counter` let it run to its exit),
+because it emulates the guest's ring-0 code in software.
 """
 
 from __future__ import annotations
@@ -71,8 +82,8 @@ class Stop:
     """Why the guest stopped, as gdb will be told."""
 
     signal: int  # gdb's signal numbers (gdb/signals.def): 2 INT, 5 TRAP, 11 SEGV ...
-    kind: str = ""  # "swbreak", "hwbreak", "watch" or ""
-    address: int | None = None  # for "watch"
+    kind: str = ""  # "swbreak", "hwbreak", "watch", "rwatch", "awatch" or ""
+    address: int | None = None  # for the watchpoints
     reason: StopReason | None = None  # the VM's own stop, when it ended
 
 
@@ -109,6 +120,9 @@ class DebugTarget:
         self.breakpoints: dict[int, tuple[int, int]] = {}  # linear -> (physical, old byte)
         self.hw_breakpoints: set[int] = set()
         self.watchpoints: dict[int, tuple[int, bytes]] = {}  # linear -> (length, value)
+        # Read (rwatch) and access (awatch) watchpoints: linear -> (length, kind, hooks).
+        self.access_watchpoints: dict[int, tuple[int, str, list[int]]] = {}
+        self._access_hit: tuple[str, int] | None = None
         self.ended: StopReason | None = None
 
     def image_is_64bit(self) -> bool:
@@ -205,11 +219,36 @@ class DebugTarget:
     def remove_watchpoint(self, linear: int) -> None:
         self.watchpoints.pop(linear, None)
 
+    def insert_access_watchpoint(self, linear: int, length: int, kind: str) -> None:
+        """`kind` "rwatch" (reads) or "awatch" (reads and writes) on `length` bytes.
+        NotImplementedError where the engine cannot (kvm: rwatch)."""
+        if not 1 <= length <= MAX_WATCH_LENGTH:
+            raise ValueError(f"watchpoint length {length}: 1 to {MAX_WATCH_LENGTH} bytes")
+        self.remove_access_watchpoint(linear)
+        if self._kvm_style:
+            raise NotImplementedError("no data breakpoints under kvm (module docstring)")
+        end = linear + length - 1
+
+        def touched(vm: object, address: int, size: int, value: int) -> None:
+            self._access_hit = (kind, linear)
+
+        handles = [self.vm.hook_mem_read(touched, linear, end)]
+        if kind == "awatch":
+            handles.append(self.vm.hook_mem_write(touched, linear, end))
+        self.access_watchpoints[linear] = (length, kind, handles)
+
+    def remove_access_watchpoint(self, linear: int) -> None:
+        entry = self.access_watchpoints.pop(linear, None)
+        if entry is not None and entry[2]:
+            self.vm.remove_hook(entry[2])
+
     def remove_all(self) -> None:
         for linear in list(self.breakpoints):
             self.remove_breakpoint(linear)
         self.hw_breakpoints.clear()
         self.watchpoints.clear()
+        for linear in list(self.access_watchpoints):
+            self.remove_access_watchpoint(linear)
 
     # -- running -------------------------------------------------------------
     def _commit(self) -> None:
@@ -250,8 +289,9 @@ class DebugTarget:
     def _steps_only(self) -> bool:
         """Whether breakpoints are checked after each instruction instead of by hardware."""
         if self._kvm_style:
-            return len(set(self.breakpoints) | self.hw_breakpoints) > KVM_DEBUG_REGISTERS
-        return bool(self.hw_breakpoints)
+            wanted = set(self.breakpoints) | self.hw_breakpoints
+            return bool(wanted) and not self._kvm_breakpoints()
+        return bool(self.hw_breakpoints) or bool(self.access_watchpoints)
 
     def _linear_pc(self) -> int:
         return (self.state.segments["cs"].base + self.state.rip) & ((1 << 64) - 1)
@@ -324,6 +364,9 @@ class DebugTarget:
                 continue  # a slice ended: look at Ctrl-C and the deadline
             if reason.kind is StopKind.PAUSED and reason.message == "instruction limit":
                 self._capture()
+                if self._access_hit is not None:
+                    (kind, address), self._access_hit = self._access_hit, None
+                    return Stop(SIGTRAP, kind, address)
                 watched = self._changed_watchpoint()
                 if watched is not None:
                     return Stop(SIGTRAP, "watch", watched)

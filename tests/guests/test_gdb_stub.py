@@ -93,3 +93,33 @@ def test_break_step_watch_detach(debuggee, engine):
     # Detached, the guest ran on to its own end: 1 + 2 + 3 + 4 + 5, exit 0x10.
     assert stdout == "15\n"
     assert status == (0x10 << 1) | 1, stderr
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_read_and_access_watchpoints(debuggee, engine):
+    ok, reason = engine_availability(engine)
+    if not ok:
+        pytest.skip(reason)
+    stub = Stub(engine, debuggee)
+    try:
+        output = run_gdb(
+            debuggee, stub.port,
+            "awatch counter", "continue", "continue", "delete",
+            "rwatch counter", "continue", "delete", "detach")
+        status, stdout, _ = stub.finish()
+    finally:
+        stub.kill()
+    if engine == "kvm":  # no data breakpoints under kvm on this host (target.py)
+        assert output.count("does not support this type of hardware watchpoint") + \
+            output.count("Could not insert") >= 1, output
+        assert stdout == "15\n" and status == (0x10 << 1) | 1
+        return
+    # bump(1) reads counter (0), then writes 1: an access watchpoint stops at both.
+    assert re.search(r"Hardware access \(read/write\) watchpoint 1: counter\s+Value = 0",
+                     output), output
+    assert re.search(r"Hardware access \(read/write\) watchpoint 1: counter\s+"
+                     r"Old value = 0\s+New value = 1", output), output
+    # The next read of counter is bump(2)'s, with counter = 1.
+    assert re.search(r"Hardware read watchpoint 2: counter\s+Value = 1", output), output
+    assert "[Inferior 1 (Remote target) detached]" in output, output
+    assert stdout == "15\n" and status == (0x10 << 1) | 1
