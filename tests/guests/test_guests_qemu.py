@@ -29,8 +29,12 @@ pytestmark = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not 
 
 
 def run_qemu(*args: str, accel: str = "tcg") -> subprocess.CompletedProcess[bytes]:
+    """QEMU with the guest's clock counting instructions under TCG (`-icount
+    shift=0,sleep=off`: 1 ns per instruction, a halted guest skips to its next
+    timer), so the demo's tick count does not depend on how busy the host is."""
     assert QEMU is not None
-    command = [QEMU, "-accel", accel, "-display", "none", "-monitor", "none",
+    clock = ["-icount", "shift=0,sleep=off"] if accel == "tcg" else []
+    command = [QEMU, "-accel", accel, *clock, "-display", "none", "-monitor", "none",
                "-serial", "stdio", "-no-reboot",
                "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", *args]
     return subprocess.run(command, capture_output=True, timeout=60)
