@@ -71,8 +71,17 @@ def _movzx(b: Insn) -> Handler:
 def _movsx(b: Insn) -> Handler:
     src = b.size(1)
     sign = 1 << (8 * src - 1)
+    get = b.get(1)
+    if b.mnemonic == Mnemonic.MOVSXD and src == 2 and b.is_mem(1):
+        # MOVSXD with a 16-bit operand size (66 63 /r): the SDM (Vol. 2B, MOVSX/MOVSXD)
+        # lists "MOVSXD r16, r/m16"; the AMD processor this project checks against
+        # (pyvmm.difftest; AMD APM Vol. 3, MOVSXD: source "reg/mem32") reads a doubleword
+        # -- a #PF when any of its 4 bytes is unmapped -- and writes its low word.
+        # Measured on the host: `66 63 0f` at 2 bytes before an unmapped page faults,
+        # at 4 bytes before it loads the low 16 bits, RCX[63:16] kept.
+        get = f"read({b.seg()}, ea, 4) & 0xFFFF"
     return b.compile(f"""
-v = {b.get(1)}
+v = {get}
 {b.set(0, f"(v ^ {b.const(sign)}) - {b.const(sign)}")}
 {b.next}
 """)
