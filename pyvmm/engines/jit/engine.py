@@ -8,6 +8,10 @@ code context (CS base, CS limit, code size, CPL: the interpreter's decode-cache
 key) and dropped when the guest writes to a physical page it came from, or
 when the address space changes (CR0/CR3/CR4 writes, INVLPG).
 
+Code that keeps rewriting itself (SMC_LIMIT translations of a page dropped by
+writes) is left to the interpreter from then on, so it never runs slower than
+interpreted.
+
 Determinism: a block runs only when it fits in the instruction budget of the
 current batch; otherwise the engine single-steps through the interpreter's
 handlers.  So batches end, timers fire and interrupts are taken at exactly the
@@ -28,6 +32,11 @@ from pyvmm.machine.hooks import HookKind
 from pyvmm.machine.stop import StopReason
 
 _NO_BLOCK = (None, 0)  # cache entry for code the translator leaves to the interpreter
+# Translations a physical page may lose to guest writes before the code on it is left
+# to the interpreter: code that keeps rewriting itself would otherwise be translated
+# again after every write and run slower than interpreted (binary translators such as
+# QEMU's TCG likewise fall back to interpreting such pages).
+SMC_LIMIT = 32
 
 
 class _Record:
@@ -85,6 +94,9 @@ class JitEngine(InterpreterEngine):
         self.executions = 0
         self.fallback_steps = 0
         self.unparked = 0
+        self.smc_drops: dict[int, int] = {}  # physical page -> translations writes dropped
+        self.smc_pages: set[int] = set()  # pages whose code is interpreted from now on
+        self.smc_interpreted = 0
         self.block_bytes: dict[object, int] = {}  # block function -> size, for block hooks
         # Chain onto the interpreter's hooks (its decode cache installed them).
         inner_context, inner_flush = cpu.on_context_change, cpu.on_address_space_change
@@ -121,6 +133,8 @@ class JitEngine(InterpreterEngine):
         self.invalidations += sum(len(c.live) + sum(map(len, c.parked.values()))
                                   for c in self.contexts.values())
         self.contexts.clear()
+        self.smc_drops.clear()
+        self.smc_pages.clear()
         self._select_context()
 
     # -- hooks ---------------------------------------------------------------
@@ -190,6 +204,14 @@ class JitEngine(InterpreterEngine):
         if self._hooked_code(rip):
             self.context.live[rip] = _NO_BLOCK  # code hooks see each instruction: step it
             return _NO_BLOCK
+        if self.smc_pages:
+            try:
+                ppn = cpu.fetch_physical_page((cpu.seg_base[CS] + rip) & cpu.lin_mask)
+            except CpuFault:
+                ppn = None
+            if ppn in self.smc_pages:
+                self.context.live[rip] = _NO_BLOCK  # self-modifying: interpret it
+                return _NO_BLOCK
         block = self.translator.translate()
         if block is None:
             return _NO_BLOCK  # fetch fault: let the interpreter raise it
@@ -205,18 +227,22 @@ class JitEngine(InterpreterEngine):
             if self.keep_source:
                 self.sources[rip] = block.source
 
-        def drop(context: _Context = context, rip: int = rip, record: _Record = record,
-                 engine: JitEngine = self) -> None:
+        def drop(ppn: int, context: _Context = context, rip: int = rip,
+                 record: _Record = record, engine: JitEngine = self) -> None:
             if record.alive:
                 record.alive = False
                 engine.invalidations += 1
                 if context.live.get(rip) is record.entry:
                     del context.live[rip]
                     del context.records[rip]
+                drops = engine.smc_drops[ppn] = engine.smc_drops.get(ppn, 0) + 1
+                if drops >= SMC_LIMIT and ppn not in engine.smc_pages:
+                    engine.smc_pages.add(ppn)
+                    engine.smc_interpreted += 1
             engine.smc[0] = True
 
         for ppn in {ppn for _, ppn in block.pages}:
-            cpu.mark_code_page(ppn, drop)
+            cpu.mark_code_page(ppn, lambda ppn=ppn: drop(ppn))
         return entry
 
     # -- running -------------------------------------------------------------
@@ -252,9 +278,8 @@ class JitEngine(InterpreterEngine):
                             if block_hooks:
                                 self._block_hook(fn)
                             in_block = True
-                            fn()
+                            budget -= fn(budget)
                             in_block = False
-                            budget -= length
                             executions += 1
                         else:
                             handler = cpu.icache.get(cpu.rip)
@@ -281,7 +306,8 @@ class JitEngine(InterpreterEngine):
             self.instructions += start - budget
             return self._replay(exc)
         finally:
-            self.executions += executions
+            self.executions += executions + state.segments
+            state.segments = 0
             self.fallback_steps += steps
         self.instructions += start - budget
         return None
@@ -308,15 +334,17 @@ class JitEngine(InterpreterEngine):
 
     def run(self, timeout: float | None = None) -> StopReason:
         base = (self.translated, self.executions, self.invalidations, self.fallback_steps,
-                self.unparked)
+                self.unparked, self.smc_interpreted)
         try:
             return super().run(timeout)
         finally:
             stats = self.board.stats
             for key, now, then in zip(("blocks translated", "block executions",
-                                       "invalidations", "fallback steps", "unparked"),
+                                       "invalidations", "fallback steps", "unparked",
+                                       "self-modifying pages interpreted"),
                                       (self.translated, self.executions, self.invalidations,
-                                       self.fallback_steps, self.unparked), base, strict=True):
+                                       self.fallback_steps, self.unparked,
+                                       self.smc_interpreted), base, strict=True):
                 if now - then:
                     stats.count("jit", key, now - then)
 

@@ -10,11 +10,23 @@ flags IF/TF, ports, interrupts, HLT, system instructions), or until
 Only the *last* instruction of a block may therefore change the code context
 (CS, mode, paging) the rest was decoded under.
 
+A loop is translated whole (Translator.translate): when the code at CS:RIP is
+the target of a backward branch that one of the paths through its conditional
+branches (both arms) comes back along, the block is those paths as nested
+`if`/`else` inside one `while` loop, which runs iterations while a whole one
+still fits in the instruction budget and leaves at the loop's exits.  Guest
+registers live in Python locals for the block's life (regcache.py).  The block
+function takes the budget and returns the instructions it ran.
+
 The generated function keeps the interpreter's guarantees:
 
 - every instruction runs exactly the interpreter's body (or its handler);
 - a fault leaves RIP at the faulting instruction and `jit.done` at its index
-  in the block (the engine counts instructions from it);
+  in the block, loop iterations included (the engine counts instructions from
+  it); which instruction raised comes from the traceback's line number (every
+  generated line belongs to one instruction), so nothing is stored per
+  instruction on the fast path;
+- registers held in locals are stored back before the exception leaves;
 - `EndBatch` / `SoftwareInterrupt` raised by an instruction propagate after it
   completed, with `jit.done` at its index;
 - after an instruction that may have written guest memory, if a write
@@ -24,6 +36,7 @@ The generated function keeps the interpreter's guarantees:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +48,7 @@ from pyvmm.engines.interp.builder import GPR, HANDLER_GLOBALS, Handler
 from pyvmm.engines.interp.cpu import Cpu
 from pyvmm.engines.interp.faults import CpuFault
 from pyvmm.engines.interp.signals import EndBatch, SoftwareInterrupt
+from pyvmm.engines.jit import memfast
 from pyvmm.engines.jit.capture import CaptureInsn
 from pyvmm.engines.jit.optimize import (
     Stmt,
@@ -42,6 +56,7 @@ from pyvmm.engines.jit.optimize import (
     lazy_result,
     specialise_condition,
 )
+from pyvmm.engines.jit.regcache import is_barrier, load, registers, rename, store
 from pyvmm.engines.jit.source import Body, prepare
 
 MAX_BLOCK = 64  # instructions per block at most
@@ -98,9 +113,12 @@ class Block:
 
 
 class BlockState:
-    """What a running block shares with the engine (index of the raising instruction)."""
+    """What a running block shares with the engine: the index of the instruction that
+    raised (from the block's start, loop iterations included), and the straight-line
+    pieces that loop blocks ran beyond one per block execution."""
 
     done = 0
+    segments = 0
 
 
 _GLOBALS: dict[str, object] = dict(HANDLER_GLOBALS)
@@ -138,8 +156,39 @@ class _Item:
     lin: int
 
 
+@dataclass
+class _Seg:
+    """Straight-line instructions of one path, then how the path ends.
+
+    `end` is "exit" (the last instruction sets RIP itself), "goto" (leave the
+    block at `ip`), "back" (branch back to the block's first instruction: the
+    next loop iteration) or "jcc" (the last instruction is a conditional branch;
+    `taken` and `fall` are the two continuations).
+    """
+
+    items: list[_Item]
+    end: str
+    ip: int = 0
+    taken: _Seg | None = None
+    fall: _Seg | None = None
+
+
+_JCC_SHAPE = re.compile(r"\Aif (.+):\n    cpu\.rip = (\d+)\nelse:\n    cpu\.rip = (\d+)\Z")
+_COMPOUND = ("if ", "elif ", "else:", "while ", "for ", "with ", "try:", "except")
+MAX_LOOP = 64       # instructions in a loop block's whole tree
+MAX_BRANCHES = 4    # conditional branches along one path of a loop block
+
+
 class Translator:
-    """Builds `Block`s for the code at CS:RIP of one `Cpu` (x86-64 model)."""
+    """Builds `Block`s for the code at CS:RIP of one `Cpu` (x86-64 model).
+
+    A block is a straight line ending at the first control transfer it cannot
+    follow (module docstring) -- unless the code at CS:RIP is a loop: when the
+    paths through its conditional branches (both arms, up to MAX_BRANCHES deep
+    and MAX_LOOP instructions in all) come back to CS:RIP, the block is one
+    Python `while` loop over that tree, running iterations while a whole one
+    still fits in the batch's instruction budget.
+    """
 
     def __init__(self, cpu: Cpu, fetch: Callable[[int], tuple[bytes, int]],
                  state: BlockState, smc: list[bool]) -> None:
@@ -148,6 +197,9 @@ class Translator:
         self.state = state
         self.smc = smc
         self.optimize = True  # drop dead flag writes (optimize.py)
+        self.loops = True  # compile loops to `while` (the tree above)
+        self.cache_registers = True  # guest registers in locals (regcache.py)
+        self.inline_memory = True  # the software TLB's hit path in block code (memfast.py)
         semantics.load_groups()
 
     def _decode(self, rip: int) -> _Item | None:
@@ -197,9 +249,93 @@ class Translator:
         pages = self._pages(items) if items else self._pages_at(cpu.rip)
         if not items:
             return Block(None, 0, (cpu.rip,), pages)
-        fn, source = self._compile(items)
+        tree = self._loop_tree(items) if self.loops and items[-1].b.mnemonic in JCC else None
+        if tree is not None:
+            all_items = _tree_items(tree)
+            try:
+                fn, source, length = self._compile(tree, loop=True)
+            except _NotTree:
+                tree = None
+        if tree is not None:
+            pages = self._pages(all_items)
+            ips = tuple(dict.fromkeys(it.b.ip for it in all_items))
+            return Block(fn, length, ips, pages, source, _tree_size(all_items, cpu.lin_mask))
+        fn, source, length = self._compile(_Seg(items, "exit"), loop=False)
         size = (items[-1].lin + items[-1].b.length - items[0].lin) & cpu.lin_mask
-        return Block(fn, len(items), tuple(it.b.ip for it in items), pages, source, size)
+        return Block(fn, length, tuple(it.b.ip for it in items), pages, source, size)
+
+    # -- loops ---------------------------------------------------------------
+    def _loop_tree(self, line: list[_Item]) -> _Seg | None:
+        """The tree of paths from CS:RIP when one of them branches back to it, else None."""
+        # First the paths' shape from iced-x86 alone (cheap); the semantic builders
+        # run only when a path does come back.
+        if self._walk(line, self._peek, {}) is None:
+            return None
+        return self._walk(line, self._decode, {it.b.ip: it for it in line})
+
+    def _peek(self, ip: int) -> _Peek | None:
+        raw, lin = self.fetch(ip)
+        ins = iced_x86.Decoder(self.cpu.code_bits, raw, 0, ip=ip).decode()
+        return None if ins.code == Code.INVALID else _Peek(ins, lin, self.cpu.code_bits)
+
+    def _walk(self, line: list[_Item], decode: Callable[[int], object],
+              decoded: dict[int, object]) -> _Seg | None:
+        start = line[0].b.ip
+        page = line[0].lin >> 12
+        budget = [MAX_LOOP]
+        found = [False]
+
+        def item_at(ip: int) -> _Item | None:
+            if ip not in decoded:
+                try:
+                    item = decode(ip)
+                except CpuFault:
+                    item = None
+                if item is not None and item.lin >> 12 != page:  # type: ignore[attr-defined]
+                    item = None
+                decoded[ip] = item
+            return decoded[ip]  # type: ignore[return-value]
+
+        def path(ip: int, seen: frozenset[int], branches: int, source: int) -> _Seg:
+            # `source`: the instruction that transferred control to `ip`.  Only a
+            # backward transfer to the start closes a loop (the start is a loop header).
+            items: list[_Item] = []
+            while True:
+                if ip == start and (items or seen) and source >= start:
+                    found[0] = True
+                    return _Seg(items, "back")
+                if ip in seen or budget[0] <= 0:
+                    return _Seg(items, "goto", ip)
+                item = item_at(ip)
+                if item is None:
+                    return _Seg(items, "goto", ip)
+                seen = seen | {ip}
+                items.append(item)
+                budget[0] -= 1
+                b = item.b
+                if b.mnemonic in JCC:
+                    if branches >= MAX_BRANCHES or _jcc_targets(item) is None:
+                        return _Seg(items, "exit")
+                    taken, fall = _jcc_targets(item)  # type: ignore[misc]
+                    seg = _Seg(items, "jcc")
+                    # The other arm of the branch that closes the loop is its exit:
+                    # the block leaves there, the code after the loop is a block of its own.
+                    closes = taken == start and b.ip >= start
+                    seg.taken = path(taken, seen, branches + 1, b.ip)
+                    seg.fall = _Seg([], "goto", fall) if closes else \
+                        path(fall, seen, branches + 1, b.ip)
+                    return seg
+                source = b.ip
+                target = direct_target(b)
+                if target is not None:
+                    ip = target
+                elif continues(b):
+                    ip = b.next_ip
+                else:
+                    return _Seg(items, "exit")
+
+        tree = path(start, frozenset(), 0, -1)
+        return tree if found[0] else None
 
     # ------------------------------------------------------------------
     def _pages_at(self, rip: int) -> frozenset[tuple[int, int]]:
@@ -223,72 +359,250 @@ class Translator:
                     pass
         return frozenset(pages)
 
-    def _compile(self, items: list[_Item]) -> tuple[Handler, str]:
+    # -- code generation -----------------------------------------------------
+    def _compile(self, tree: _Seg, loop: bool) -> tuple[Handler, str, int]:
+        """Source of the block function for `tree`; returns (function, source, length).
+
+        The function takes the instruction budget and returns how many
+        instructions it ran.  Each generated line is owned by one instruction
+        (its index from the start of the iteration and its address): a fault's
+        line number (from the traceback) says which one raised, so no index is
+        stored per instruction.  `length` is the longest iteration.
+        """
+        start = tree.items[0].b.ip
         params: dict[str, object] = {}
-        stmts: list[Stmt] = []
+        lines: list[tuple[str, tuple[int, int] | None]] = []  # (text, owner)
+        counter = [0]
+        longest = [0]
 
-        def emit(text: str) -> None:
-            stmts.append(Stmt(text, False))
+        def emit_seg(seg: _Seg, depth: int, k: int, lazy: dict[str, str] | None,
+                     exact_sub: bool, rip_exact: bool, segments: int) -> None:
+            stmts: list[tuple[Stmt, tuple[int, int]]] = []
+            n = len(seg.items)
+            cond = None
+            for j, item in enumerate(seg.items):
+                b = item.b
+                owner = (k + j, b.ip)
+                final = j == n - 1
+                last = final and seg.end == "exit"
+                if final and seg.end == "jcc":
+                    follow = b.next_ip
+                elif final:
+                    follow = seg.ip if seg.end == "goto" else start
+                else:
+                    follow = seg.items[j + 1].b.ip
+                captured = b.source_of(item.handler)
+                body: Body | None = None
+                tag = str(counter[0])
+                counter[0] += 1
+                if captured is not None:
+                    body = prepare(captured.body, captured.consts, tag,
+                                   follow, last or (final and seg.end == "jcc"))
+                if body is None:
+                    if not rip_exact:
+                        stmts.append((Stmt(f"cpu.rip = {b.ip:#x}", False), owner))
+                    name = f"_jh{tag}"
+                    params[name] = item.handler
+                    stmts.append((Stmt(f"{name}()", False), owner))
+                    rip_exact = True
+                    may_write = True
+                    if final and seg.end == "jcc":
+                        raise _NotTree
+                else:
+                    if body.needs_rip and not rip_exact:
+                        stmts.append((Stmt(f"cpu.rip = {b.ip:#x}", True), owner))
+                    params.update(body.params)
+                    statements = body.statements
+                    if lazy is not None and self.optimize and b.mnemonic in JCC:
+                        first = specialise_condition(statements[0].text, lazy, exact_sub)
+                        statements = [Stmt(first, False), *statements[1:]]
+                    if final and seg.end == "jcc":
+                        match = _JCC_SHAPE.match(statements[0].text) \
+                            if len(statements) == 1 else None
+                        if match is None:
+                            raise _NotTree
+                        cond = match.group(1)
+                    else:
+                        stmts.extend((st, owner) for st in statements)
+                    rip_exact = not body.elided_next
+                    may_write = body.may_write
+                lazy = lazy_result(body.statements) if body is not None else None
+                exact_sub = b.mnemonic in (Mnemonic.CMP, Mnemonic.SUB)
+                if may_write and not (final and seg.end in ("exit", "goto")):
+                    nxt = follow
+                    stmts.append((Stmt(f"if _jsmc[0]:\n    cpu.rip = {nxt:#x}\n"
+                                       f"    raise BlockExit", False), owner))
+            if self.optimize:
+                kept, _ = drop_dead_flags([st for st, _ in stmts])
+                ids = {id(st) for st in kept}
+                stmts = [(st, o) for st, o in stmts if id(st) in ids]
+            pad = "    " * depth
+            for st, owner in stmts:
+                for ln in st.text.splitlines():
+                    lines.append((pad + ln, owner))
+            end_k = k + n
+            segments += 1 if seg.items else 0
+            last_owner = (end_k - 1, seg.items[-1].b.ip) if seg.items else (k, start)
+            if seg.end == "jcc":
+                assert seg.taken is not None and seg.fall is not None and cond is not None
+                lines.append((f"{pad}if {cond}:", last_owner))
+                emit_seg(seg.taken, depth + 1, end_k, None, False, False, segments)
+                lines.append((f"{pad}else:", last_owner))
+                emit_seg(seg.fall, depth + 1, end_k, None, False, False, segments)
+                return
+            longest[0] = max(longest[0], end_k)
+            if seg.end == "goto":
+                lines.append((f"{pad}cpu.rip = {seg.ip:#x}", last_owner))
+            if not loop:
+                return
+            lines.append((f"{pad}_jc += {end_k}", last_owner))
+            lines.append((f"{pad}_js += {segments}", last_owner))
+            if seg.end == "back":
+                lines.append((f"{pad}if _jc + _jlen <= _jb:", last_owner))
+                lines.append((f"{pad}    continue", last_owner))
+                lines.append((f"{pad}cpu.rip = {start:#x}", last_owner))
+            lines.append((f"{pad}break", last_owner))
 
-        rip_exact = True
-        last_index = len(items) - 1
-        lazy: dict[str, str] | None = None  # the previous instruction's lazy flag result
-        exact_sub = False
-        for j, item in enumerate(items):
-            b = item.b
-            last = j == last_index
-            captured = b.source_of(item.handler)
-            body: Body | None = None
-            if captured is not None:
-                follow = b.next_ip if last else items[j + 1].b.ip
-                body = prepare(captured.body, captured.consts, str(j), follow, last)
-            if j:
-                stmts.append(Stmt(f"_jn = {j}", True))
-            if body is None:
-                if not rip_exact:
-                    emit(f"cpu.rip = {b.ip:#x}")
-                name = f"_jh{j}"
-                params[name] = item.handler
-                emit(f"{name}()")
-                rip_exact = True
-                may_write = True
-            else:
-                if body.needs_rip and not rip_exact:
-                    stmts.append(Stmt(f"cpu.rip = {b.ip:#x}", True))
-                params.update(body.params)
-                statements = body.statements
-                if lazy is not None and self.optimize and b.mnemonic in JCC:
-                    first = specialise_condition(statements[0].text, lazy, exact_sub)
-                    statements = [Stmt(first, False), *statements[1:]]
-                stmts.extend(statements)
-                rip_exact = not body.elided_next
-                may_write = body.may_write
-            lazy = lazy_result(body.statements) if body is not None else None
-            exact_sub = b.mnemonic in (Mnemonic.CMP, Mnemonic.SUB)
-            if may_write and not last:
-                emit(f"if _jsmc[0]:\n    cpu.rip = {items[j + 1].b.ip:#x}\n    raise BlockExit")
-        if self.optimize:
-            stmts, _ = drop_dead_flags(stmts)
-        ips = tuple(it.b.ip for it in items)
-        inner = "\n".join("            " + ln for stmt in stmts
-                          for ln in stmt.text.splitlines())
-        names = ["cpu", "regs", "read", "write", "_jit", "_jips", "_jsmc", *params]
-        src = (f"def _jmake({', '.join(names)}):\n"
-               f"    def block():\n"
-               f"        _jn = 0\n"
-               f"        try:\n{inner}\n"
-               f"        except (EndBatch, SoftwareInterrupt, BlockExit):\n"
-               f"            _jit.done = _jn\n"
-               f"            raise\n"
-               f"        except BaseException:\n"
-               f"            cpu.rip = _jips[_jn]\n"
-               f"            _jit.done = _jn\n"
-               f"            raise\n"
-               f"    return block\n")
+        depth = 4 if loop else 3
+        emit_seg(tree, depth, 0, None, False, True, 0)
+        lines = [(_fold_masks(text), owner) for text, owner in lines]
+        # Registers in locals (regcache.py); barriers store and reload them.
+        texts = [text for text, _ in lines]
+        cached = registers(texts) if self.cache_registers and self.cpu.mem_hooks is None \
+            else None
+        if any(t.lstrip().startswith(("try:", "except", "finally:")) for t in texts):
+            cached = None  # a body's own fault path (LEAVE, POP m) repairs the list itself
+        regs = sorted(cached) if cached else []
+        barriers = False
+        body_lines: list[tuple[str, tuple[int, int] | None]] = []
+        if regs:
+            for text, owner in lines:
+                stripped = text.lstrip()
+                pad = text[:len(text) - len(stripped)]
+                if is_barrier(stripped) and not stripped.startswith(_COMPOUND):
+                    barriers = True
+                    body_lines += [(pad + s, owner) for s in store(regs)]
+                    body_lines.append((pad + "_jw = 0", owner))
+                    body_lines.append((pad + stripped, owner))  # the list is current here
+                    body_lines += [(pad + s, owner) for s in load(regs)]
+                    body_lines.append((pad + "_jw = 1", owner))
+                else:
+                    body_lines.append((rename(text), owner))
+        else:
+            body_lines = lines
+        if regs and any(is_barrier(t.lstrip()) and t.lstrip().startswith(_COMPOUND)
+                        for t, _ in lines):
+            regs = []
+            barriers = False
+            body_lines = lines  # a call inside a condition: keep the list authoritative
+        any_reads = any_writes = False
+        if self.inline_memory:
+            inlined: list[tuple[str, tuple[int, int] | None]] = []
+            for text, owner in body_lines:
+                text, reads, writes = memfast.inline(text)
+                any_reads |= reads
+                any_writes |= writes
+                inlined += [(ln, owner) for ln in text.splitlines()]
+            body_lines = inlined
+            if any_reads or any_writes:
+                params.update(memfast.closure(self.cpu))
+        writeback = store(regs)
+        handler_store = (["if _jw:", *("    " + ln for ln in writeback)] if barriers
+                         else writeback)
+        prelude = load(regs) + memfast.prelude(any_reads, any_writes) + \
+            (["_jw = 1"] if barriers else []) + \
+            (["_jc = 0", "_js = 0"] if loop else [])
+        done = "_jc + _k" if loop else "_k"
+        head = ["def _jmake(cpu, regs, read, write, _jit, _jsmc, _jline, _jlen, "
+                + ", ".join(params) + "):" if params else
+                "def _jmake(cpu, regs, read, write, _jit, _jsmc, _jline, _jlen):",
+                "    def block(_jb):"]
+        src_lines: list[tuple[str, tuple[int, int] | None]] = [(h, None) for h in head]
+        src_lines += [("        " + ln, None) for st in prelude for ln in st.splitlines()]
+        src_lines.append(("        try:", None))
+        if loop:
+            src_lines.append(("            while True:", None))
+        src_lines += body_lines
+        tail = [
+            "        except (EndBatch, SoftwareInterrupt, BlockExit) as _je:",
+            *("            " + ln for ln in handler_store),
+            "            _k = _jline[_je.__traceback__.tb_lineno][0]",
+            f"            _jit.done = {done}",
+            "            raise",
+            "        except BaseException as _je:",
+            *("            " + ln for ln in handler_store),
+            "            _k, cpu.rip = _jline[_je.__traceback__.tb_lineno]",
+            f"            _jit.done = {done}",
+            "            raise",
+            *("        " + ln for ln in writeback),
+        ]
+        if loop:
+            tail += ["        _jit.segments += _js - 1", "        return _jc"]
+        else:
+            tail.append(f"        return {longest[0]}")
+        tail.append("    return block")
+        src_lines += [(t, None) for t in tail]
+        line_owner = {i + 1: owner for i, (_, owner) in enumerate(src_lines)
+                      if owner is not None}
+        src = "\n".join(text for text, _ in src_lines) + "\n"
         namespace: dict[str, object] = {}
-        exec(compile(src, f"<jit-block {ips[0]:#x}>", "exec"), _GLOBALS, namespace)  # noqa: S102
+        exec(compile(src, f"<jit-block {start:#x}>", "exec"), _GLOBALS, namespace)  # noqa: S102
         cpu = self.cpu
         make = namespace["_jmake"]
-        fn = make(cpu, cpu.regs, cpu.read, cpu.write, self.state, ips, self.smc,  # type: ignore
-                  *params.values())
-        return fn, src
+        fn = make(cpu, cpu.regs, cpu.read, cpu.write, self.state, self.smc,  # type: ignore
+                  line_owner, longest[0], *params.values())
+        return fn, src, longest[0]
+
+
+_DOUBLE_MASK = re.compile(r" & (\d+) & \1(?=$|[),\]:])")
+
+
+def _fold_masks(text: str) -> str:
+    """`x & M & M` -> `x & M` (the bodies mask a register read and then its use)."""
+    return _DOUBLE_MASK.sub(r" & \1", text)
+
+
+class _Peek:
+    """An instruction decoded by iced-x86 only, shaped like an `_Item` for `_walk`."""
+
+    def __init__(self, ins: iced_x86.Instruction, lin: int, code_bits: int) -> None:
+        self.b = self
+        self.ins = ins
+        self.lin = lin
+        self.ip = ins.ip
+        self.mnemonic = ins.mnemonic
+        self.code_bits = code_bits
+        self.ip_mask = (1 << code_bits) - 1
+        self.next_ip = (ins.ip + ins.len) & self.ip_mask
+
+
+class _NotTree(Exception):  # noqa: N818 - control flow inside the translator
+    """A conditional branch whose body is not the plain two-way shape."""
+
+
+def _jcc_targets(item: _Item) -> tuple[int, int] | None:
+    """(taken, not taken) of a near Jcc with a decode-time target."""
+    ins = item.b.ins
+    if ins.op_count != 1 or ins.op_kind(0) not in _DIRECT:
+        return None
+    target = ins.near_branch_target & item.b.ip_mask
+    if item.b.code_bits == 64 and (target + (1 << 47)) >> 48 & 0xFFFF:
+        return None  # non-canonical: the branch faults (#GP), keep it a block end
+    return target, item.b.next_ip
+
+
+def _tree_items(tree: _Seg) -> list[_Item]:
+    out: list[_Item] = []
+    stack = [tree]
+    while stack:
+        seg = stack.pop()
+        out.extend(seg.items)
+        stack.extend(s for s in (seg.taken, seg.fall) if s is not None)
+    return out
+
+
+def _tree_size(items: list[_Item], lin_mask: int) -> int:
+    """Bytes from the lowest instruction's first to the highest one's last."""
+    low = min(it.lin for it in items)
+    high = max(it.lin + it.b.length for it in items)
+    return (high - low) & lin_mask

@@ -284,3 +284,68 @@ def test_blocks_follow_direct_jumps_and_calls() -> None:
     assert block.ips == tuple(_ip_of(source, i) for i in (0, 1, 3, 4, 6, 7))
     _, jit, stop = _both(source)
     assert stop.kind is StopKind.HALTED and jit.get_state().gprs[0] == 0x30
+
+
+def test_movsxd_with_16_bit_operand_size_reads_a_doubleword() -> None:
+    # 66 63 /r, movsxd cx, [0x7FFFFE]: the host CPU (AMD, pyvmm.difftest's oracle) reads
+    # four bytes, so the access reaches the unmapped page at 8 MiB and faults there
+    # (CR2 = 0x800000, a read); from RAM it loads the low word, RCX[63:16] kept.
+    faulting = "mov rcx, -1\ndb 0x66, 0x63, 0x0C, 0x25\ndd 0x7FFFFE\nhlt\n"
+    interp, jit, stop = _both(faulting, intercept={14})
+    assert stop.kind is StopKind.EXCEPTION and stop.vector == 14
+    assert stop.error_code & 0x2 == 0 and jit.get_state().cr2 == 0x800000
+    loading = "mov rcx, -1\nmov dword [0x300000], 0x88776655\n" \
+              "db 0x66, 0x63, 0x0C, 0x25\ndd 0x300000\nhlt\n"
+    _, jit, stop = _both(loading)
+    assert stop.kind is StopKind.HALTED
+    assert jit.get_state().gprs[1] == 0xFFFFFFFFFFFF6655
+
+
+def test_code_that_keeps_rewriting_itself_is_interpreted() -> None:
+    # Every iteration rewrites the immediate of the next instruction: each write drops
+    # the block holding it.  After SMC_LIMIT such drops the page is left to the
+    # interpreter, so translations stay bounded instead of one per iteration.
+    from pyvmm.engines.jit.engine import SMC_LIMIT
+    source = """
+    mov rcx, 300
+.again:
+    mov byte [rel .patch + 1], cl
+.patch:
+    mov eax, 0
+    add [0x300000], rax
+    dec rcx
+    jnz .again
+    hlt
+    """
+    _, jit, stop = _both(source)
+    assert stop.kind is StopKind.HALTED
+    assert jit.board.memory.read_u64(DATA) == sum(i & 0xFF for i in range(1, 301))
+    stats = jit.board.stats
+    assert stats.get("jit", "self-modifying pages interpreted") == 1
+    assert SMC_LIMIT <= stats.get("jit", "invalidations") <= SMC_LIMIT + 2
+    assert stats.get("jit", "blocks translated") <= SMC_LIMIT + 4
+    assert stats.get("jit", "fallback steps") >= 5 * (300 - SMC_LIMIT - 2)
+
+
+def test_loop_with_loads_and_stores_across_pages() -> None:
+    # A loop block (while loop) whose stores and loads step by 3 bytes, so some of them
+    # straddle a page boundary (the out-of-line path) and most hit the inlined TLB path.
+    source = """
+    mov rdi, 0x300ff0
+    mov rcx, 1400
+    xor rbx, rbx
+.loop:
+    mov [rdi], ecx
+    add ebx, [rdi + 1]
+    mov ax, [rdi - 1]
+    add rbx, rax
+    add rdi, 3
+    dec rcx
+    jnz .loop
+    mov [0x300000], rbx
+    hlt
+    """
+    _, jit, stop = _both(source)
+    assert stop.kind is StopKind.HALTED
+    assert jit.board.stats.get("jit", "blocks translated") <= 4
+    assert jit.board.memory.read(0x301000, 8) != bytes(8)  # crossed into the next page
