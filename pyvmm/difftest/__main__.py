@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guard", action="store_true",
                         help="put some memory operands on the unmapped page after the data "
                              "area (32/64-bit): compares the #PF and its W/R bit")
+    parser.add_argument("--wrap", action="store_true",
+                        help="make address arithmetic wrap at the address size: an index "
+                             "register of 2^32 - k (32-bit addressing, 67h in 64-bit mode), "
+                             "16-bit offsets past 0xFFFF, disp8 at -0x80 and 0x7F")
     parser.add_argument("--max-reports", type=int, default=20)
     args = parser.parse_args(argv)
 
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             families = tuple(f for f in args.families.split(",") if f) or None  # "x87": x87gen
             summary = run_cases(runner, other, mode, args.seed, indices, args.length, families,
-                                args.guard)
+                                args.guard, args.wrap)
             for disagreement in summary.disagreements:
                 if shown < args.max_reports:
                     print(disagreement.report())

@@ -68,6 +68,12 @@ DISP_MAX = 0x800
 STACK_LO, STACK_HI = 0x6000, 0xA000
 GUARD_PAGE = DATA_BASE + DATA_SIZE  # mapped on neither side: accesses there #PF
 GUARD_CHANCE = 0.08
+# --wrap: address arithmetic that wraps at the address size (SDM Vol. 1 §3.7.5: the
+# effective address is truncated to the address size).  The index register starts at
+# 2^32 - k (32-bit addressing: it acts as -k for every scale), or a 16-bit address wraps
+# at 64 KiB, or a disp8 sits at the ends of its signed range (-0x80, 0x7F).
+WRAP_CHANCE = 0.5
+WRAP_K_MAX = 0x100
 MAX_REP = 16
 GUARD_STRING_CHANCE = 0.4  # with --guard: string instructions that run into the guard page
 
@@ -265,6 +271,7 @@ class TestCase:
     families: tuple[str, ...] | None = None  # as generated (for the rerun command)
     guard: bool = False
     fxsave: bytes | None = None  # initial FP/SIMD state (FXSAVE image) when it is compared
+    wrap: bool = False  # generated with --wrap
 
     @property
     def end_label(self) -> int:
@@ -279,9 +286,12 @@ class BlockGenerator:
     """Builds one `TestCase` from a `random.Random`."""
 
     def __init__(self, mode: int, rng: random.Random,
-                 families: tuple[str, ...] | None = None, guard: bool = False) -> None:
+                 families: tuple[str, ...] | None = None, guard: bool = False,
+                 wrap: bool = False) -> None:
         self.mode = mode
         self.rng = rng
+        self.wrap = wrap  # decided per case in initial_state (draws only when asked)
+        self.wrap32 = False
         # guard: some memory operands address the unmapped page after the data area,
         # so the block ends in #PF and its error code (W/R bit) is compared.
         self.guard = guard and mode != 16  # 16-bit offsets cannot leave the data area
@@ -335,6 +345,11 @@ class BlockGenerator:
             assert self.ptr is not None and self.idx is not None
             gprs[GPR64.index(self.ptr)] = DATA_BASE + r.randrange(PTR_LO, PTR_HI)
             gprs[GPR64.index(self.idx)] = r.randrange(0, INDEX_MAX)
+            if self.wrap and r.random() < WRAP_CHANCE:
+                # idx = 2^32 - k: [ptr + idx*scale + disp] wraps past 4 GiB back into the
+                # data area with 32-bit addressing (64-bit mode: the 67h forms below).
+                self.wrap32 = True
+                gprs[GPR64.index(self.idx)] = (1 << 32) - r.randrange(1, WRAP_K_MAX)
         rflags = FLAG_RESERVED1
         for bit in (FLAG_CF, FLAG_PF, FLAG_AF, FLAG_ZF, FLAG_SF, FLAG_OF, FLAG_DF):
             if r.random() < 0.5:
@@ -349,6 +364,10 @@ class BlockGenerator:
         """A memory operand that addresses the data area."""
         r = self.rng
         if self.mode == 16:
+            if self.wrap and r.random() < 0.3:
+                # bx + si + disp16 past 0xFFFF: the 16-bit offset wraps (SDM Vol. 1 §3.7.5).
+                return MemoryOperand(Register.BX, Register.SI, 1,
+                                     r.randrange(0x8000, 0x10000) - 0x10000, 2)
             bases = [(Register.BX, Register.SI), (Register.BX, Register.DI),
                      (Register.BP, Register.SI), (Register.BP, Register.DI),
                      (Register.SI, Register.NONE), (Register.DI, Register.NONE),
@@ -365,12 +384,14 @@ class BlockGenerator:
         assert self.ptr is not None and self.idx is not None
         if self.guard and r.random() < GUARD_CHANCE:
             return MemoryOperand(displ=guard_displacement(r), displ_size=4)
-        wide = self.mode == 64
+        wide = self.mode == 64 and not self.wrap32  # wrap32: 32-bit addressing (67h)
         ptr = self.ptr if wide else RegisterExt.full_register32(self.ptr)
         idx = self.idx if wide else RegisterExt.full_register32(self.idx)
         off = r.randrange(PTR_LO, PTR_HI)
         form = r.randrange(8 if wide else 7)
         disp = r.randrange(-DISP_MAX, DISP_MAX)
+        if self.wrap and r.random() < 0.2:
+            disp = r.choice((-0x80, 0x7F))  # the ends of a sign-extended disp8
         scale = r.choice((1, 2, 4, 8))
         if form == 0:
             return MemoryOperand(ptr)
@@ -381,6 +402,8 @@ class BlockGenerator:
         if form == 3:
             return MemoryOperand(ptr, idx, scale, disp, 4)
         if form == 4:
+            if self.wrap32:  # -k*scale + disp32: stays inside the data area
+                return MemoryOperand(Register.NONE, idx, scale, DATA_BASE + off + 0x800, 4)
             return MemoryOperand(Register.NONE, idx, scale, DATA_BASE + off, 4)
         if form == 5:
             return MemoryOperand(idx, ptr, 1, disp, 4)  # swapped roles
@@ -811,15 +834,17 @@ def case_rng(seed: int, mode: int, index: int) -> random.Random:
 
 
 def generate_case(mode: int, seed: int, index: int, length: int = 8,
-                  families: tuple[str, ...] | None = None, guard: bool = False) -> TestCase:
+                  families: tuple[str, ...] | None = None, guard: bool = False,
+                  wrap: bool = False) -> TestCase:
     """Block `index` of `seed` in `mode`; `families` limits the FAMILIES drawn from;
-    `guard` puts some memory operands on the unmapped page after the data area."""
+    `guard` puts some memory operands on the unmapped page after the data area; `wrap`
+    makes address arithmetic wrap at the address size (WRAP_CHANCE)."""
     rng = case_rng(seed, mode, index)
-    gen = BlockGenerator(mode, rng, families, guard)
+    gen = BlockGenerator(mode, rng, families, guard, wrap)
     gprs, rflags = gen.initial_state()
     body, groups = gen.generate(length)
     data = rng.randbytes(DATA_SIZE)
     fxsave = simd.initial_fxsave(rng, body) if simd.touches_simd(body) else None
     return TestCase(mode, seed, index, body, gprs, rflags, data, groups,
                     tuple(r for r in (gen.ptr, gen.idx) if r is not None), families, guard,
-                    fxsave)
+                    fxsave, wrap)

@@ -37,7 +37,7 @@ def format_disagreement(enc: EncodedCase, diffs: list[Difference]) -> str:
            f"    rerun: python -m pyvmm.difftest --mode {case.mode} --seed {case.seed} "
            f"--index {case.index} --length {case.groups}"
            + (f" --families {','.join(case.families)}" if case.families else "")
-           + (" --guard" if case.guard else ""),
+           + (" --guard" if case.guard else "") + (" --wrap" if case.wrap else ""),
            "code:", *disassembly(enc), "initial state:", *initial_state_lines(enc),
            f"  {'':<14} {'native':<40} engine"]
     for diff in diffs:

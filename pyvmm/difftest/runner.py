@@ -94,13 +94,14 @@ def make_engine_side(engine_class: type) -> SideRunner:
 
 def run_cases(runner: NativeRunner, other: SideRunner, mode: int, seed: int,
               indices: Iterable[int], length: int,
-              families: tuple[str, ...] | None = None, guard: bool = False) -> Summary:
+              families: tuple[str, ...] | None = None, guard: bool = False,
+              wrap: bool = False) -> Summary:
     summary = Summary(mode)
     for index in indices:
         if families == ("x87",):
             case = generate_x87_case(mode, seed, index, length)
         else:
-            case = generate_case(mode, seed, index, length, families, guard)
+            case = generate_case(mode, seed, index, length, families, guard, wrap)
         try:
             enc = encode_case(case, runner.info.exit_stub)
         except EncodeMismatch:
