@@ -473,6 +473,8 @@ class Translator:
         if any(t.lstrip().startswith(("try:", "except", "finally:")) for t in texts):
             cached = None  # a body's own fault path (LEAVE, POP m) repairs the list itself
         regs = sorted(cached) if cached else []
+        if regs and not loop and not _caching_pays(texts, len(regs)):
+            regs = []
         barriers = False
         body_lines: list[tuple[str, tuple[int, int] | None]] = []
         if regs:
@@ -578,6 +580,15 @@ class _Peek:
 
 class _NotTree(Exception):  # noqa: N818 - control flow inside the translator
     """A conditional branch whose body is not the plain two-way shape."""
+
+
+def _caching_pays(texts: list[str], cached: int) -> bool:
+    """Whether locals beat list items in a straight-line block: each cached register costs
+    a load and a store per execution, and a store and a load again around each barrier
+    (measured: bench-io's two-instruction OUT block ran slower with them)."""
+    uses = sum(text.count("regs[") for text in texts)
+    barriers = sum(is_barrier(text.lstrip()) for text in texts)
+    return uses >= 2 * cached * (1 + barriers)
 
 
 def _jcc_targets(item: _Item) -> tuple[int, int] | None:
