@@ -14,11 +14,15 @@ Physical layout (the classic PC/AT map):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from pyvmm.cpu.cpuid import cpuid_lookup, interpreter_cpuid_table
-from pyvmm.devices import hpet, ioapic, lapic
+from pyvmm.board.gsi import InterruptWiring
+from pyvmm.board.irq_routing import ISA_IRQS, SOURCE_OVERRIDES, isa_gsi
+from pyvmm.board.table import DeviceRow, Range
+from pyvmm.cpu.cpuid import cpuid_lookup, interpreter_cpuid_table, with_apic_status
+from pyvmm.devices import hpet
 from pyvmm.devices.cmos import REG_CENTURY, CmosRtc
 from pyvmm.devices.debug import DebugConsole, DebugExit
 from pyvmm.devices.fw_cfg import (
@@ -32,8 +36,17 @@ from pyvmm.devices.fw_cfg import (
     FwCfg,
     FwCfgDma,
 )
+from pyvmm.devices.hpet import DEFAULT_BASE as HPET_BASE
+from pyvmm.devices.hpet import MMIO_SIZE as HPET_MMIO_SIZE
 from pyvmm.devices.hpet import Hpet
 from pyvmm.devices.i8042 import I8042, SystemControlPortA
+from pyvmm.devices.ioapic import DEFAULT_BASE as IOAPIC_BASE
+from pyvmm.devices.ioapic import IOAPIC_VERSION, IoApic
+from pyvmm.devices.ioapic import MMIO_SIZE as IOAPIC_MMIO_SIZE
+from pyvmm.devices.ioapic import PINS as IOAPIC_PINS
+from pyvmm.devices.lapic import APIC_VERSION, ApicBus, LocalApic
+from pyvmm.devices.lapic import DEFAULT_BASE as LAPIC_BASE
+from pyvmm.devices.lapic import MMIO_SIZE as LAPIC_MMIO_SIZE
 from pyvmm.devices.pci.bus import CONFIG_PORTS, PORT_CONFIG_ADDRESS, ConfigMechanism1, PciBus
 from pyvmm.devices.pci.config import PciFunction
 from pyvmm.devices.pci.i440fx import PAM_SEGMENTS, I440fxHostBridge, PamMode
@@ -50,22 +63,18 @@ from pyvmm.devices.pit8254 import Pit8254, SystemControlPortB
 from pyvmm.devices.uart16550 import Uart16550
 from pyvmm.errors import ConfigError
 from pyvmm.firmware.acpi import build_acpi, io_register
-from pyvmm.firmware.description import (
-    IoApicInfo,
-    IsaOverride,
-    PlatformDescription,
-)
+from pyvmm.firmware.description import IoApicInfo, IsaOverride, PlatformDescription
 from pyvmm.firmware.loader import fw_cfg_files
 from pyvmm.machine.bus import MmioBus, PortBus
 from pyvmm.machine.clock import ClockSource, VirtualClock
 from pyvmm.machine.events import HostEvents
 from pyvmm.machine.host_timer import HostTimerService
-from pyvmm.machine.interrupts import IrqLine
+from pyvmm.machine.interrupts import IrqLine, SharedLine
 from pyvmm.machine.memory import GuestMemory, allocate_backing
 from pyvmm.machine.stop import StopKind, StopReason
 from pyvmm.paravirt.abi import HYPERCALL_PORT, IRQ_PV_EVENT, HypercallCpu
 from pyvmm.paravirt.hypercall import HypercallDevice
-from pyvmm.schema import U8, U32, Choice, Int, Maybe, Object, Record, StateError, Str
+from pyvmm.schema import U8, U32, Choice, Int, ListOf, Maybe, Object, Record, StateError, Str
 from pyvmm.stats import Stats
 
 MIB = 1 << 20
@@ -94,10 +103,7 @@ IRQ_CASCADE = 2
 IRQ_COM1 = 4
 IRQ_RTC = 8
 IRQ_SCI = 9  # the PIIX4 PM function's SCI (SeaBIOS and QEMU hard-wire it to 9)
-ISA_IRQS = 16
-# ISA IRQs whose I/O APIC input is not their number: the 8254 on IRQ0 reaches
-# input 2 (the PC/QEMU wiring; INTI flags 0 = conforming to ISA: edge, high).
-ISA_GSI_OVERRIDES = {IRQ_PIT: (2, 0)}
+VCPUS = 1  # local APICs (one per vCPU); the wiring is shaped for several
 
 # What an access to unmapped physical memory does (see _unclaimed_access).
 UNMAPPED_POLICIES = ("stop", "ignore")
@@ -121,11 +127,11 @@ E820_RESERVED = 2
 
 # Snapshot shape of the board's own part; each device checks its own state.
 BOARD_STATE = Record({
-    "clock": Object(), "devices": Object(),
+    "clock": Object(), "devices": Object(), "lapics": ListOf(Object(), 1, 1 << 8),
     "stop_request": Maybe(Record({
         "kind": Choice(frozenset(kind.name for kind in StopKind)), "message": Str(),
         "guest_status": Maybe(Int(0, 1 << 16)), "vector": Maybe(U8), "error_code": Maybe(U32)})),
-}, optional=frozenset({"stop_request"}))
+}, optional=frozenset({"stop_request", "lapics"}))
 
 
 @dataclass
@@ -144,11 +150,11 @@ class _NullWriter:
 
 
 class _CountingIrqLine(IrqLine):
-    """IRQ0: counts each rising edge as one timer interrupt delivered to the PIC."""
+    """A timer's source on IRQ0: counts each of its rising edges as one timer interrupt."""
 
     __slots__ = ("stats",)
 
-    def __init__(self, sink: Pic8259Pair, irq: int, stats: Stats) -> None:
+    def __init__(self, sink: SharedLine, irq: int, stats: Stats) -> None:
         super().__init__(sink, irq)
         self.stats = stats
 
@@ -158,8 +164,100 @@ class _CountingIrqLine(IrqLine):
         super().set(level)
 
 
+def _fw_cfg(board: PcBoard, lines: list[IrqLine]) -> FwCfg:
+    """fw_cfg with the PC's items: RAM size, CPU count, e820 map, SeaBIOS's serial port."""
+    fw_cfg = FwCfg(board.memory, board.stats)
+    fw_cfg.add_u64(RAM_SIZE, board.ram_size)
+    fw_cfg.add_u16(NB_CPUS, 1)
+    fw_cfg.add_u16(MAX_CPUS, 1)
+    fw_cfg.add_file("etc/e820", b"".join(
+        e.base.to_bytes(8, "little") + e.length.to_bytes(8, "little")
+        + e.type.to_bytes(4, "little") for e in board.e820_map()))
+    fw_cfg.add_file(SERCON_PORT_FILE, PORT_COM1.to_bytes(2, "little"))
+    fw_cfg.add_file("bootorder", b"")
+    for name, data in fw_cfg_files(build_acpi(board.platform_description())).items():
+        fw_cfg.add_file(name, data)
+    return fw_cfg
+
+
+def _pm(board: PcBoard, lines: list[IrqLine]) -> Piix4Pm:
+    pm = Piix4Pm(board.clock, board._power_off, board.stats)
+    pm.on_io_change = board._pm_io_moved
+    return pm
+
+
+def _isa_bridge(board: PcBoard, lines: list[IrqLine]) -> Piix3IsaBridge:
+    """The PIIX3, whose PIRQRC registers steer the PCI interrupt wires."""
+    bridge = Piix3IsaBridge()
+    board.wiring.steering = bridge
+    bridge.on_pirq_change = board.wiring.steering_changed
+    return bridge
+
+
+def _hypercall(board: PcBoard, lines: list[IrqLine]) -> HypercallDevice:
+    timer, event = lines
+    return HypercallDevice(
+        board.memory, board.clock, timer, event, board.serial_output, board.events,
+        board.stats, cpu_access=lambda: board.cpu_access,
+        switch_lookup=lambda: (getattr(board, "switch", None), getattr(board, "vm_id", 0)))
+
+
+def _port(base: int, length: int, name: str,
+          part: Callable[[Any], object] | None = None) -> tuple[Range, ...]:
+    return (Range(base, length, name, part),)
+
+
+# The PC's devices, in restore order: the PIC first, because the PIT, CMOS and
+# hypercall device re-drive their IRQ lines in set_state.  Ports: IBM PC/AT
+# Technical Reference; QEMU's pc machine agrees.  The i8259 pair is built by
+# the board itself (every interrupt line is wired to it) and only listed here.
+PC_DEVICES: tuple[DeviceRow, ...] = (
+    DeviceRow("pic", "pic", lambda b, _: b.pic,
+              ports=(Range(PORT_PIC_MASTER, 2, "pic-master", lambda p: p.master),
+                     Range(PORT_PIC_SLAVE, 2, "pic-slave", lambda p: p.slave))),
+    DeviceRow("ioapic", "ioapic", lambda b, _: b.ioapic,
+              mmio=(Range(IOAPIC_BASE, IOAPIC_MMIO_SIZE, "ioapic"),)),
+    DeviceRow("pit", "pit", lambda b, irq: Pit8254(b.clock, *irq),
+              ports=_port(PORT_PIT, 4, "pit"), irqs=(IRQ_PIT,)),
+    DeviceRow("port61", "system_control_b", lambda b, _: SystemControlPortB(b.pit),
+              ports=_port(PORT_SYSTEM_CONTROL_B, 1, "port61")),
+    DeviceRow("cmos", "cmos", lambda b, irq: CmosRtc(b.clock, b.ram_size, *irq),
+              ports=_port(PORT_CMOS, 2, "cmos"), irqs=(IRQ_RTC,)),
+    DeviceRow("com1", "uart", lambda b, irq: Uart16550(*irq, b.serial_output),
+              ports=_port(PORT_COM1, 8, "com1"), irqs=(IRQ_COM1,)),
+    DeviceRow("i8042", "i8042", lambda b, _: I8042(b._reset),
+              ports=(Range(PORT_KBD_DATA, 1, "i8042", lambda k: k.data_port),
+                     Range(PORT_KBD_COMMAND, 1, "i8042", lambda k: k.command_port))),
+    DeviceRow("port92", "system_control_a", lambda b, _: SystemControlPortA(b._reset),
+              ports=_port(PORT_SYSTEM_CONTROL_A, 1, "port92")),
+    DeviceRow("debug-exit", "debug_exit", lambda b, _: DebugExit(b._debug_exit),
+              ports=_port(PORT_DEBUG_EXIT, 1, "debug-exit")),
+    DeviceRow("debugcon", "debugcon", lambda b, _: DebugConsole(b.debugcon_output),
+              ports=(Range(PORT_DEBUGCON, 1, "debugcon"),
+                     Range(PORT_DEBUGCON_FIRMWARE, 1, "debugcon"))),
+    DeviceRow("hypercall", "hypercall", _hypercall,
+              ports=_port(HYPERCALL_PORT, 4, "hypercall"), irqs=(IRQ_PIT, IRQ_PV_EVENT)),
+    DeviceRow("pci-config", "pci_config", lambda b, _: ConfigMechanism1(b.pci),
+              ports=_port(PORT_CONFIG_ADDRESS, CONFIG_PORTS, "pci-config")),
+    DeviceRow("i440fx", "host_bridge", lambda b, _: I440fxHostBridge(b._pam_changed),
+              pci=PCI_SLOT_HOST_BRIDGE),
+    DeviceRow("piix3", "isa_bridge", _isa_bridge, pci=PCI_SLOT_ISA_BRIDGE),
+    DeviceRow("elcr", "elcr", lambda b, _: Elcr(), ports=_port(PORT_ELCR, 2, "elcr")),
+    DeviceRow("piix4-pm", "pm", _pm, pci=PCI_SLOT_PM),
+    DeviceRow("fw_cfg", "fw_cfg", _fw_cfg,
+              ports=(Range(PORT_FW_CFG, FW_CFG_PORTS, "fw_cfg"),
+                     Range(PORT_FW_CFG_DMA, FW_CFG_DMA_PORTS, "fw_cfg-dma", FwCfgDma))),
+    # The HPET's I/O APIC routes drive GSIs directly; legacy replacement drives
+    # ISA IRQ0 and IRQ8.
+    DeviceRow("hpet", "hpet", lambda b, _: Hpet(b.clock, b.irq_line, b.gsi_line, b.stats),
+              mmio=(Range(HPET_BASE, HPET_MMIO_SIZE, "hpet"),)),
+)
+
+
 class PcBoard:
     """One virtual PC.  Nothing here is shared with any other board."""
+
+    DEVICES: tuple[DeviceRow, ...] = PC_DEVICES  # what this board is built from
 
     def __init__(self, ram_size: int = 64 * MIB, serial_output: BinaryIO | None = None,
                  debugcon_output: BinaryIO | None = None,
@@ -197,84 +295,51 @@ class PcBoard:
         self.switch: object | None = None
         self.host_timer: HostTimerService | None = None
 
-        serial_output = serial_output if serial_output is not None else _NullWriter()
-        debugcon_output = debugcon_output if debugcon_output is not None else _NullWriter()
-
-        self.pic = Pic8259Pair()
-        self.pit = Pit8254(self.clock, _CountingIrqLine(self.pic, IRQ_PIT, self.stats))
-        self.uart = Uart16550(self.irq_line(IRQ_COM1), serial_output)
-        self.cmos = CmosRtc(self.clock, ram_size, self.irq_line(IRQ_RTC))
-        self.i8042 = I8042(self._reset)
-        self.system_control_a = SystemControlPortA(self._reset)
-        self.system_control_b = SystemControlPortB(self.pit)
-        self.debug_exit = DebugExit(self._debug_exit)
-        self.debugcon = DebugConsole(debugcon_output)
-
-        self.ports.register(PORT_PIC_MASTER, 2, self.pic.master, "pic-master")
-        self.ports.register(PORT_PIC_SLAVE, 2, self.pic.slave, "pic-slave")
-        self.ports.register(PORT_PIT, 4, self.pit, "pit")
-        self.ports.register(PORT_KBD_DATA, 1, self.i8042.data_port, "i8042")
-        self.ports.register(PORT_SYSTEM_CONTROL_B, 1, self.system_control_b, "port61")
-        self.ports.register(PORT_KBD_COMMAND, 1, self.i8042.command_port, "i8042")
-        self.ports.register(PORT_CMOS, 2, self.cmos, "cmos")
-        self.ports.register(PORT_SYSTEM_CONTROL_A, 1, self.system_control_a, "port92")
-        self.ports.register(PORT_DEBUGCON, 1, self.debugcon, "debugcon")
-        self.ports.register(PORT_DEBUGCON_FIRMWARE, 1, self.debugcon, "debugcon")
-        self.ports.register(PORT_DEBUG_EXIT, 1, self.debug_exit, "debug-exit")
-        self.ports.register(PORT_COM1, 8, self.uart, "com1")
-        self.events.register_input("serial", self.uart.enqueue_input)
-
-        self._wire_pci()
-        # The HPET's I/O APIC routes (pins 20-23) reach no controller until the
-        # I/O APIC is on the board; legacy replacement drives ISA IRQ0 and IRQ8.
-        self.hpet = Hpet(self.clock, self.irq_line, lambda pin: IrqLine(None, pin), self.stats)
-        self.mmio.register(hpet.DEFAULT_BASE, hpet.MMIO_SIZE, self.hpet, "hpet")
-        self._wire_fw_cfg()
-
+        self.serial_output = serial_output if serial_output is not None else _NullWriter()
+        self.debugcon_output = debugcon_output if debugcon_output is not None else _NullWriter()
         # Para-virtual devices (docs/PARAVIRT.md).  The engine sets `cpu_access`
         # (the calling vCPU's registers); a hypervisor sets `vm_id` and `switch`.
         self.cpu_access: HypercallCpu | None = None
-        self.hypercall = HypercallDevice(
-            self.memory, self.clock, _CountingIrqLine(self.pic, IRQ_PIT, self.stats),
-            self.irq_line(IRQ_PV_EVENT),
-            serial_output, self.events, self.stats, cpu_access=lambda: self.cpu_access,
-            switch_lookup=lambda: (getattr(self, "switch", None), getattr(self, "vm_id", 0)))
-        self.ports.register(HYPERCALL_PORT, 4, self.hypercall, "hypercall")
 
-    # -- wiring -------------------------------------------------------------
-    def _wire_pci(self) -> None:
-        """Bus 0 with the i440FX host bridge, the PIIX3 ISA bridge and its PM function."""
+        # Interrupts (docs/ARCHITECTURE.md "Interrupts"): the i8259 pair and the
+        # I/O APIC take the wires; one local APIC per vCPU takes the APIC bus and
+        # asks the i8259 pair through ExtINT (LINT0 in virtual-wire mode).
+        self.pic = Pic8259Pair()
+        self.apic_bus = ApicBus()
+        self.ioapic = IoApic(self.apic_bus, self.stats)
+        self.wiring = InterruptWiring(self.pic, self.ioapic)
+        self.irqs = self.wiring.isa
+        self.lapics = [LocalApic(self.clock, self.apic_bus, apic_id=cpu, bsp=cpu == 0,
+                                 extint=self.pic, stats=self.stats) for cpu in range(VCPUS)]
+        for lapic in self.lapics:
+            lapic.on_base_change = lambda base, lapic=lapic: self._lapic_moved(lapic, base)
+        self._lapic_mapped: dict[int, int] = {}  # id(lapic) -> base its page is decoded at
         self._shadow = allocate_backing(SHADOW_SIZE)
         self._bios_low_backing = None
         self.pci = PciBus(self.stats)
-        self.pci_config = ConfigMechanism1(self.pci)
-        self.host_bridge = I440fxHostBridge(self._pam_changed)
-        self.isa_bridge = Piix3IsaBridge()
-        self.pm = Piix4Pm(self.clock, self._power_off, self.stats)
-        self.pm.on_io_change = self._pm_io_moved
-        self.elcr = Elcr()
-        for slot, function in ((PCI_SLOT_HOST_BRIDGE, self.host_bridge),
-                               (PCI_SLOT_ISA_BRIDGE, self.isa_bridge), (PCI_SLOT_PM, self.pm)):
-            self.pci.add(*slot, function)
-            function.on_bar_change = self._bar_moved
-        self.ports.register(PORT_CONFIG_ADDRESS, CONFIG_PORTS, self.pci_config, "pci-config")
-        self.ports.register(PORT_ELCR, 2, self.elcr, "elcr")
+        self._build_devices(self.DEVICES)
+        for lapic in self.lapics[:1]:  # one MMIO page: vCPU 0's (one vCPU today)
+            self._lapic_moved(lapic, lapic.base if lapic.enabled else None)
+        self.events.register_input("serial", self.uart.enqueue_input)
 
-    def _wire_fw_cfg(self) -> None:
-        self.fw_cfg = FwCfg(self.memory, self.stats)
-        self.fw_cfg.add_u64(RAM_SIZE, self.ram_size)
-        self.fw_cfg.add_u16(NB_CPUS, 1)
-        self.fw_cfg.add_u16(MAX_CPUS, 1)
-        self.fw_cfg.add_file("etc/e820", b"".join(
-            e.base.to_bytes(8, "little") + e.length.to_bytes(8, "little")
-            + e.type.to_bytes(4, "little") for e in self.e820_map()))
-        self.fw_cfg.add_file(SERCON_PORT_FILE, PORT_COM1.to_bytes(2, "little"))
-        self.fw_cfg.add_file("bootorder", b"")
-        for name, data in fw_cfg_files(build_acpi(self.platform_description())).items():
-            self.fw_cfg.add_file(name, data)
-        self.ports.register(PORT_FW_CFG, FW_CFG_PORTS, self.fw_cfg, "fw_cfg")
-        self.ports.register(PORT_FW_CFG_DMA, FW_CFG_DMA_PORTS, FwCfgDma(self.fw_cfg),
-                            "fw_cfg-dma")
+    # -- wiring -------------------------------------------------------------
+    def _build_devices(self, rows: tuple[DeviceRow, ...]) -> None:
+        """Build and wire every device of `rows` (see pyvmm/board/table.py)."""
+        self.devices: dict[str, object] = {}
+        self.device_rows = rows
+        self.part_of: dict[int, str] = {}  # id(part answering a range) -> its row's name
+        for row in rows:
+            device = row.build(self, [self.irq_line(irq) for irq in row.irqs])
+            setattr(self, row.attr, device)
+            self.devices[row.name] = device
+            for bus, ranges in ((self.ports, row.ports), (self.mmio, row.mmio)):
+                for r in ranges:
+                    target = device if r.part is None else r.part(device)
+                    self.part_of[id(target)] = row.name
+                    bus.register(r.base, r.length, target, r.name)
+            if row.pci is not None:
+                self.pci.add(*row.pci, device)
+                device.on_bar_change = self._bar_moved
 
     def _pam_changed(self, base: int, size: int, mode: PamMode) -> None:
         """Map one PAM segment (82441FX §3.2.14): shadow RAM, read-only shadow RAM,
@@ -337,11 +402,39 @@ class PcBoard:
                                      "the PIIX4 PM1 control register"))
 
     def irq_line(self, irq: int) -> IrqLine:
-        return IrqLine(self.pic, irq)
+        """A new source on ISA IRQ `irq`; the IRQ's level is the OR of its sources.
+        IRQ0's sources (the PIT, the PV timer) count their rising edges as timer
+        interrupts in `--stats`."""
+        if irq == IRQ_PIT:
+            return self.wiring.isa_line(irq, _CountingIrqLine, self.stats)
+        return self.wiring.isa_line(irq)
+
+    def gsi_line(self, gsi: int) -> IrqLine:
+        """A new source wired to I/O APIC pin `gsi` only (the HPET's routes)."""
+        return self.wiring.gsi_line(gsi)
 
     @property
-    def interrupt_controller(self) -> Pic8259Pair:
-        return self.pic
+    def interrupt_controller(self) -> LocalApic:
+        """vCPU 0's local APIC; it asks the i8259 pair for ExtINT interrupts."""
+        return self.lapics[0]
+
+    def _lapic_moved(self, lapic: LocalApic, base: int | None) -> None:
+        """IA32_APIC_BASE moved the APIC page, or disabled it (then it is not decoded).
+        A page over RAM or another device is left undecoded and counted."""
+        old = self._lapic_mapped.pop(id(lapic), None)
+        if old is not None:
+            self.mmio.unregister(old, lapic)
+        if base is None:
+            return
+        if any(r.gpa < base + LAPIC_MMIO_SIZE and base < r.end for r in self.memory.regions):
+            self.stats.count("lapic", "base over RAM refused")
+            return
+        try:
+            self.mmio.register(base, LAPIC_MMIO_SIZE, lapic, "lapic")
+        except ValueError:
+            self.stats.count("lapic", "base over another device refused")
+            return
+        self._lapic_mapped[id(lapic)] = base
 
     def request_stop(self, reason: StopReason) -> None:
         """Ask the engine to stop the VM after the current instruction/exit."""
@@ -396,17 +489,17 @@ class PcBoard:
         ]
 
     def platform_description(self) -> PlatformDescription:
-        """The facts the firmware tables (ACPI, MP) state about this board."""
-        cpu_signature, _, _, cpu_features = cpuid_lookup(interpreter_cpuid_table(), 1)
-        overrides = tuple(IsaOverride(irq, gsi, flags)
-                          for irq, (gsi, flags) in sorted(ISA_GSI_OVERRIDES.items()))
+        """The facts the firmware tables (ACPI, MP) state about this board; the
+        interrupt routing comes from pyvmm/board/irq_routing.py."""
+        cpu_signature, _, _, cpu_features = with_apic_status(
+            1, cpuid_lookup(interpreter_cpuid_table(), 1), True)  # the APIC as at reset
+        overrides = tuple(IsaOverride(o.isa_irq, o.gsi, o.flags) for o in SOURCE_OVERRIDES)
         return PlatformDescription(
-            apic_ids=(0,), cpu_signature=cpu_signature, cpu_features=cpu_features,
-            lapic_address=lapic.DEFAULT_BASE,
-            lapic_version=lapic.APIC_VERSION & 0xFF,
-            ioapics=(IoApicInfo(0, ioapic.DEFAULT_BASE, 0, ioapic.PINS,
-                                ioapic.IOAPIC_VERSION & 0xFF),),
-            isa_irqs=tuple(irq for irq in range(ISA_IRQS) if irq != IRQ_CASCADE),
+            apic_ids=tuple(a.s.apic_id for a in self.lapics), cpu_signature=cpu_signature,
+            cpu_features=cpu_features, lapic_address=LAPIC_BASE,
+            lapic_version=APIC_VERSION & 0xFF,
+            ioapics=(IoApicInfo(0, IOAPIC_BASE, 0, IOAPIC_PINS, IOAPIC_VERSION & 0xFF),),
+            isa_irqs=tuple(irq for irq in range(ISA_IRQS) if isa_gsi(irq) is not None),
             overrides=overrides, pm_base=PM_IO_BASE, sci_irq=IRQ_SCI,
             s5_sleep_type=SLP_TYP_S5, reset=io_register(PORT_KBD_COMMAND, 1),
             reset_value=KBD_RESET_VALUE, century_cmos_index=REG_CENTURY, has_i8042=True,
@@ -415,15 +508,9 @@ class PcBoard:
 
     # -- snapshot -----------------------------------------------------------
     def snapshot_devices(self) -> list[tuple[str, object]]:
-        """(name, device) in restore order: the PIC first, because the PIT,
-        CMOS and hypercall device re-drive their IRQ lines in set_state."""
-        return [("pic", self.pic), ("pit", self.pit), ("port61", self.system_control_b),
-                ("cmos", self.cmos), ("com1", self.uart), ("i8042", self.i8042),
-                ("port92", self.system_control_a), ("debug-exit", self.debug_exit),
-                ("debugcon", self.debugcon), ("hypercall", self.hypercall),
-                ("pci-config", self.pci_config), ("i440fx", self.host_bridge),
-                ("piix3", self.isa_bridge), ("elcr", self.elcr), ("piix4-pm", self.pm),
-                ("fw_cfg", self.fw_cfg), ("hpet", self.hpet)]
+        """(name, device) of the saved rows of the device table, in its order,
+        which is the restore order (PC_DEVICES says why the PIC comes first)."""
+        return [(row.name, self.devices[row.name]) for row in self.device_rows if row.saved]
 
     def get_state(self) -> dict:
         """Clock, every device and a pending stop: all of the board but RAM."""
@@ -431,6 +518,7 @@ class PcBoard:
         return {
             "clock": self.clock.get_state(),
             "devices": {name: device.get_state() for name, device in self.snapshot_devices()},
+            "lapics": [lapic.get_state() for lapic in self.lapics],
             "stop_request": None if stop is None else {
                 "kind": stop.kind.name, "message": stop.message,
                 "guest_status": stop.guest_status, "vector": stop.vector,
@@ -458,6 +546,15 @@ class PcBoard:
             self.clock.set_state(state["clock"])
         except StateError as error:
             raise error.within("clock") from None
+        lapics = state.get("lapics")  # absent from snapshots older than the LAPIC
+        if lapics is not None:
+            if len(lapics) != len(self.lapics):
+                raise StateError("lapics", f"{len(lapics)} entries, not {len(self.lapics)}")
+            for index, (lapic, saved) in enumerate(zip(self.lapics, lapics, strict=True)):
+                try:
+                    lapic.set_state(saved)
+                except StateError as error:
+                    raise error.within(f"lapics.{index}") from None
         devices = state["devices"]
         for name, device in self.snapshot_devices():
             if name not in devices:

@@ -195,6 +195,17 @@ def interpreter_cpuid_table() -> CpuidTable:
     return table
 
 
+def with_apic_status(leaf: int, registers: Registers, apic_enabled: bool) -> Registers:
+    """CPUID.01H:EDX[9] (APIC) reads 1 exactly while IA32_APIC_BASE[11] (the APIC
+    global enable) is set (SDM Vol. 3A "Local APIC Status and Location": with the
+    APIC globally disabled, the processor reports no APIC)."""
+    if leaf != 1:
+        return registers
+    eax, ebx, ecx, edx = registers
+    edx = edx | CPUID_1_EDX_APIC if apic_enabled else edx & ~CPUID_1_EDX_APIC
+    return eax, ebx, ecx, edx
+
+
 def cpuid_lookup(table: CpuidTable, leaf: int, subleaf: int = 0) -> Registers:
     """What CPUID returns for EAX=`leaf`, ECX=`subleaf` on the CPU `table` describes.
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from pyvmm.devices.lapic import ApicBus
+from pyvmm.schema import U8, U64, Bits, Int, ListOf, Record
 from pyvmm.stats import Stats
 
 DEFAULT_BASE = 0xFEC00000
@@ -61,6 +62,14 @@ class IoApicState:
     ioregsel: int = 0
     redirection: list[int] = field(default_factory=lambda: [RTE_MASKED] * PINS)
     asserted: int = 0  # input pin levels, one bit per pin
+
+
+# Snapshot shape: 4-bit IDs, 24 64-bit entries with reserved bits 55:17 clear.
+IOAPIC_STATE = Record({
+    "ioapic_id": Int(0, 15), "arb_id": Int(0, 15), "ioregsel": U8,
+    "redirection": ListOf(U64, PINS, PINS), "asserted": Bits(PINS),
+}, rules=((lambda s: all(not e & ~(0xFF << 56 | RTE_LOW_WRITABLE | RTE_REMOTE_IRR)
+                         for e in s["redirection"]), "redirection", "reserved bits set"),))
 
 
 class IoApic:
@@ -164,5 +173,6 @@ class IoApic:
         return asdict(self.s)
 
     def set_state(self, state: dict) -> None:
+        IOAPIC_STATE.check(state)
         self.s = IoApicState(**state)
         self.s.redirection = list(self.s.redirection)

@@ -68,6 +68,7 @@ from dataclasses import asdict, dataclass, field
 
 from pyvmm.machine.clock import Timer, VirtualClock
 from pyvmm.machine.interrupts import InterruptController
+from pyvmm.schema import NS, U8, U32, U64, Bits, Bool, Int, ListOf, Maybe, Record
 from pyvmm.stats import Stats
 
 MSR_IA32_APIC_BASE = 0x1B
@@ -163,6 +164,28 @@ class LapicState:
     init_pending: bool = False
     sipi_vector: int | None = None
     nmi_pending: bool = False
+
+
+U256 = Bits(256)
+# Snapshot shape: register widths from the register map; only writable bits set.
+LAPIC_STATE = Record({
+    "apic_id": U8, "apic_base": U64, "tpr": U8, "ldr": U32, "dfr": U32, "svr": U32,
+    "isr": U256, "tmr": U256, "irr": U256, "esr": U8, "esr_pending": U8, "icr_lo": U32,
+    "icr_hi": U32, "lvt": ListOf(U32, 7, 7), "timer_initial": U32, "timer_divide": Int(0, 0xB),
+    "timer_start_ns": Int(-NS.hi, NS.hi), "timer_running": Bool(), "tsc_deadline": U64,
+    "init_pending": Bool(), "sipi_vector": Maybe(U8), "nmi_pending": Bool(),
+}, rules=(
+    (lambda s: not s["apic_base"] & ~BASE_WRITABLE, "apic_base", "reserved bits set"),
+    (lambda s: not s["svr"] & ~SVR_WRITABLE, "svr", "reserved bits set"),
+    (lambda s: not s["ldr"] & 0xFFFFFF, "ldr", "bits 23:0 are reserved"),
+    (lambda s: not s["icr_hi"] & 0xFFFFFF, "icr_hi", "bits 55:32 are reserved"),
+    (lambda s: not s["timer_divide"] & 0x4, "timer_divide", "bit 2 is reserved"),
+    (lambda s: all(not v & ~(w | LVT_MASKED | LVT_REMOTE_IRR | 1 << 12)
+                   for v, w in zip(s["lvt"], LVT_WRITABLE, strict=True)), "lvt",
+     "reserved bits set"),
+    (lambda s: not s["timer_running"] or s["timer_initial"] > 0, "timer_running",
+     "a running count needs a nonzero initial count"),
+))
 
 
 class ApicBus:
@@ -606,6 +629,7 @@ class LocalApic:
         return asdict(self.s)
 
     def set_state(self, state: dict) -> None:
+        LAPIC_STATE.check(state)
         self._cancel_timer()
         self.s = LapicState(**state)
         self.s.lvt = list(self.s.lvt)

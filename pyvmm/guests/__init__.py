@@ -84,6 +84,16 @@ BUNDLED_GUESTS: dict[str, BundledGuest] = {
             ),
             default_cmdline="count=16",
         ),
+        BundledGuest(
+            name="apic",
+            filename="apic.elf",
+            kind="multiboot",
+            description=(
+                "64-bit multiboot kernel on the local APIC and I/O APIC: the LAPIC timer "
+                "periodic then TSC-deadline, the PIT (GSI 2) and COM1's THR-empty interrupt "
+                "(GSI 4) through the I/O APIC, a self-IPI; prints one line of counts"
+            ),
+        ),
         *(
             BundledGuest(
                 name=f"bench-{name}",

@@ -2,7 +2,10 @@
 
 A device never knows which controller it is wired to: it holds an `IrqLine`
 and raises, lowers or pulses it (the "trigger" interface).  The board wires
-each line to an `IrqSink` (the i8259 pair).  An engine sees only the
+each line to an `IrqSink`: a `SharedLine`, the board's wire for one interrupt
+input, which several devices may drive at once (wired-OR, as ISA and PCI
+interrupt lines are shared) and which may reach several controller inputs
+(the i8259 pair and an I/O APIC pin).  An engine sees only the
 `InterruptController` protocol: is INTR asserted, and the INTA cycle that
 returns the vector (Intel 8259A datasheet, "Interrupt sequence").
 """
@@ -53,6 +56,47 @@ class IrqLine:
         """A rising then falling edge (what an edge-triggered input latches)."""
         self.set(True)
         self.set(False)
+
+
+class SharedLine:
+    """One board interrupt wire: several sources, one level, several controller inputs.
+
+    The level is the OR of the sources' levels (a wired-OR line: the PIT's OUT0
+    and the PV timer both drive IRQ0, and one lowering its output does not
+    lower the other's).  Every change of that level is forwarded to each
+    target `(sink, input)`, e.g. the i8259 input and the I/O APIC pin of one
+    GSI.  Sources are `IrqLine`s made by `line()`; each owns one bit.
+    """
+
+    __slots__ = ("targets", "sources", "count", "level")
+
+    def __init__(self, targets: list[tuple[IrqSink, int]] | None = None) -> None:
+        self.targets: list[tuple[IrqSink, int]] = list(targets or ())
+        self.sources = 0  # one bit per source currently driving the line high
+        self.count = 0  # sources handed out
+        self.level = False
+
+    def input(self) -> int:
+        """Reserve a source index (for a sink that drives this wire as `set_irq(n, ...)`,
+        e.g. another SharedLine targeting this one)."""
+        index = self.count
+        self.count += 1
+        return index
+
+    def line(self, line_type: type[IrqLine] | None = None, *args: object) -> IrqLine:
+        """A new source on this wire (an `IrqLine`, or `line_type(self, n, *args)`)."""
+        index = self.input()
+        return IrqLine(self, index) if line_type is None else line_type(self, index, *args)
+
+    def set_irq(self, irq: int, level: bool) -> None:
+        """IrqSink for the sources: source `irq` drives its output to `level`."""
+        bit = 1 << irq
+        self.sources = self.sources | bit if level else self.sources & ~bit
+        new = self.sources != 0
+        if new != self.level:
+            self.level = new
+            for sink, pin in self.targets:
+                sink.set_irq(pin, new)
 
 
 class NullInterruptController:

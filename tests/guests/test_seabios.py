@@ -3,9 +3,9 @@ fw_cfg (signature and DMA), takes the e820 map from "etc/e820", prints its
 banner on COM1 ("etc/sercon-port") and enumerates the PCI chipset functions
 through configuration mechanism #1.
 
-Not yet reached: its boot step.  It stops (exit status 20) at its first
-local-APIC access, since the LAPIC is not wired into the board yet
-(issue 13); these tests assert what it prints up to there.
+With the local APIC on the board it runs on to its boot step ("No bootable
+device", then a 60-second retry and a reboot attempt that triple-faults);
+these tests assert the early lines it prints on the way.
 """
 
 from __future__ import annotations

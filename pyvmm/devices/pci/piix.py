@@ -79,6 +79,18 @@ class Piix3IsaBridge(PciFunction):
         super().__init__(VENDOR_INTEL, DEVICE_PIIX3_ISA, CLASS_ISA_BRIDGE, multifunction=True)
         self.config[PIRQRC:PIRQRC + PIRQ_COUNT] = bytes([PIRQ_DISABLED] * PIRQ_COUNT)
         self.make_writable(PIRQRC, PIRQ_COUNT, 0x8F8F8F8F)
+        # Called after PIRQRC[A:D] may have changed (a config write or a restore),
+        # so that the board re-steers the PCI interrupt lines to the new IRQs.
+        self.on_pirq_change: Callable[[], None] | None = None
+
+    def config_written(self, offset: int, size: int) -> None:
+        if offset < PIRQRC + PIRQ_COUNT and offset + size > PIRQRC and self.on_pirq_change:
+            self.on_pirq_change()
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        if self.on_pirq_change is not None:
+            self.on_pirq_change()
 
     def pirq_route(self, pirq: int) -> int | None:
         """The ISA IRQ PCI interrupt line PIRQ[A+pirq] drives, or None."""

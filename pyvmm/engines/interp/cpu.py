@@ -131,7 +131,9 @@ class Cpu:
         self.cr8 = 0
         self.efer = 0
         self.dr = [0, 0, 0, 0, 0, 0, 0xFFFF0FF0, 0x400]
-        self.apic_base = 0xFEE00900
+        self.apic_base = 0xFEE00900  # IA32_APIC_BASE when there is no local APIC
+        # The board's local APIC for this vCPU (rdmsr/wrmsr/enabled), or None.
+        self.apic = None
         self.msrs: dict[int, int] = {}
         self.tsc_offset = 0
         # Set by RDTSC / RDMSR(TSC) ("read") and WRMSR(TSC) ("write"), which end the

@@ -19,7 +19,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from pyvmm.cpu.state import CR0_PE, FLAG_IF, FLAG_TF, CpuState, SegmentState, TableRegister
+from pyvmm.cpu.state import (
+    CR0_PE,
+    FLAG_IF,
+    FLAG_TF,
+    MSR_IA32_APIC_BASE,
+    CpuState,
+    SegmentState,
+    TableRegister,
+)
 from pyvmm.engines.base import Engine
 from pyvmm.engines.interp import delivery
 from pyvmm.engines.interp.cpu import CS, SEG_NAMES, Cpu
@@ -36,6 +44,7 @@ from pyvmm.engines.interp.faults import (
     VECTOR_NAMES,
     CpuFault,
 )
+from pyvmm.engines.interp.msr import read_tsc as msr_read_tsc
 from pyvmm.engines.interp.replay import InputLogDriver
 from pyvmm.engines.interp.signals import EndBatch, SoftwareInterrupt, Unsupported
 from pyvmm.machine.clock import ClockSource
@@ -71,6 +80,11 @@ class InterpreterEngine(Engine):
         board.clock.set_source(ClockSource.MANUAL)
         self.cpu = Cpu(board.memory, board.ports, board.mmio, board.stats, cpu_model)
         self.cpu.clock = board.clock
+        # The board's local APIC for this vCPU: MSRs 0x1B/0x6E0 and CPUID.01H:EDX.APIC.
+        lapics = getattr(board, "lapics", None)
+        if lapics:
+            self.cpu.apic = lapics[0]
+            lapics[0].read_tsc = lambda: msr_read_tsc(self.cpu)
         self.decoder = DecodeCache(self.cpu, board.stats)
         board.memory.write_observers.append(self._memory_written)
         self.ns_per_instruction = 1
@@ -130,6 +144,8 @@ class InterpreterEngine(Engine):
         cpu.efer = state.efer
         cpu.dr = list(state.dr)
         cpu.apic_base = state.apic_base
+        if cpu.apic is not None and state.apic_base != cpu.apic.rdmsr(MSR_IA32_APIC_BASE):
+            cpu.apic.wrmsr(MSR_IA32_APIC_BASE, state.apic_base)  # refused bits: kept as is
         cpu.msrs = dict(state.msrs)
         cpu.interrupt_shadow = state.interrupt_shadow
         cpu.halted = state.halted
@@ -141,6 +157,10 @@ class InterpreterEngine(Engine):
         # (loaders, tests, snapshot restore): decoded code cannot be trusted.
         self.decoder.reset()
 
+    def _apic_base(self) -> int:
+        apic = self.cpu.apic
+        return self.cpu.apic_base if apic is None else apic.rdmsr(MSR_IA32_APIC_BASE)
+
     def get_state(self) -> CpuState:
         cpu = self.cpu
         return CpuState(
@@ -150,7 +170,7 @@ class InterpreterEngine(Engine):
             gdtr=TableRegister(cpu.gdtr.base, cpu.gdtr.limit),
             idtr=TableRegister(cpu.idtr.base, cpu.idtr.limit),
             cr0=cpu.cr0, cr2=cpu.cr2, cr3=cpu.cr3, cr4=cpu.cr4, cr8=cpu.cr8, efer=cpu.efer,
-            dr=list(cpu.dr), apic_base=cpu.apic_base, msrs=dict(cpu.msrs),
+            dr=list(cpu.dr), apic_base=self._apic_base(), msrs=dict(cpu.msrs),
             interrupt_shadow=cpu.interrupt_shadow, halted=cpu.halted,
             pending_interrupt=self.pending_interrupt, fpu_image=cpu.fpu_image())
 

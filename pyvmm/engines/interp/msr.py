@@ -2,6 +2,10 @@
 
 Unknown indices raise #GP(0), as RDMSR/WRMSR do for an unimplemented MSR.
 RDTSC/IA32_TSC count virtual-clock nanoseconds (a 1 GHz TSC).
+With a local APIC (`cpu.apic`, the board's), IA32_APIC_BASE (0x1B) and
+IA32_TSC_DEADLINE (0x6E0) are the APIC's (SDM Vol. 3A "Local APIC Status and
+Location", "TSC-Deadline Mode"): a write it refuses (reserved bits) is #GP(0).
+Without one, IA32_APIC_BASE is a plain value and 0x6E0 does not exist.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ if TYPE_CHECKING:
     from pyvmm.engines.interp.cpu import Cpu
 
 FS, GS = 4, 5
+MSR_IA32_TSC_DEADLINE = 0x6E0
+APIC_MSRS = frozenset({MSR_IA32_APIC_BASE, MSR_IA32_TSC_DEADLINE})
 # MSRs stored as plain values in Cpu.msrs (with their reset value).
 PLAIN = {MSR_STAR: 0, MSR_LSTAR: 0, MSR_CSTAR: 0, MSR_SFMASK: 0, MSR_KERNEL_GS_BASE: 0,
          MSR_IA32_SYSENTER_CS: 0, MSR_IA32_SYSENTER_ESP: 0, MSR_IA32_SYSENTER_EIP: 0,
@@ -69,6 +75,9 @@ def read_tsc(cpu: Cpu) -> int:
 
 
 def read_msr(cpu: Cpu, index: int) -> int:
+    apic = cpu.apic
+    if apic is not None and index in APIC_MSRS:
+        return apic.rdmsr(index)
     if index == MSR_IA32_EFER:
         return cpu.efer
     if index == MSR_FS_BASE:
@@ -87,6 +96,11 @@ def read_msr(cpu: Cpu, index: int) -> int:
 
 
 def write_msr(cpu: Cpu, index: int, value: int) -> None:
+    apic = cpu.apic
+    if apic is not None and index in APIC_MSRS:
+        if not apic.wrmsr(index, value):
+            raise CpuFault(GP, 0)
+        return
     if index == MSR_IA32_EFER:
         if value & ~(EFER_WRITABLE | EFER_LMA):
             raise CpuFault(GP, 0)

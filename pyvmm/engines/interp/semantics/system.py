@@ -271,14 +271,17 @@ def _ud2(b: Insn) -> Handler:
 
 @semantic(Mnemonic.CPUID)
 def _cpuid(b: Insn) -> Handler:
-    from pyvmm.cpu.cpuid import cpuid_lookup, interpreter_cpuid_table
+    from pyvmm.cpu.cpuid import cpuid_lookup, interpreter_cpuid_table, with_apic_status
     table = interpreter_cpuid_table()
     cpu = b.cpu
     next_ip = b.next_ip
 
     def cpuid() -> None:
         regs = cpu.regs
-        eax, ebx, ecx, edx = cpuid_lookup(table, regs[0] & 0xFFFFFFFF, regs[1] & 0xFFFFFFFF)
+        leaf = regs[0] & 0xFFFFFFFF
+        eax, ebx, ecx, edx = cpuid_lookup(table, leaf, regs[1] & 0xFFFFFFFF)
+        if cpu.apic is not None:
+            eax, ebx, ecx, edx = with_apic_status(leaf, (eax, ebx, ecx, edx), cpu.apic.enabled)
         regs[0], regs[3], regs[1], regs[2] = eax, ebx, ecx, edx
         cpu.rip = next_ip
     return cpuid
