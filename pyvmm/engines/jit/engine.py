@@ -144,6 +144,9 @@ class JitEngine(InterpreterEngine):
         hooks are called at each block's dispatch.  So retranslate everything."""
         super()._hooks_changed()
         self.block_bytes.clear()
+        # A loop block runs many guest basic blocks per dispatch: with block hooks,
+        # translate straight-line blocks only, so each hook call is one basic block.
+        self.translator.loops = not self._block_hooks()
         self._reset()
 
     def _hooked_code(self, rip: int) -> bool:
