@@ -312,7 +312,7 @@ class KvmVcpu:
             return reason
         if self._pause_requested:
             self._pause_requested = False
-            return StopReason(StopKind.PAUSED)
+            return StopReason(StopKind.PAUSED, "pause requested")  # as interp says it
         if run_deadline is not None and time.monotonic_ns() >= run_deadline:
             self.complete_pending_io()  # so the location is the next instruction's
             return StopReason(StopKind.TIMEOUT, f"after {self._timeout} s at {self.where()}")
