@@ -152,11 +152,12 @@ INTERPRETER_MAX_EXTENDED_LEAF = 0x80000008
 INTERPRETER_LEAF1_EDX = (CPUID_1_EDX_PSE | CPUID_1_EDX_TSC | CPUID_1_EDX_MSR | CPUID_1_EDX_PAE
                          | CPUID_1_EDX_CX8 | CPUID_1_EDX_SEP | CPUID_1_EDX_PGE
                          | CPUID_1_EDX_CMOV | CPUID_1_EDX_PAT
-                         # MMX: semantics/sse_int.py, sse_move.py.  SSE and SSE2 stay
-                         # clear until their floating-point instructions exist (the
-                         # integer and move subsets alone do not make an SSE CPU);
-                         # FPU stays clear until the x87 transcendentals exist.
-                         | CPUID_1_EDX_CLFSH | CPUID_1_EDX_MMX)
+                         # x87: semantics/x87.py; FXSAVE/FXRSTOR: x87.py with
+                         # CR4.OSFXSR; MMX and SSE/SSE2 integer: sse_int.py,
+                         # sse_move.py; SSE/SSE2 floating point: sse_float.py,
+                         # sse_compare.py, sse_convert.py.
+                         | CPUID_1_EDX_FPU | CPUID_1_EDX_FXSR | CPUID_1_EDX_SSE
+                         | CPUID_1_EDX_SSE2 | CPUID_1_EDX_CLFSH | CPUID_1_EDX_MMX)
 INTERPRETER_LEAF1_EBX = (CLFLUSH_LINE_BYTES // 8) << 8
 INTERPRETER_EXT1_EDX = CPUID_80000001_EDX_SYSCALL | CPUID_80000001_EDX_NX | CPUID_80000001_EDX_LM
 
@@ -171,10 +172,10 @@ def _brand_leaves(brand: bytes) -> CpuidTable:
 
 
 def interpreter_cpuid_table() -> CpuidTable:
-    """A plain CPU: GenuineIntel family 6 with MMX, no APIC.
+    """A plain CPU: GenuineIntel family 6 with x87, MMX, SSE and SSE2, no APIC.
 
-    Leaf 1 EDX has PSE, TSC, MSR, PAE, CX8, SEP, PGE, CMOV, PAT, CLFSH (EBX:
-    64-byte lines), MMX (FPU, SSE, SSE2 and APIC clear; ECX: no SSE3 and
+    Leaf 1 EDX has FPU, PSE, TSC, MSR, PAE, CX8, SEP, PGE, CMOV, PAT, CLFSH
+    (EBX: 64-byte lines), MMX, FXSR, SSE, SSE2 (APIC clear; ECX: no SSE3 and
     later); leaf 0x80000001 EDX has SYSCALL, NX and LM; leaf 0x80000008 reports the address sizes.
     """
     vendor_ebx, vendor_ecx, vendor_edx = _signature_registers(VENDOR_INTEL)

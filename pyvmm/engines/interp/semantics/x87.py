@@ -28,6 +28,7 @@ ModRM bytes (no 8087 attached).  An x87 mnemonic without a handler here is
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 
 import iced_x86
 from iced_x86 import Code, CpuidFeature, Mnemonic, OpKind, Register
@@ -36,6 +37,7 @@ from pyvmm.cpu import fxsave
 from pyvmm.cpu.state import CR0_EM, CR0_MP, CR0_NE, CR0_TS
 from pyvmm.engines.interp import flags as fl
 from pyvmm.engines.interp import softfloat as sf
+from pyvmm.engines.interp import x87math
 from pyvmm.engines.interp.builder import Handler, Insn
 from pyvmm.engines.interp.cpu import CS
 from pyvmm.engines.interp.faults import GP, MF, NM, UD, CpuFault
@@ -835,6 +837,372 @@ def _fxsave(b: Insn) -> Handler:
             raise CpuFault(NM)
         handler()
     return checked
+
+
+# -- transcendental, remainder, scale, extract (SDM Vol. 2A instruction pages) ----------
+
+_TRIG_LIMIT = 63  # |x| >= 2**63: out of range, C2 = 1 and ST(0) unchanged (§8.3.10)
+_NAN_CLS = (sf.Cls.QNAN, sf.Cls.SNAN, sf.Cls.UNSUPPORTED)
+_FINITE = (sf.Cls.NORMAL, sf.Cls.DENORMAL)
+
+
+def _nan_of(fpu: Fpu, a: sf.Value, c: sf.Value | None = None) -> int:
+    """The x87 NaN response for NaN/unsupported operands (IE on SNaN/unsupported)."""
+    flags = 0
+    for v in (a, c):
+        if v is not None and v.cls in (sf.Cls.SNAN, sf.Cls.UNSUPPORTED):
+            flags = sf.IE
+    r = sf.add(sf.Env(masks=0x3F), F80, a, c if c is not None else a)
+    signal(fpu, flags)
+    return r.bits
+
+
+# FCW.PC affects only FADD...FDIVR and FSQRT (SDM Vol. 1 §8.1.5.2): these results are
+# rounded to 64 bits by FCW.RC.
+_FULL_PC = 0x300
+
+
+def _round_real(fpu: Fpu, value: Fraction, flags: int = 0) -> int:
+    """An approximation of an irrational result, rounded by FCW.RC (PE always)."""
+    if value == 0:
+        signal(fpu, flags)
+        return 0
+    sign, sig, exp = x87math.round_parts(value)
+    r = sf.round_pack(env_of(fpu.fcw | _FULL_PC), F80, sign, sig, exp, sticky=True)
+    signal(fpu, flags | r.flags, r.rounded_up)
+    return r.bits
+
+
+def _round_exact(fpu: Fpu, value: Fraction, flags: int = 0, sign_of_zero: int = 0) -> int:
+    """A dyadic rational result rounded by FCW.RC (PE only if it does not fit)."""
+    if value == 0:
+        signal(fpu, flags)
+        return sf.zero(F80, sign_of_zero)
+    den = value.denominator
+    exp = -(den.bit_length() - 1)
+    sign = 1 if value < 0 else 0
+    r = sf.round_pack(env_of(fpu.fcw | _FULL_PC), F80, sign, abs(value.numerator), exp)
+    signal(fpu, flags | r.flags, r.rounded_up)
+    return r.bits
+
+
+def _operand(fpu: Fpu, i: int) -> tuple[sf.Value, int]:
+    v = unpack(fpu.st(i))
+    return v, sf.DE if v.cls == sf.Cls.DENORMAL else 0
+
+
+def _set_c2(fpu: Fpu, on: bool) -> None:
+    fpu.fsw = (fpu.fsw & ~SW_C2) | (SW_C2 if on else 0)
+
+
+@x87(M.FSIN, M.FCOS, M.FSINCOS, M.FPTAN)
+def _trig(b: Insn) -> Handler:
+    mnemonic = b.mnemonic
+    pushes = mnemonic in (M.FSINCOS, M.FPTAN)
+
+    def body(fpu: Fpu, off: int) -> None:
+        if fpu.is_empty(0) or (pushes and not fpu.is_empty(7)):
+            overflow = not fpu.is_empty(0)
+            stack_fault(fpu, overflow=overflow)
+            fpu.set_st(0, INDEFINITE)
+            if pushes:
+                fpu.push(INDEFINITE)
+            return
+        v, de = _operand(fpu, 0)
+        if v.cls in _NAN_CLS or v.cls == sf.Cls.INF:
+            if v.cls == sf.Cls.INF:
+                signal(fpu, sf.IE)
+                result = INDEFINITE
+            else:
+                result = _nan_of(fpu, v)
+            _set_c2(fpu, False)
+            fpu.set_st(0, result)
+            if pushes:
+                fpu.push(result)
+            return
+        if v.cls != sf.Cls.ZERO and v.sig.bit_length() + v.exp > _TRIG_LIMIT:
+            fpu.fsw &= ~SW_C1
+            _set_c2(fpu, True)
+            return
+        if v.cls == sf.Cls.ZERO:
+            zero = fpu.st(0)
+            signal(fpu, 0)
+            outs = {M.FSIN: (zero,), M.FCOS: (ONE,), M.FSINCOS: (zero, ONE),
+                    M.FPTAN: (zero, ONE)}[mnemonic]
+        else:
+            x = sf.to_fraction(v)
+            s, c = x87math.sin_cos_f(x)
+            if mnemonic == M.FSIN:
+                outs = (_round_real(fpu, s, de),)
+            elif mnemonic == M.FCOS:
+                outs = (_round_real(fpu, c, de),)
+            elif mnemonic == M.FSINCOS:
+                outs = (_round_real(fpu, s, de), _round_real(fpu, c, de))
+            else:
+                outs = (_round_real(fpu, s / c, de), ONE)
+        _set_c2(fpu, False)
+        fpu.set_st(0, outs[0])
+        if pushes:
+            fpu.push(outs[1])
+    return _wrap(b, body, memory=False)
+
+
+@x87(M.F2XM1)
+def _f2xm1(b: Insn) -> Handler:
+    def body(fpu: Fpu, off: int) -> None:
+        if fpu.is_empty(0):
+            stack_fault(fpu, overflow=False)
+            fpu.set_st(0, INDEFINITE)
+            return
+        v, de = _operand(fpu, 0)
+        if v.cls in _NAN_CLS:
+            fpu.set_st(0, _nan_of(fpu, v))
+        elif v.cls == sf.Cls.INF:  # 2**+inf - 1 = +inf, 2**-inf - 1 = -1 (exact)
+            signal(fpu, 0)
+            fpu.set_st(0, fpu.st(0) if not v.sign else ONE | 1 << 79)
+        elif v.cls == sf.Cls.ZERO:
+            signal(fpu, 0)
+        else:
+            x = sf.to_fraction(v)
+            if abs(x) > 1:
+                # Outside -1..+1 the SDM leaves the result undefined; the host CPU keeps
+                # ST(0) and reports PE (measured), and so does this one.
+                signal(fpu, sf.PE | de)
+            else:  # PE even for +-1 (measured: the host's 2**1 - 1 = 1.0 reports PE)
+                fpu.set_st(0, _round_real(fpu, x87math.exp2m1(x), de))
+    return _wrap(b, body, memory=False)
+
+
+def _mul_special(fpu: Fpu, y: sf.Value, log: sf.Value, de: int) -> int:
+    """ST(1) * log for non-finite or zero factors, by the x87 multiplication rules;
+    `de`: a denormal operand (reported, as the host does, unless the result is invalid)."""
+    r = sf.mul(sf.Env(masks=0x3F), F80, y, log)
+    if r.flags & sf.IE:
+        signal(fpu, sf.IE)
+        return INDEFINITE
+    signal(fpu, (r.flags & ~sf.DE) | de)
+    return r.bits
+
+
+@x87(M.FYL2X, M.FYL2XP1)
+def _fyl2x(b: Insn) -> Handler:
+    plus1 = b.mnemonic == M.FYL2XP1
+
+    def body(fpu: Fpu, off: int) -> None:
+        if fpu.is_empty(0) or fpu.is_empty(1):
+            stack_fault(fpu, overflow=False)
+            fpu.set_st(1, INDEFINITE)
+            fpu.pop()
+            return
+        x, dx = _operand(fpu, 0)
+        y, dy = _operand(fpu, 1)
+        de = dx | dy
+        if x.cls in _NAN_CLS or y.cls in _NAN_CLS:
+            fpu.set_st(1, _nan_of(fpu, x, y))
+            fpu.pop()
+            return
+        xv = sf.to_fraction(x) if x.cls in _FINITE else None
+        arg = (xv + 1 if xv is not None else None) if plus1 else xv
+        invalid = x.sign and x.cls != sf.Cls.ZERO and (not plus1 or (arg is not None and arg < 0)
+                                                    or x.cls == sf.Cls.INF)
+        if invalid:
+            signal(fpu, sf.IE)
+            fpu.set_st(1, INDEFINITE)
+        elif x.cls == sf.Cls.ZERO and not plus1:  # log2(0) = -inf
+            if y.cls == sf.Cls.ZERO:
+                signal(fpu, sf.IE)
+                fpu.set_st(1, INDEFINITE)
+            else:
+                result = sf.infinity(F80, 1 ^ y.sign)
+                # #Z hides #D (SDM Vol. 1 §4.9.2 priorities; measured on the host).
+                signal(fpu, 0 if y.cls == sf.Cls.INF else sf.ZE)
+                fpu.set_st(1, result)
+        elif x.cls == sf.Cls.ZERO:  # log2(1 + 0) = +-0
+            fpu.set_st(1, _mul_special(fpu, y, x, de))
+        elif x.cls == sf.Cls.INF:
+            fpu.set_st(1, _mul_special(fpu, y, sf.Value(sf.Cls.INF, 0), de))
+        elif arg == 1:  # log2(1) = +0
+            fpu.set_st(1, _mul_special(fpu, y, sf.Value(sf.Cls.ZERO, 0), de))
+        elif y.cls in (sf.Cls.ZERO, sf.Cls.INF):
+            sign = 1 if arg < 1 else 0
+            fpu.set_st(1, _mul_special(fpu, y, sf.Value(sf.Cls.NORMAL, sign, 1, 0), de))
+        else:
+            yv = sf.to_fraction(y)
+            log = x87math.log2p1(xv) if plus1 else x87math.log2(xv)
+            if log.denominator == 1 and not plus1:  # a power of two: exact
+                fpu.set_st(1, _round_exact(fpu, yv * log, de))
+            else:
+                fpu.set_st(1, _round_real(fpu, yv * log, de))
+        fpu.pop()
+    return _wrap(b, body, memory=False)
+
+
+@x87(M.FPATAN)
+def _fpatan(b: Insn) -> Handler:
+    def body(fpu: Fpu, off: int) -> None:
+        if fpu.is_empty(0) or fpu.is_empty(1):
+            stack_fault(fpu, overflow=False)
+            fpu.set_st(1, INDEFINITE)
+            fpu.pop()
+            return
+        x, dx = _operand(fpu, 0)
+        y, dy = _operand(fpu, 1)
+        if x.cls in _NAN_CLS or y.cls in _NAN_CLS:
+            fpu.set_st(1, _nan_of(fpu, x, y))
+            fpu.pop()
+            return
+        pi = x87math.PI_F
+        if y.cls == sf.Cls.ZERO:  # atan2(+-0, x) = +-0 (x >= +0) or +-pi (x <= -0)
+            if x.sign:
+                fpu.set_st(1, _round_real(fpu, -pi if y.sign else pi, dx))
+            else:
+                signal(fpu, dx)
+                fpu.set_st(1, sf.zero(F80, y.sign))
+        elif y.cls == sf.Cls.INF or x.cls == sf.Cls.INF:
+            if y.cls == sf.Cls.INF and x.cls == sf.Cls.INF:
+                angle = 3 * pi / 4 if x.sign else pi / 4
+            elif y.cls == sf.Cls.INF:
+                angle = pi / 2
+            else:
+                angle = pi if x.sign else Fraction(0)
+            angle = -angle if y.sign else angle
+            if angle == 0:
+                signal(fpu, dy)
+                fpu.set_st(1, sf.zero(F80, y.sign))
+            else:
+                fpu.set_st(1, _round_real(fpu, angle, dx | dy))
+        elif x.cls == sf.Cls.ZERO:
+            fpu.set_st(1, _round_real(fpu, -pi / 2 if y.sign else pi / 2, dy))
+        else:
+            angle = x87math.atan2(sf.to_fraction(y), sf.to_fraction(x))
+            fpu.set_st(1, _round_real(fpu, angle, dx | dy))
+        fpu.pop()
+    return _wrap(b, body, memory=False)
+
+
+def _exponent(v: sf.Value) -> int:
+    """The unbiased exponent of a finite non-zero value's leading bit."""
+    return v.sig.bit_length() - 1 + v.exp
+
+
+@x87(M.FPREM, M.FPREM1)
+def _fprem(b: Insn) -> Handler:
+    ieee = b.mnemonic == M.FPREM1
+
+    def body(fpu: Fpu, off: int) -> None:
+        fpu.fsw &= ~SW_C2  # complete unless set below; C0/C3 kept by the special cases
+        if fpu.is_empty(0) or fpu.is_empty(1):
+            stack_fault(fpu, overflow=False)
+            fpu.set_st(0, INDEFINITE)
+            return
+        a, da = _operand(fpu, 0)
+        c, dc = _operand(fpu, 1)
+        if a.cls in _NAN_CLS or c.cls in _NAN_CLS:
+            fpu.set_st(0, _nan_of(fpu, a, c))
+            return
+        if a.cls == sf.Cls.INF or c.cls == sf.Cls.ZERO:
+            signal(fpu, sf.IE)
+            fpu.set_st(0, INDEFINITE)
+            return
+        if a.cls == sf.Cls.ZERO or c.cls == sf.Cls.INF:  # ST(0) unchanged, quotient 0
+            signal(fpu, da | dc)
+            fpu.fsw &= ~CC_MASK
+            return
+        d = _exponent(a) - _exponent(c)
+        av, cv = abs(sf.to_fraction(a)), abs(sf.to_fraction(c))
+        if d < 64:
+            q_frac = av / cv
+            q = q_frac.numerator // q_frac.denominator
+            if ieee:
+                rest = q_frac - q
+                if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and q & 1):
+                    q += 1
+            r = av - q * cv
+            bits = (SW_C0 if q & 4 else 0) | (SW_C3 if q & 2 else 0) | (SW_C1 if q & 1 else 0)
+            partial = False
+        else:
+            n = 32 + (d & 31)
+            scaled = cv * Fraction(2) ** (d - n)
+            q_frac = av / scaled
+            q = q_frac.numerator // q_frac.denominator
+            r = av - q * scaled
+            bits, partial = 0, True
+        r = -r if a.sign else r
+        result = _round_exact(fpu, r, da | dc, sign_of_zero=a.sign)
+        fpu.fsw = (fpu.fsw & ~CC_MASK) | bits | (SW_C2 if partial else 0)
+        fpu.set_st(0, result)
+    return _wrap(b, body, memory=False)
+
+
+@x87(M.FSCALE)
+def _fscale(b: Insn) -> Handler:
+    def body(fpu: Fpu, off: int) -> None:
+        if fpu.is_empty(0) or fpu.is_empty(1):
+            stack_fault(fpu, overflow=False)
+            fpu.set_st(0, INDEFINITE)
+            return
+        a, da = _operand(fpu, 0)
+        c, dc = _operand(fpu, 1)
+        if a.cls in _NAN_CLS or c.cls in _NAN_CLS:
+            fpu.set_st(0, _nan_of(fpu, a, c))
+            return
+        if c.cls == sf.Cls.INF:
+            if (a.cls == sf.Cls.ZERO and not c.sign) or (a.cls == sf.Cls.INF and c.sign):
+                signal(fpu, sf.IE)
+                fpu.set_st(0, INDEFINITE)
+                return
+            signal(fpu, da)
+            if a.cls in _FINITE:
+                fpu.set_st(0, sf.zero(F80, a.sign) if c.sign else sf.infinity(F80, a.sign))
+            return
+        if a.cls in (sf.Cls.ZERO, sf.Cls.INF):
+            signal(fpu, dc)
+            return
+        n = 0
+        if c.cls in _FINITE:
+            cv = sf.to_fraction(c)
+            n = abs(cv.numerator) // cv.denominator
+            n = -min(n, 1 << 20) if cv < 0 else min(n, 1 << 20)
+        # Not rounded to FCW.PC (measured on the host CPU): only range limits round.
+        r = sf.round_pack(env_of(fpu.fcw | _FULL_PC), F80, a.sign, a.sig, a.exp + n)
+        signal(fpu, r.flags | da | dc, r.rounded_up)
+        fpu.set_st(0, r.bits)
+    return _wrap(b, body, memory=False)
+
+
+@x87(M.FXTRACT)
+def _fxtract(b: Insn) -> Handler:
+    def body(fpu: Fpu, off: int) -> None:
+        if fpu.is_empty(0) or not fpu.is_empty(7):
+            overflow = not fpu.is_empty(0)
+            stack_fault(fpu, overflow=overflow)
+            fpu.set_st(0, INDEFINITE)
+            fpu.push(INDEFINITE)
+            return
+        v, de = _operand(fpu, 0)
+        if v.cls in _NAN_CLS:
+            nan = _nan_of(fpu, v)
+            fpu.set_st(0, nan)
+            fpu.push(nan)
+            return
+        if v.cls == sf.Cls.ZERO:  # exponent -inf, significand the zero (#Z)
+            signal(fpu, sf.ZE)
+            zero = fpu.st(0)
+            fpu.set_st(0, sf.infinity(F80, 1))
+            fpu.push(zero)
+            return
+        if v.cls == sf.Cls.INF:
+            inf = fpu.st(0)
+            signal(fpu, 0)
+            fpu.set_st(0, sf.infinity(F80, 0))
+            fpu.push(inf)
+            return
+        e = _exponent(v)
+        signal(fpu, de)
+        significand = sf.round_pack(sf.Env(), F80, v.sign, v.sig, v.exp - e).bits
+        fpu.set_st(0, sf.from_int(sf.Env(), F80, e).bits)
+        fpu.push(significand)
+    return _wrap(b, body, memory=False)
 
 
 # -- registration --------------------------------------------------------------------------
