@@ -32,8 +32,9 @@ from fractions import Fraction
 import pytest
 from iced_x86 import Code, Instruction, MemoryOperand, Register
 
+from pyvmm.difftest import generator
 from pyvmm.difftest.encode import encode_case
-from pyvmm.difftest.generator import LABEL_BASE, LABEL_GROUP, LABEL_STEP, TestCase
+from pyvmm.difftest.generator import LABEL_BASE, LABEL_GROUP, LABEL_STEP
 from pyvmm.difftest.native_side import run_native
 from pyvmm.difftest.runner import load_engine, make_engine_side
 from pyvmm.engines.interp import softfloat as sf
@@ -98,7 +99,7 @@ def in_domain(rng: random.Random, op: str) -> tuple[int, int]:
     return anything(), anything()  # fpatan
 
 
-def block(rng: random.Random, op: str) -> tuple[TestCase, list[tuple[int, int, int]]]:
+def block(rng: random.Random, op: str) -> tuple[generator.TestCase, list[tuple[int, int, int]]]:
     data = bytearray(DATA_SIZE)
     body, cases = [], []
     for k in range(CASES_PER_BLOCK):
@@ -127,7 +128,7 @@ def block(rng: random.Random, op: str) -> tuple[TestCase, list[tuple[int, int, i
     gprs[3] = DATA_BASE
     gprs[4] = DATA_BASE + DATA_SIZE - 0x100
     groups = (len(body) * LABEL_STEP) // LABEL_GROUP + 1
-    return TestCase(64, 0, 0, body, gprs, 0x2, bytes(data), groups, (Register.RBX,),
+    return generator.TestCase(64, 0, 0, body, gprs, 0x2, bytes(data), groups, (Register.RBX,),
                     ("x87",)), cases
 
 
