@@ -126,6 +126,65 @@ def _add_guest_options(parser: argparse.ArgumentParser, with_engine: bool = True
                               "FF FF, #UD")
 
 
+def parse_drive(text: str):  # noqa: ANN201 - a VirtioSpec
+    """--drive file=PATH[,format=raw][,readonly=on|off][,if=virtio][,cache=...] (QEMU's
+    -drive spelling, the options pyvmm has)."""
+    from pyvmm.board.virtio import VirtioSpec
+
+    options: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected KEY=VALUE")
+        if key not in DRIVE_OPTIONS:
+            raise argparse.ArgumentTypeError(f"unknown drive option {key!r} (pyvmm knows "
+                                             f"{', '.join(DRIVE_OPTIONS)})")
+        if value not in DRIVE_OPTIONS[key] and DRIVE_OPTIONS[key]:
+            raise argparse.ArgumentTypeError(f"{key}={value}: expected "
+                                             f"{' or '.join(DRIVE_OPTIONS[key])}")
+        options[key] = value
+    if "file" not in options:
+        raise argparse.ArgumentTypeError("a drive needs file=PATH")
+    options.pop("format", None)
+    options.pop("if", None)
+    return VirtioSpec("blk", options)
+
+
+# --drive keys -> the values pyvmm accepts (empty: any).
+DRIVE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "file": (), "format": ("raw",), "if": ("virtio", "virtio-mmio"),
+    "readonly": ("on", "off"), "cache": ("writeback", "none"), "serial": (),
+}
+# --device names (QEMU's, with the transport suffix optional) -> virtio kind.
+DEVICE_NAMES = {"virtio-rng": "rng", "virtio-rng-device": "rng",
+                "virtio-console": "console", "virtconsole": "console"}
+
+
+def parse_device(text: str):  # noqa: ANN201 - a VirtioSpec
+    from pyvmm.board.virtio import VirtioSpec
+
+    name = text.split(",", 1)[0]
+    if name not in DEVICE_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown device {name!r} (pyvmm has "
+                                         f"{', '.join(DEVICE_NAMES)}; disks: --drive)")
+    return VirtioSpec(DEVICE_NAMES[name])
+
+
+def _add_device_options(run: argparse.ArgumentParser) -> None:
+    group = run.add_argument_group(
+        "virtio devices (docs/VIRTIO.md)",
+        "Each one is a virtio-mmio device (Virtio 1.2 §4.2.2) at 0xFEB00000 + n*0x200 on "
+        "ISA IRQ 5, 10, 11, 7, 6, 3 in order; a Linux --kernel gets the matching "
+        "virtio_mmio.device= options appended to its command line.")
+    group.add_argument("--drive", metavar="file=PATH[,...]", type=parse_drive, action="append",
+                       default=[], help="a virtio-blk disk on a raw image: file=PATH"
+                       "[,readonly=on][,cache=writeback|none][,serial=ID][,format=raw]"
+                       "[,if=virtio]; a flush from the guest is an fsync of PATH")
+    group.add_argument("--device", metavar="NAME", type=parse_device, action="append",
+                       default=[], help="virtio-rng (host entropy) or virtio-console (hvc0 "
+                       "on the serial output)")
+
+
 def _add_snapshot_options(run: argparse.ArgumentParser) -> None:
     from pyvmm.engines.registry import ENGINES
 
@@ -175,8 +234,14 @@ def _pause_point(args: argparse.Namespace) -> tuple[float | None, int | None]:
         if args.guest is not None or args.kernel or args.boot_sector or args.bios \
                 or args.append is not None:
             raise ConfigError("--restore resumes a saved VM: give no GUEST, image or --append")
+        if args.drive or args.device:
+            raise ConfigError("--restore brings back the saved VM's own devices: give no "
+                              "--drive or --device")
         if args.vms > 1:
             raise ConfigError("--restore runs one VM; --vms does not apply")
+    if args.vms > 1 and (args.drive or args.device):
+        raise ConfigError("--drive and --device give one VM its devices; --vms does not "
+                          "apply (copies of one VM would share one disk image)")
     if args.vms > 1 and (args.snapshot_to is not None or args.switch_to is not None):
         raise ConfigError("--snapshot-to and --switch-to run one VM; --vms does not apply")
     seconds = args.snapshot_at if args.snapshot_to is not None else args.switch_after
@@ -301,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "{name} in PATH), then a report with one row per VM; the exit "
                              "status is the one all VMs share, else the first VM's that "
                              "differs from vm1's (docs/HYPERVISOR.md)")
+    _add_device_options(run)
     _add_snapshot_options(run)
     run.set_defaults(handler=cmd_run, engine=None)  # None: the snapshot's with --restore
 
@@ -416,7 +482,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{vm.engine_name}", file=sys.stderr)
     else:
         vm = VirtualMachine(engine=args.engine, ram_size=args.memory, serial_output=serial,
-                            debugcon_output=debugcon, unmapped=args.unmapped)
+                            debugcon_output=debugcon, unmapped=args.unmapped,
+                            virtio=tuple(args.drive + args.device))
     try:
         if spec is not None:
             vm.load(spec)

@@ -332,9 +332,12 @@ def take_snapshot(vm: VirtualMachine) -> Snapshot:
     if vm.image is not None:
         image = {"kind": vm.image.kind, "path": str(vm.image.path),
                  "cmdline": vm.image.cmdline, "label": vm.image.label}
+    vm.board.flush_disks()  # what the snapshot's disks hold is on the host's disk
+    extra = {"virtio": [spec.to_json() for spec in vm.board.virtio_specs]} \
+        if vm.board.virtio_specs else {}
     return Snapshot(engine=vm.engine_name, ram_size=vm.board.ram_size, cpu=cpu,
                     board=board_state, regions=regions, image=image,
-                    unmapped=vm.unmapped, stats=_stats_state(vm))
+                    unmapped=vm.unmapped, stats=_stats_state(vm), extra=extra)
 
 
 def _restore_memory(board: PcBoard, regions: list[RegionImage], board_state: dict) -> None:
@@ -371,11 +374,21 @@ def restore_snapshot(snapshot: Snapshot, engine: str | None = None, *,
     their timers at the same guest-time deadlines on the new engine's clock
     source; the PIC before the devices that re-drive IRQ lines), then the CPU.
     """
+    from pyvmm.board.virtio import VirtioSpec
+    from pyvmm.errors import ConfigError
     from pyvmm.vm import ImageSpec, VirtualMachine
 
+    listed = snapshot.extra.get("virtio", [])
+    try:
+        virtio = tuple(VirtioSpec.from_json(entry) for entry in listed) \
+            if isinstance(listed, list) else None
+    except ConfigError as error:
+        raise _damaged("extra.virtio", str(error)) from None
+    if virtio is None:
+        raise _damaged("extra.virtio", "not a list")
     vm = VirtualMachine(engine=engine or snapshot.engine, ram_size=snapshot.ram_size,
                         serial_output=serial_output, debugcon_output=debugcon_output,
-                        name=name, unmapped=snapshot.unmapped, **vm_options)
+                        name=name, unmapped=snapshot.unmapped, virtio=virtio, **vm_options)
     try:
         _restore_memory(vm.board, snapshot.regions, snapshot.board)
         try:

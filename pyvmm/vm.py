@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pyvmm.board.pc import MIB, PcBoard
+from pyvmm.board.virtio import VirtioSpec
 from pyvmm.cpu.state import CpuState
 from pyvmm.engines.base import Engine
 from pyvmm.engines.registry import (  # noqa: F401  (re-exported)
@@ -85,7 +86,8 @@ def load_image(board: PcBoard, spec: ImageSpec) -> CpuState:
             initrd = None
             if spec.initrd is not None:
                 initrd = read_user_file(spec.initrd, MAX_IMAGE_BYTES, ImageError)
-            return boot.load_linux(board, data, spec.cmdline, initrd)
+            cmdline = " ".join(part for part in (spec.cmdline, board.virtio_cmdline()) if part)
+            return boot.load_linux(board, data, cmdline, initrd)
         if spec.kind == "boot-sector":
             return boot.load_boot_sector(board, data)
         if spec.kind == "bios":
@@ -103,14 +105,15 @@ class VirtualMachine:
                  debugcon_output: BinaryIO | None = None, name: str = "vm0",
                  vm_id: int = 0, switch: object | None = None,
                  host_timer: HostTimerService | None = None,
-                 unmapped: str = "stop") -> None:
+                 unmapped: str = "stop", virtio: tuple[VirtioSpec, ...] = ()) -> None:
         self.name = name
         cls = engine_class(engine)
         available, reason = cls.availability()
         if not available:
             raise EngineUnavailable(f"engine {engine!r} is not available: {reason}")
         self.board = PcBoard(ram_size=ram_size, serial_output=serial_output,
-                             debugcon_output=debugcon_output, unmapped=unmapped)
+                             debugcon_output=debugcon_output, unmapped=unmapped,
+                             virtio=virtio)
         # Before the engine exists: it may register with the host timer.
         self.board.vm_id = vm_id
         self.board.switch = switch

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 from pyvmm.board.gsi import InterruptWiring
 from pyvmm.board.irq_routing import ISA_IRQS, SOURCE_OVERRIDES, isa_gsi
 from pyvmm.board.table import DeviceRow, Range
+from pyvmm.board.virtio import VirtioSpec, cmdline_fragments, virtio_rows
 from pyvmm.cpu.cpuid import cpuid_lookup, interpreter_cpuid_table, with_apic_status
 from pyvmm.devices import hpet
 from pyvmm.devices.cmos import REG_CENTURY, CmosRtc
@@ -262,7 +263,7 @@ class PcBoard:
     def __init__(self, ram_size: int = 64 * MIB, serial_output: BinaryIO | None = None,
                  debugcon_output: BinaryIO | None = None,
                  clock_source: ClockSource = ClockSource.VCPU,
-                 unmapped: str = "stop") -> None:
+                 unmapped: str = "stop", virtio: tuple[VirtioSpec, ...] = ()) -> None:
         if ram_size < MIN_RAM or ram_size > MAX_RAM:
             raise ConfigError(f"memory size must be between {MIN_RAM // MIB} MiB and "
                               f"{MAX_RAM // MIB} MiB, not {ram_size // MIB} MiB")
@@ -317,7 +318,8 @@ class PcBoard:
         self._shadow = allocate_backing(SHADOW_SIZE)
         self._bios_low_backing = None
         self.pci = PciBus(self.stats)
-        self._build_devices(self.DEVICES)
+        self.virtio_specs = tuple(virtio)
+        self._build_devices(self.DEVICES + virtio_rows(self.virtio_specs))
         for lapic in self.lapics[:1]:  # one MMIO page: vCPU 0's (one vCPU today)
             self._lapic_moved(lapic, lapic.base if lapic.enabled else None)
         self.events.register_input("serial", self.uart.enqueue_input)
@@ -572,5 +574,21 @@ class PcBoard:
         """Thread-safe: bytes typed at the host terminal for COM1."""
         self.events.post_input("serial", data)
 
+    def _disks(self) -> list:  # noqa: ANN202 - RawImage
+        return [image for index in range(len(self.virtio_specs))
+                if (image := getattr(self.devices[f"virtio{index}"].device, "image", None))
+                is not None]
+
+    def flush_disks(self) -> None:
+        """fsync every virtio-blk image (before a snapshot)."""
+        for image in self._disks():
+            image.flush()
+
+    def virtio_cmdline(self) -> str:
+        """The `virtio_mmio.device=` options a Linux kernel needs for this board."""
+        return " ".join(cmdline_fragments(self.virtio_specs))
+
     def close(self) -> None:
+        for image in self._disks():
+            image.close()
         self.memory.close()
