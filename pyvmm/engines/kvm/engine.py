@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pyvmm.cpu.state import CpuState
+from pyvmm.cpu.state import MSR_IA32_APIC_BASE, CpuState
 from pyvmm.engines.base import Engine
 from pyvmm.engines.kvm import kick
 from pyvmm.engines.kvm import vm as kvm_vm
@@ -64,6 +64,11 @@ class KvmEngine(Engine):
         self.vm = KvmVm()
         self.vm.sync_memory(board.memory)
         self.vcpu = vcpu = KvmVcpu(self.vm, board, 0, self.clock_source)
+        # The board's local APIC owns IA32_APIC_BASE (relocation, global enable):
+        # guest accesses come back as MSR exits where this KVM can filter them.
+        lapics = getattr(board, "lapics", None)
+        if lapics and self.vm.filter_msrs([MSR_IA32_APIC_BASE]):
+            vcpu.msr_devices = {MSR_IA32_APIC_BASE: lapics[0]}
         board.clock.set_source(self.clock_source)
         board.clock.on_new_deadline = self._on_new_deadline
         board.events.wake = self.wake

@@ -278,6 +278,33 @@ KVM_GUESTDBG_USE_SW_BP = 0x00010000
 KVM_GUESTDBG_USE_HW_BP = 0x00020000
 
 
+class kvm_enable_cap(ctypes.Structure):  # noqa: N801
+    _fields_ = [("cap", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("args", ctypes.c_uint64 * 4), ("pad", ctypes.c_uint8 * 64)]
+
+
+class kvm_msr_filter_range(ctypes.Structure):  # noqa: N801
+    """`nmsrs` MSRs from `base`; bit clear in `bitmap` = the access is filtered."""
+
+    _fields_ = [("flags", ctypes.c_uint32), ("nmsrs", ctypes.c_uint32),
+                ("base", ctypes.c_uint32), ("bitmap", ctypes.c_void_p)]
+
+
+KVM_MSR_FILTER_MAX_RANGES = 16
+
+
+class kvm_msr_filter(ctypes.Structure):  # noqa: N801
+    _fields_ = [("flags", ctypes.c_uint32),
+                ("ranges", kvm_msr_filter_range * KVM_MSR_FILTER_MAX_RANGES)]
+
+
+# kvm_msr_filter_range.flags; kvm_msr_filter.flags; KVM_CAP_X86_USER_SPACE_MSR args[0].
+KVM_MSR_FILTER_READ = 1 << 0
+KVM_MSR_FILTER_WRITE = 1 << 1
+KVM_MSR_FILTER_DEFAULT_ALLOW = 0
+KVM_MSR_EXIT_REASON_FILTER = 1 << 2
+
+
 # -- struct kvm_run (the vCPU's shared page) ---------------------------------
 
 class _ExitHw(ctypes.Structure):
@@ -338,9 +365,18 @@ class _ExitDebug(ctypes.Structure):
                 ("pc", ctypes.c_uint64), ("dr6", ctypes.c_uint64), ("dr7", ctypes.c_uint64)]
 
 
+class _ExitMsr(ctypes.Structure):
+    """kvm_run.msr (KVM_EXIT_X86_RDMSR/WRMSR): set `error` to 1 to make it #GP."""
+
+    _fields_ = [("error", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 7),
+                ("reason", ctypes.c_uint32), ("index", ctypes.c_uint32),
+                ("data", ctypes.c_uint64)]
+
+
 class _ExitUnion(ctypes.Union):
     _fields_ = [
         ("debug", _ExitDebug),
+        ("msr", _ExitMsr),
         ("hw", _ExitHw),
         ("fail_entry", _ExitFailEntry),
         ("ex", _ExitException),
@@ -469,6 +505,8 @@ KVM_GET_FPU = _ior(0x8C, kvm_fpu)
 KVM_SET_FPU = _iow(0x8D, kvm_fpu)
 KVM_SET_CPUID2 = _iow(0x90, kvm_cpuid2)
 KVM_SET_GUEST_DEBUG = _iow(0x9B, kvm_guest_debug)
+KVM_ENABLE_CAP = _iow(0xA3, kvm_enable_cap)
+KVM_X86_SET_MSR_FILTER = _iow(0xC6, kvm_msr_filter)
 KVM_GET_VCPU_EVENTS = _ior(0x9F, kvm_vcpu_events)
 KVM_SET_VCPU_EVENTS = _iow(0xA0, kvm_vcpu_events)
 KVM_GET_DEBUGREGS = _ior(0xA1, kvm_debugregs)
@@ -485,6 +523,8 @@ KVM_CAP_SET_IDENTITY_MAP_ADDR = 37
 KVM_CAP_XSAVE = 55
 KVM_CAP_READONLY_MEM = 81
 KVM_CAP_IMMEDIATE_EXIT = 136
+KVM_CAP_X86_USER_SPACE_MSR = 188
+KVM_CAP_X86_MSR_FILTER = 189
 
 # kvm_userspace_memory_region.flags.
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0

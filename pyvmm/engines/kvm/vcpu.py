@@ -16,10 +16,10 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pyvmm.cpu.cpuid import kvm_cpuid_policy
-from pyvmm.cpu.state import FLAG_IF, CpuState
+from pyvmm.cpu.state import FLAG_IF, MSR_IA32_APIC_BASE, CpuState
 from pyvmm.engines.kvm import complete, kick
 from pyvmm.engines.kvm import ioctls as k
 from pyvmm.engines.kvm import state as conv
@@ -46,6 +46,12 @@ BP_VECTOR = 3
 MAX_HW_BREAKPOINTS = 4  # DR0-DR3
 DR7_RESERVED_ONE = 1 << 10
 DR6_B0_B3 = 0xF
+
+
+class MsrDevice(Protocol):
+    def rdmsr(self, index: int) -> int: ...
+
+    def wrmsr(self, index: int, value: int) -> bool: ...
 
 
 def host_ns(clock: VirtualClock, guest_ns: int) -> int:
@@ -80,6 +86,9 @@ class KvmVcpu:
         self._extra_msrs: set[int] = set()
         self._timeout: float | None = None  # this run()'s, for the TIMEOUT message
         self._guest_debug: tuple[int, tuple[int, ...]] = (0, ())  # control, breakpoints
+        # MSRs the board's devices own (KVM_EXIT_X86_RDMSR/WRMSR): index -> device with
+        # rdmsr(index) -> int and wrmsr(index, value) -> bool; set by the engine.
+        self.msr_devices: dict[int, MsrDevice] = {}
         self.fd = vm.create_vcpu(index)
         self.run_map = mmap.mmap(self.fd, vm.vcpu_mmap_size(), mmap.MAP_SHARED,
                                  mmap.PROT_READ | mmap.PROT_WRITE)
@@ -117,6 +126,9 @@ class KvmVcpu:
 
     def set_state(self, state: CpuState) -> None:
         self.complete_pending_io()
+        apic = self.msr_devices.get(MSR_IA32_APIC_BASE)
+        if apic is not None and state.apic_base != apic.rdmsr(MSR_IA32_APIC_BASE):
+            apic.wrmsr(MSR_IA32_APIC_BASE, state.apic_base)  # refused bits: kept as is
         self.ioctl(k.KVM_SET_SREGS, conv.sregs_from_state(state), "KVM_SET_SREGS")
         self.ioctl(k.KVM_SET_REGS, conv.regs_from_state(state), "KVM_SET_REGS")
         values = {m: v for m, v in state.msrs.items() if m not in conv.FIELD_MSRS}
@@ -423,6 +435,8 @@ class KvmVcpu:
                     return None
                 return self._emulate_one()
             return StopReason(StopKind.INTERNAL_ERROR, self._describe_internal_error(run))
+        elif reason in (k.KVM_EXIT_X86_RDMSR, k.KVM_EXIT_X86_WRMSR):
+            self._handle_msr(run.exit.msr, reason == k.KVM_EXIT_X86_WRMSR)
         elif reason == k.KVM_EXIT_DEBUG:
             return self._debug_exit(run)
         elif reason == k.KVM_EXIT_SYSTEM_EVENT:
@@ -464,6 +478,27 @@ class KvmVcpu:
         else:
             value = self.board.mmio.read(address, length)
             ctypes.memmove(mmio.data, value.to_bytes(length, "little"), length)
+
+    def _handle_msr(self, msr: k._ExitMsr, is_write: bool) -> None:
+        """A guest RDMSR/WRMSR of an MSR a board device owns (the local APIC's
+        IA32_APIC_BASE); `error` = 1 makes KVM raise #GP(0) in the guest."""
+        device = self.msr_devices.get(msr.index)
+        self.io_pending = True  # KVM completes the instruction on the next entry
+        if device is None:
+            msr.error = 1
+            return
+        if not is_write:
+            msr.data, msr.error = device.rdmsr(msr.index), 0
+            return
+        if not device.wrmsr(msr.index, msr.data):
+            msr.error = 1
+            return
+        msr.error = 0
+        if msr.index == MSR_IA32_APIC_BASE:
+            # KVM's own copy drives CPUID.01H:EDX.APIC (its runtime CPUID update):
+            # keep it equal to the APIC's (a host-initiated write is not filtered).
+            msrs = conv.msrs_struct({MSR_IA32_APIC_BASE: device.rdmsr(msr.index)})
+            k.ioctl(self.fd, k.KVM_SET_MSRS, msrs, "KVM_SET_MSRS (IA32_APIC_BASE)")
 
     def _complete_failed_instruction(self, run: k.kvm_run) -> bool:
         """A ring-0 instruction KVM's emulator refused, completed here (kvm/complete.py)."""

@@ -140,6 +140,29 @@ class KvmVm:
         k.ioctl(self.kvm_fd, k.KVM_GET_MSR_INDEX_LIST, full, "KVM_GET_MSR_INDEX_LIST")
         return list(full.indices[:full.nmsrs])
 
+    def filter_msrs(self, indices: list[int]) -> bool:
+        """Send guest RDMSR/WRMSR of `indices` to user space (KVM_EXIT_X86_RDMSR/WRMSR):
+        KVM_CAP_X86_USER_SPACE_MSR with the filter exit reason, and one deny range
+        per MSR (KVM API, KVM_X86_SET_MSR_FILTER).  False where KVM lacks either."""
+        if not indices:
+            return True
+        if not (self.check(k.KVM_CAP_X86_USER_SPACE_MSR) and self.check(k.KVM_CAP_X86_MSR_FILTER)):
+            return False
+        if len(indices) > k.KVM_MSR_FILTER_MAX_RANGES:
+            raise ValueError(f"at most {k.KVM_MSR_FILTER_MAX_RANGES} filtered MSRs")
+        cap = k.kvm_enable_cap(cap=k.KVM_CAP_X86_USER_SPACE_MSR)
+        cap.args[0] = k.KVM_MSR_EXIT_REASON_FILTER
+        k.ioctl(self.fd, k.KVM_ENABLE_CAP, cap, "KVM_ENABLE_CAP (X86_USER_SPACE_MSR)")
+        msr_filter = k.kvm_msr_filter(flags=k.KVM_MSR_FILTER_DEFAULT_ALLOW)
+        self._msr_bitmaps = [ctypes.create_string_buffer(1) for _ in indices]  # 0: deny
+        for entry, index, bitmap in zip(msr_filter.ranges, indices, self._msr_bitmaps,
+                                        strict=False):
+            entry.flags = k.KVM_MSR_FILTER_READ | k.KVM_MSR_FILTER_WRITE
+            entry.nmsrs, entry.base = 1, index
+            entry.bitmap = ctypes.addressof(bitmap)
+        k.ioctl(self.fd, k.KVM_X86_SET_MSR_FILTER, msr_filter, "KVM_X86_SET_MSR_FILTER")
+        return True
+
     def vcpu_mmap_size(self) -> int:
         """KVM_GET_VCPU_MMAP_SIZE: struct kvm_run plus the PIO data page(s)."""
         return k.ioctl(self.kvm_fd, k.KVM_GET_VCPU_MMAP_SIZE, None, "KVM_GET_VCPU_MMAP_SIZE")
