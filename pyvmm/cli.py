@@ -185,6 +185,15 @@ def _add_device_options(run: argparse.ArgumentParser) -> None:
                        "on the serial output)")
 
 
+def _add_irqchip_option(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--irqchip", choices=("user", "kernel"), default="user",
+                     help="kvm only: where the interrupt controllers and the PIT are. user "
+                          "(default): the board's, in Python, each access a VM exit; kernel: "
+                          "KVM's in-kernel i8259 pair, I/O APIC, local APIC and PIT "
+                          "(KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2), no exits for them (such a "
+                          "VM cannot be snapshotted yet)")
+
+
 def _add_snapshot_options(run: argparse.ArgumentParser) -> None:
     from pyvmm.engines.registry import ENGINES
 
@@ -367,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "status is the one all VMs share, else the first VM's that "
                              "differs from vm1's (docs/HYPERVISOR.md)")
     _add_device_options(run)
+    _add_irqchip_option(run)
     _add_snapshot_options(run)
     run.set_defaults(handler=cmd_run, engine=None)  # None: the snapshot's with --restore
 
@@ -483,7 +493,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         vm = VirtualMachine(engine=args.engine, ram_size=args.memory, serial_output=serial,
                             debugcon_output=debugcon, unmapped=args.unmapped,
-                            virtio=tuple(args.drive + args.device))
+                            virtio=tuple(args.drive + args.device), irqchip=args.irqchip)
     try:
         if spec is not None:
             vm.load(spec)

@@ -323,6 +323,9 @@ def take_snapshot(vm: VirtualMachine) -> Snapshot:
     The clock is read first, so the devices' lazily computed state (PIT
     counters, RTC time) and their timer deadlines are all relative to it.
     """
+    held = vm.engine.state_outside_python()
+    if held is not None:
+        raise SnapshotError(f"cannot snapshot {vm.name}: {held}")
     board_state = vm.board.get_state()
     cpu = vm.engine.get_state()
     regions = [RegionImage(r.name, r.gpa, r.size, r.readonly,

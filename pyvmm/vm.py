@@ -105,7 +105,8 @@ class VirtualMachine:
                  debugcon_output: BinaryIO | None = None, name: str = "vm0",
                  vm_id: int = 0, switch: object | None = None,
                  host_timer: HostTimerService | None = None,
-                 unmapped: str = "stop", virtio: tuple[VirtioSpec, ...] = ()) -> None:
+                 unmapped: str = "stop", virtio: tuple[VirtioSpec, ...] = (),
+                 irqchip: str = "user") -> None:
         self.name = name
         cls = engine_class(engine)
         available, reason = cls.availability()
@@ -119,7 +120,12 @@ class VirtualMachine:
         self.board.switch = switch
         self.board.host_timer = host_timer
         self.engine_name = engine
-        self.engine: Engine = cls(self.board)
+        if irqchip != "user" and engine != "kvm":
+            raise ConfigError(f"--irqchip {irqchip} is KVM's (the in-kernel interrupt "
+                              f"controllers); the {engine} engine has only the board's")
+        self.irqchip = irqchip
+        self.engine: Engine = cls(self.board, irqchip=irqchip) if engine == "kvm" \
+            else cls(self.board)
         self.stop_reason: StopReason | None = None
         # Kept for snapshots (pyvmm/snapshot.py): what a restored VM is built with.
         self.image: ImageSpec | None = None

@@ -49,6 +49,16 @@ class InterruptWiring:
             targets.append((self.gsi_inputs[gsi], self.gsi_inputs[gsi].input()))
         return SharedLine(targets)
 
+    def retarget(self, pic: IrqSink, ioapic: IrqSink) -> None:
+        """Wire every i8259 input to `pic` and every I/O APIC pin to `ioapic` instead
+        (an engine whose interrupt controllers live elsewhere: KVM's in-kernel
+        irqchip), each new sink getting the input's current level."""
+        for inputs, sink in ((self.pic_inputs, pic), (self.gsi_inputs, ioapic)):
+            for index, wire in enumerate(inputs):
+                wire.targets = [(sink, index)]
+                if wire.level:
+                    sink.set_irq(index, True)
+
     def isa_line(self, irq: int, line_type: type[IrqLine] | None = None,
                  *args: object) -> IrqLine:
         """A new source on ISA IRQ `irq`."""

@@ -52,6 +52,10 @@ class Engine(ABC):
         """Serve `hooks` (a VM's HookSet); watch it for changes."""
         self.hooks = hooks
 
+    def state_outside_python(self) -> str | None:
+        """Why part of the VM's state is where a snapshot cannot read it (None: it is not)."""
+        return None
+
     def wake(self) -> None:
         """Thread-safe: make a running `run()` look at host events soon."""
         return None

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 from pyvmm.cpu.state import MSR_IA32_APIC_BASE, CpuState
 from pyvmm.engines.base import Engine
-from pyvmm.engines.kvm import kick
+from pyvmm.engines.kvm import ioctls as k
+from pyvmm.engines.kvm import irqchip, kick
 from pyvmm.engines.kvm import vm as kvm_vm
 from pyvmm.engines.kvm.registers import KvmCpuAccess
 from pyvmm.engines.kvm.vcpu import KvmVcpu, host_ns
 from pyvmm.engines.kvm.vm import KvmVm
-from pyvmm.errors import EngineUnavailable
+from pyvmm.errors import ConfigError, EngineUnavailable
 from pyvmm.machine.clock import ClockSource
 from pyvmm.machine.hooks import HookKind
 from pyvmm.machine.host_timer import HostTimerService, TimerChannel
@@ -44,13 +45,19 @@ class KvmEngine(Engine):
     def availability(cls) -> tuple[bool, str]:
         return kvm_vm.availability()
 
-    def __init__(self, board: Board) -> None:
+    IRQCHIPS = ("user", "kernel")
+
+    def __init__(self, board: Board, irqchip: str = "user") -> None:
         super().__init__(board)
+        if irqchip not in self.IRQCHIPS:
+            raise ConfigError(f"--irqchip {irqchip!r}: expected user or kernel")
+        self.irqchip = irqchip
         ok, reason = self.availability()
         if not ok:
             raise EngineUnavailable(reason)
         self.vm: KvmVm | None = None
         self.vcpu: KvmVcpu | None = None
+        self._wiring = None  # the board's wiring, while it ends in KVM's irqchip
         self._waker: TimerChannel | None = None  # this VM's slot in the host timer
         self._own_timer: HostTimerService | None = None
         try:
@@ -63,12 +70,24 @@ class KvmEngine(Engine):
         board = self.board
         self.vm = KvmVm()
         self.vm.sync_memory(board.memory)
+        wiring = getattr(board, "wiring", None)
+        if self.irqchip == "kernel":
+            if wiring is None:
+                raise ConfigError("--irqchip kernel needs a board with interrupt wiring")
+            if not self.vm.check(k.KVM_CAP_IRQCHIP):
+                raise EngineUnavailable("this KVM has no in-kernel irqchip (KVM_CAP_IRQCHIP)")
+            pic_sink, ioapic_sink = irqchip.create(self.vm.fd)
         self.vcpu = vcpu = KvmVcpu(self.vm, board, 0, self.clock_source)
-        # The board's local APIC owns IA32_APIC_BASE (relocation, global enable):
-        # guest accesses come back as MSR exits where this KVM can filter them.
-        lapics = getattr(board, "lapics", None)
-        if lapics and self.vm.filter_msrs([MSR_IA32_APIC_BASE]):
-            vcpu.msr_devices = {MSR_IA32_APIC_BASE: lapics[0]}
+        if self.irqchip == "kernel":
+            vcpu.kernel_irqchip = True
+            wiring.retarget(pic_sink, ioapic_sink)  # the board's lines now end in KVM
+            self._wiring = wiring
+        else:
+            # The board's local APIC owns IA32_APIC_BASE (relocation, global enable):
+            # guest accesses come back as MSR exits where this KVM can filter them.
+            lapics = getattr(board, "lapics", None)
+            if lapics and self.vm.filter_msrs([MSR_IA32_APIC_BASE]):
+                vcpu.msr_devices = {MSR_IA32_APIC_BASE: lapics[0]}
         board.clock.set_source(self.clock_source)
         board.clock.on_new_deadline = self._on_new_deadline
         board.events.wake = self.wake
@@ -104,6 +123,13 @@ class KvmEngine(Engine):
     def run(self, timeout: float | None = None) -> StopReason:
         return self._live_vcpu().run(timeout)
 
+    def state_outside_python(self) -> str | None:
+        if self.irqchip == "kernel":
+            return ("with --irqchip kernel the interrupt controllers and the PIT are KVM's, "
+                    "in the host kernel, and pyvmm does not read their state into a snapshot "
+                    "yet; run with --irqchip user to snapshot or switch engines")
+        return None
+
     def set_guest_debug(self, single_step: bool, breakpoints: Sequence[int] = ()) -> None:
         """For the GDB stub: single-step, and/or up to four breakpoint addresses."""
         self._live_vcpu().set_guest_debug(single_step, breakpoints)
@@ -131,6 +157,10 @@ class KvmEngine(Engine):
             board.events.wake = None
         if isinstance(getattr(board, "cpu_access", None), KvmCpuAccess):
             board.cpu_access = None
+        if self._wiring is not None:  # the board's own controllers take the lines back
+            board_pic, board_ioapic = board.pic, board.ioapic
+            self._wiring.retarget(board_pic, board_ioapic)
+            self._wiring = None
         if self.vcpu is not None:
             self.vcpu.close()
             self.vcpu = None

@@ -278,6 +278,50 @@ KVM_GUESTDBG_USE_SW_BP = 0x00010000
 KVM_GUESTDBG_USE_HW_BP = 0x00020000
 
 
+class kvm_irq_level(ctypes.Structure):  # noqa: N801
+    _fields_ = [("irq", ctypes.c_uint32), ("level", ctypes.c_uint32)]
+
+
+class kvm_pit_config(ctypes.Structure):  # noqa: N801
+    _fields_ = [("flags", ctypes.c_uint32), ("pad", ctypes.c_uint32 * 15)]
+
+
+KVM_PIT_SPEAKER_DUMMY = 1  # kvm_pit_config.flags: KVM also answers port 0x61
+
+
+class kvm_irq_routing_irqchip(ctypes.Structure):  # noqa: N801
+    _fields_ = [("irqchip", ctypes.c_uint32), ("pin", ctypes.c_uint32)]
+
+
+class _RoutingUnion(ctypes.Union):
+    _fields_ = [("irqchip", kvm_irq_routing_irqchip), ("pad", ctypes.c_uint32 * 8)]
+
+
+class kvm_irq_routing_entry(ctypes.Structure):  # noqa: N801
+    _fields_ = [("gsi", ctypes.c_uint32), ("type", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("u", _RoutingUnion)]
+
+
+class kvm_irq_routing(ctypes.Structure):  # noqa: N801
+    """Header; `nr` kvm_irq_routing_entry follow (kvm_irq_routing_with)."""
+
+    _fields_ = [("nr", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
+def kvm_irq_routing_with(count: int) -> type[ctypes.Structure]:
+    class _Routing(ctypes.Structure):
+        _fields_ = [("nr", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                    ("entries", kvm_irq_routing_entry * count)]
+    return _Routing
+
+
+KVM_IRQ_ROUTING_IRQCHIP = 1
+# kvm_irq_routing_irqchip.irqchip: which in-kernel chip.
+KVM_IRQCHIP_PIC_MASTER = 0
+KVM_IRQCHIP_PIC_SLAVE = 1
+KVM_IRQCHIP_IOAPIC = 2
+
+
 class kvm_enable_cap(ctypes.Structure):  # noqa: N801
     _fields_ = [("cap", ctypes.c_uint32), ("flags", ctypes.c_uint32),
                 ("args", ctypes.c_uint64 * 4), ("pad", ctypes.c_uint8 * 64)]
@@ -505,6 +549,10 @@ KVM_GET_FPU = _ior(0x8C, kvm_fpu)
 KVM_SET_FPU = _iow(0x8D, kvm_fpu)
 KVM_SET_CPUID2 = _iow(0x90, kvm_cpuid2)
 KVM_SET_GUEST_DEBUG = _iow(0x9B, kvm_guest_debug)
+KVM_CREATE_IRQCHIP = _io(0x60)
+KVM_IRQ_LINE = _iow(0x61, kvm_irq_level)
+KVM_SET_GSI_ROUTING = _iow(0x6A, kvm_irq_routing)
+KVM_CREATE_PIT2 = _iow(0x77, kvm_pit_config)
 KVM_ENABLE_CAP = _iow(0xA3, kvm_enable_cap)
 KVM_X86_SET_MSR_FILTER = _iow(0xC6, kvm_msr_filter)
 KVM_GET_VCPU_EVENTS = _ior(0x9F, kvm_vcpu_events)
@@ -515,6 +563,7 @@ KVM_GET_XSAVE = _ior(0xA4, kvm_xsave)
 KVM_SET_XSAVE = _iow(0xA5, kvm_xsave)
 
 # KVM_CHECK_EXTENSION capabilities.
+KVM_CAP_IRQCHIP = 0
 KVM_CAP_USER_MEMORY = 3
 KVM_CAP_SET_TSS_ADDR = 4
 KVM_CAP_EXT_CPUID = 7
@@ -523,6 +572,8 @@ KVM_CAP_SET_IDENTITY_MAP_ADDR = 37
 KVM_CAP_XSAVE = 55
 KVM_CAP_READONLY_MEM = 81
 KVM_CAP_IMMEDIATE_EXIT = 136
+KVM_CAP_PIT2 = 33
+KVM_CAP_IRQ_ROUTING = 25
 KVM_CAP_X86_USER_SPACE_MSR = 188
 KVM_CAP_X86_MSR_FILTER = 189
 

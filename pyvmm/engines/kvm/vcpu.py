@@ -89,6 +89,8 @@ class KvmVcpu:
         # MSRs the board's devices own (KVM_EXIT_X86_RDMSR/WRMSR): index -> device with
         # rdmsr(index) -> int and wrmsr(index, value) -> bool; set by the engine.
         self.msr_devices: dict[int, MsrDevice] = {}
+        # --irqchip kernel: KVM's chips deliver interrupts and handle HLT themselves.
+        self.kernel_irqchip = False
         self.fd = vm.create_vcpu(index)
         self.run_map = mmap.mmap(self.fd, vm.vcpu_mmap_size(), mmap.MAP_SHARED,
                                  mmap.PROT_READ | mmap.PROT_WRITE)
@@ -384,6 +386,8 @@ class KvmVcpu:
     def _inject(self, run: k.kvm_run) -> None:
         """Hand the PIC's interrupt to KVM when the guest can take it, else ask
         for an exit when it can (KVM API: KVM_INTERRUPT, request_interrupt_window)."""
+        if self.kernel_irqchip:
+            return
         pic = self.board.interrupt_controller
         if self._pending_vector is None and not pic.interrupt_pending():
             run.request_interrupt_window = 0
