@@ -392,11 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  pyvmm compare demo\n"
                "  pyvmm compare --engines interp,kvm --json out.json --plot out.png "
                "--append work=5 demo\n"
+               "  pyvmm compare --engines kvm,kvm:kernel demo\n"
                "  pyvmm compare --engines kvm --append work=2 --append 'work=2 pv' demo"
                "   (emulated devices vs para-virtual, side by side)\n")
     _add_guest_options(compare, with_engine=False, append_many=True)
     compare.add_argument("--engines", metavar="LIST", default=None,
-                         help="comma-separated engines (default: all, interp first)")
+                         help="comma-separated engines (default: all, interp first); "
+                              "kvm:kernel is kvm with --irqchip kernel")
     compare.add_argument("--json", metavar="FILE", help="also write the results as JSON "
                          "(schema: docs/compare-schema.json); - for stdout")
     compare.add_argument("--plot", metavar="FILE.png", help="draw time and exits per engine")
@@ -692,7 +694,6 @@ def _check_output_path(path: str | None, option: str, allow_stdout: bool = False
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from pyvmm import compare
-    from pyvmm.engines.registry import ENGINES
     from pyvmm.errors import ConfigError
 
     _check_output_path(args.json, "--json", allow_stdout=True)
@@ -704,10 +705,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     spec = resolve_image(args)
     if args.engines is not None:
         engines = [name.strip() for name in args.engines.split(",") if name.strip()]
-        unknown = [name for name in engines if name not in ENGINES]
+        unknown = [name for name in engines if name not in compare.COLUMNS]
         if unknown:
             raise ConfigError(f"unknown engine(s) {', '.join(unknown)} "
-                              f"(choose from {', '.join(ENGINES)})")
+                              f"(choose from {', '.join(compare.COLUMNS)})")
     else:
         engines = compare.default_engines()
     if not engines:
