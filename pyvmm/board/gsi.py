@@ -49,6 +49,10 @@ class InterruptWiring:
             targets.append((self.gsi_inputs[gsi], self.gsi_inputs[gsi].input()))
         return SharedLine(targets)
 
+    def isa_pin(self, irq: int) -> int | None:
+        """The I/O APIC pin ISA IRQ `irq` reaches (irq_routing.isa_gsi)."""
+        return isa_gsi(irq)
+
     def retarget(self, pic: IrqSink, ioapic: IrqSink) -> None:
         """Wire every i8259 input to `pic` and every I/O APIC pin to `ioapic` instead
         (an engine whose interrupt controllers live elsewhere: KVM's in-kernel

@@ -76,7 +76,7 @@ class KvmEngine(Engine):
                 raise ConfigError("--irqchip kernel needs a board with interrupt wiring")
             if not self.vm.check(k.KVM_CAP_IRQCHIP):
                 raise EngineUnavailable("this KVM has no in-kernel irqchip (KVM_CAP_IRQCHIP)")
-            pic_sink, ioapic_sink = irqchip.create(self.vm.fd)
+            pic_sink, ioapic_sink = irqchip.create(self.vm.fd, wiring)
         self.vcpu = vcpu = KvmVcpu(self.vm, board, 0, self.clock_source)
         if self.irqchip == "kernel":
             vcpu.kernel_irqchip = True

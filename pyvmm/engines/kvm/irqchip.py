@@ -20,8 +20,19 @@ i8259 input, or an HPET route to an I/O APIC pin, reaches only that one:
 
 from __future__ import annotations
 
-from pyvmm.board.irq_routing import IOAPIC_PINS, ISA_IRQS, isa_gsi
+from typing import Protocol
+
 from pyvmm.engines.kvm import ioctls as k
+
+
+class Wiring(Protocol):
+    """What this module needs of the board's wiring (pyvmm/board/gsi.py)."""
+
+    pic_inputs: list
+    gsi_inputs: list
+
+    def isa_pin(self, irq: int) -> int | None: ...
+
 
 IOAPIC_PIN_GSI = 24
 PIC_INPUT_GSI = 48
@@ -32,12 +43,13 @@ def _pic_chip(irq: int) -> tuple[int, int]:
     return (k.KVM_IRQCHIP_PIC_MASTER, irq) if irq < 8 else (k.KVM_IRQCHIP_PIC_SLAVE, irq - 8)
 
 
-def routes() -> list[tuple[int, int, int]]:
+def routes(wiring: Wiring) -> list[tuple[int, int, int]]:
     """(KVM GSI, chip, pin) for every route (KVM_SET_GSI_ROUTING)."""
-    table = [(PIC_INPUT_GSI + irq, *_pic_chip(irq)) for irq in range(ISA_IRQS)]
-    table += [(IOAPIC_PIN_GSI + pin, k.KVM_IRQCHIP_IOAPIC, pin) for pin in range(IOAPIC_PINS)]
+    table = [(PIC_INPUT_GSI + irq, *_pic_chip(irq)) for irq in range(len(wiring.pic_inputs))]
+    table += [(IOAPIC_PIN_GSI + pin, k.KVM_IRQCHIP_IOAPIC, pin)
+              for pin in range(len(wiring.gsi_inputs))]
     table.append((PIT_GSI, *_pic_chip(0)))
-    pit_pin = isa_gsi(0)
+    pit_pin = wiring.isa_pin(0)
     if pit_pin is not None:
         table.append((PIT_GSI, k.KVM_IRQCHIP_IOAPIC, pit_pin))
     return table
@@ -55,13 +67,13 @@ class KvmLine:
                 "KVM_IRQ_LINE")
 
 
-def create(vm_fd: int) -> tuple[KvmLine, KvmLine]:
+def create(vm_fd: int, wiring: Wiring) -> tuple[KvmLine, KvmLine]:
     """The in-kernel chips and routes; (sink for i8259 inputs, sink for I/O APIC pins).
     Must come before the first KVM_CREATE_VCPU (its local APIC is made with it)."""
     k.ioctl(vm_fd, k.KVM_CREATE_IRQCHIP, None, "KVM_CREATE_IRQCHIP")
     k.ioctl(vm_fd, k.KVM_CREATE_PIT2, k.kvm_pit_config(flags=k.KVM_PIT_SPEAKER_DUMMY),
             "KVM_CREATE_PIT2")
-    table = routes()
+    table = routes(wiring)
     routing = k.kvm_irq_routing_with(len(table))()
     routing.nr = len(table)
     for entry, (gsi, chip, pin) in zip(routing.entries, table, strict=True):
