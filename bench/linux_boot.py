@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.results import replace_marked
 from pyvmm.guests import linux_build
 
 QEMU = "qemu-system-x86_64"
@@ -126,14 +127,7 @@ def format_markdown(results: list[BootResult], cmdline: str) -> str:
 
 
 def update_doc(path: Path, table: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    if DOC_BEGIN in text and DOC_END in text:
-        head, rest = text.split(DOC_BEGIN, 1)
-        _, tail = rest.split(DOC_END, 1)
-        text = head + table + tail
-    else:
-        text = text.rstrip("\n") + "\n\n## Linux boot (`linux-boot`)\n\n" + table + "\n"
-    path.write_text(text)
+    replace_marked(path, DOC_BEGIN, DOC_END, table, "Linux boot (`linux-boot`)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ import os
 import platform
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 SCHEMA = "pyvmm-bench/1"
@@ -292,6 +293,20 @@ def format_markdown(session: Session) -> str:
     if bases:
         out.append(f"- ratios are against (1.0): {bases}")
     return "\n".join(out) + "\n"
+
+
+def replace_marked(path: Path, begin: str, end: str, block: str, heading: str) -> None:
+    """Write `block` (which starts with `begin` and ends with `end`) into the file at
+    `path` in place of the text between those markers, or append it under
+    `## heading` when the file lacks them; the rest of the file is kept."""
+    text = path.read_text() if path.exists() else ""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + f"\n\n## {heading}\n\n" + block + "\n"
+    path.write_text(text)
 
 
 DOC_BEGIN = "<!-- bench:begin (written by `python -m bench`; edit outside these markers) -->"

@@ -27,6 +27,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.results import replace_marked
+
 QEMU = "qemu-system-x86_64"
 SEABIOS = Path("/usr/share/seabios/bios-256k.bin")
 RAM_MIB = 64
@@ -122,15 +124,7 @@ def format_markdown(results: list[BootResult], bios: Path) -> str:
 
 
 def update_doc(path: Path, table: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    if DOC_BEGIN in text and DOC_END in text:
-        head, rest = text.split(DOC_BEGIN, 1)
-        _, tail = rest.split(DOC_END, 1)
-        text = head + table + tail
-    else:
-        text = text.rstrip("\n") + "\n\n## SeaBIOS to its boot step (`seabios-boot`)\n\n" \
-            + table + "\n"
-    path.write_text(text)
+    replace_marked(path, DOC_BEGIN, DOC_END, table, "SeaBIOS to its boot step (`seabios-boot`)")
 
 
 def main(argv: list[str] | None = None) -> int:

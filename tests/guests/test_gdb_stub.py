@@ -63,23 +63,29 @@ def run_gdb(kernel: Path, port: int, *commands: str) -> str:
     return done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_break_step_watch_detach(debuggee, engine):
+def debug_session(engine: str, kernel: Path, *commands: str) -> tuple[str, int, str, str]:
+    """gdb's output, then the stub's exit status, stdout and stderr (skips where
+    `engine` cannot run here)."""
     ok, reason = engine_availability(engine)
     if not ok:
         pytest.skip(reason)
-    stub = Stub(engine, debuggee)
+    stub = Stub(engine, kernel)
     try:
-        output = run_gdb(
-            debuggee, stub.port,
-            "break bump", "continue", "print by", "print counter",
-            "continue", "print by", "print counter",
-            "step", "step", "print counter",
-            "delete", "watch counter", "continue",
-            "delete", "info registers eip", "detach")
-        status, stdout, stderr = stub.finish()
+        output = run_gdb(kernel, stub.port, *commands)
+        return (output, *stub.finish())
     finally:
         stub.kill()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_break_step_watch_detach(debuggee, engine):
+    output, status, stdout, stderr = debug_session(
+        engine, debuggee,
+        "break bump", "continue", "print by", "print counter",
+        "continue", "print by", "print counter",
+        "step", "step", "print counter",
+        "delete", "watch counter", "continue",
+        "delete", "info registers eip", "detach")
     assert "Breakpoint 1, bump (by=1)" in output, output
     assert "Breakpoint 1, bump (by=2)" in output, output
     # First stop: nothing added yet; second: 1 added; after stepping through
@@ -97,18 +103,10 @@ def test_break_step_watch_detach(debuggee, engine):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_read_and_access_watchpoints(debuggee, engine):
-    ok, reason = engine_availability(engine)
-    if not ok:
-        pytest.skip(reason)
-    stub = Stub(engine, debuggee)
-    try:
-        output = run_gdb(
-            debuggee, stub.port,
-            "awatch counter", "continue", "continue", "delete",
-            "rwatch counter", "continue", "delete", "detach")
-        status, stdout, _ = stub.finish()
-    finally:
-        stub.kill()
+    output, status, stdout, _ = debug_session(
+        engine, debuggee,
+        "awatch counter", "continue", "continue", "delete",
+        "rwatch counter", "continue", "delete", "detach")
     if engine == "kvm":  # no data breakpoints under kvm on this host (target.py)
         assert output.count("does not support this type of hardware watchpoint") + \
             output.count("Could not insert") >= 1, output

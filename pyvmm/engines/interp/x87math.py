@@ -24,7 +24,7 @@ PI_BITS = WORK + 80
 ONE = 1 << WORK
 
 
-def _pi_fixed(bits: int) -> int:
+def pi_fixed(bits: int) -> int:
     """pi * 2**bits (Machin: pi = 16 atan(1/5) - 4 atan(1/239))."""
     scale = 1 << (bits + 16)
 
@@ -39,7 +39,7 @@ def _pi_fixed(bits: int) -> int:
     return (16 * arctan_inv(5) - 4 * arctan_inv(239)) >> 16
 
 
-PI = _pi_fixed(PI_BITS)              # pi * 2**PI_BITS
+PI = pi_fixed(PI_BITS)              # pi * 2**PI_BITS
 PI_W = PI >> (PI_BITS - WORK)        # pi * 2**WORK
 
 

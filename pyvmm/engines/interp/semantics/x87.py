@@ -400,27 +400,12 @@ def _ln(x_num: int, x_den: int, bits: int) -> int:
     return int(2 * total * (1 << bits))
 
 
-def _pi(bits: int) -> int:
-    """pi * 2**bits by Machin's formula."""
-    scale = 1 << (bits + 16)
-
-    def arctan_inv(n: int) -> int:
-        total, term, k, sign = 0, scale // n, 1, 1
-        while term:
-            total += sign * (term // k)
-            term //= n * n
-            k += 2
-            sign = -sign
-        return total
-    return (16 * arctan_inv(5) - 4 * arctan_inv(239)) >> 16
-
-
 _CBITS = 160
 _LN2 = _ln(2, 1, _CBITS)
 _LN10 = _ln(10, 1, _CBITS)
 # Constants as (numerator, exponent): value ~= num * 2**-_CBITS, exact to ~150 bits.
 _CONSTANTS = {
-    M.FLDPI: _pi(_CBITS),
+    M.FLDPI: x87math.pi_fixed(_CBITS),
     M.FLDL2E: (1 << (2 * _CBITS)) // _LN2,
     M.FLDL2T: (_LN10 << _CBITS) // _LN2,
     M.FLDLG2: (_LN2 << _CBITS) // _LN10,
