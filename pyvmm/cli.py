@@ -86,6 +86,7 @@ def positive_int(text: str) -> int:
 
 def _add_guest_options(parser: argparse.ArgumentParser, with_engine: bool = True,
                        append_many: bool = False) -> None:
+    from pyvmm.boot.registry import IMAGE_OPTIONS
     from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES
     from pyvmm.guests import BUILT_GUESTS, BUNDLED_GUESTS
 
@@ -94,15 +95,11 @@ def _add_guest_options(parser: argparse.ArgumentParser, with_engine: bool = True
                              + "; "
                              "guests/README.md); or use one of the image options below")
     image = parser.add_argument_group("image (exactly one, or a bundled GUEST)")
-    image.add_argument("--kernel", metavar="FILE", type=Path,
-                       help="a Linux bzImage (boot protocol 2.10+, entered in 64-bit mode) or "
-                            "a multiboot v1 kernel (ELF32, ELF64 or a.out kludge)")
-    image.add_argument("--initrd", metavar="FILE", type=Path,
-                       help="initial ramdisk for a Linux --kernel (as QEMU's -initrd)")
-    image.add_argument("--boot-sector", metavar="FILE", type=Path,
-                       help="a 512-byte boot sector, run at 0000:7C00 in real mode")
-    image.add_argument("--bios", metavar="FILE", type=Path,
-                       help="a flat BIOS ROM, entered at the reset vector")
+    for option in IMAGE_OPTIONS:
+        image.add_argument(option.flag, metavar="FILE", type=Path, help=option.help)
+        if option.flag == "--kernel":
+            image.add_argument("--initrd", metavar="FILE", type=Path,
+                               help="initial ramdisk for a Linux --kernel (as QEMU's -initrd)")
     if append_many:  # compare: one column per engine and command line
         image.add_argument("--append", metavar="TEXT", default=None, action="append",
                            help="kernel command line (for --kernel, linux and the demo guest); "
@@ -240,8 +237,10 @@ def _pause_point(args: argparse.Namespace) -> tuple[float | None, int | None]:
         if target is not None and len(given) != 1:
             raise ConfigError(f"{name} needs exactly one of {option}")
     if args.restore is not None:
-        if args.guest is not None or args.kernel or args.boot_sector or args.bios \
-                or args.append is not None:
+        from pyvmm.boot.registry import IMAGE_OPTIONS
+
+        if args.guest is not None or args.append is not None \
+                or any(getattr(args, option.key) for option in IMAGE_OPTIONS):
             raise ConfigError("--restore resumes a saved VM: give no GUEST, image or --append")
         if args.drive or args.device:
             raise ConfigError("--restore brings back the saved VM's own devices: give no "
@@ -433,38 +432,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_image(args: argparse.Namespace):
+    from pyvmm.boot.registry import IMAGE_OPTIONS, kinds_taking, loader
     from pyvmm.errors import ConfigError
     from pyvmm.vm import ImageSpec
 
-    given = [(kind, path) for kind, path in (("multiboot", args.kernel),
-                                             ("boot-sector", args.boot_sector),
-                                             ("bios", args.bios)) if path is not None]
+    given = [(option, getattr(args, option.key)) for option in IMAGE_OPTIONS
+             if getattr(args, option.key) is not None]
     if args.guest is not None:
         if given:
             raise ConfigError("give either a bundled GUEST or an image option, not both")
         spec = ImageSpec.bundled(args.guest, args.append or "")
     elif len(given) != 1:
-        raise ConfigError("give exactly one of --kernel, --boot-sector, --bios, or a "
+        flags = ", ".join(option.flag for option in IMAGE_OPTIONS)
+        raise ConfigError(f"give exactly one of {flags}, or a "
                           "bundled GUEST (see pyvmm guests)")
     else:
-        kind, path = given[0]
-        spec = ImageSpec(kind, path, args.append or "", label=str(path))
-        if kind == "multiboot":
-            from pyvmm.boot.detect import detect_kernel_kind
-
-            spec.kind = detect_kernel_kind(spec.read(), str(path))
+        option, path = given[0]
+        spec = ImageSpec(option.kind, path, args.append or "", label=str(path))
+        if option.detect is not None:
+            spec.kind = option.detect(spec.read(), str(path))
     initrd = getattr(args, "initrd", None)
     if initrd is not None:
-        if spec.kind != "linux":
+        if not loader(spec.kind).initrd:
             raise ConfigError(f"--initrd only applies to Linux kernels, and {spec.label} "
                               f"is a {spec.kind}")
         spec.initrd = initrd
-    if args.append is not None and spec.kind not in ("multiboot", "linux"):
-        raise ConfigError(f"--append only applies to multiboot kernels and Linux "
-                          f"bzImages, and "
-                          f"{spec.label} is a {spec.kind}")
+    if args.append is not None and not loader(spec.kind).cmdline:
+        raise ConfigError(f"--append only applies to {_kinds_phrase(kinds_taking('cmdline'))}, "
+                          f"and {spec.label} is a {spec.kind}")
     spec.read()  # a bad image is reported before any engine is set up
     return spec
+
+
+# How the error messages name the kinds that take --append.
+_KIND_PLURALS = {"multiboot": "multiboot kernels", "linux": "Linux bzImages"}
+
+
+def _kinds_phrase(kinds: tuple[str, ...]) -> str:
+    names = [_KIND_PLURALS.get(kind, f"{kind} images") for kind in kinds]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def cmd_run(args: argparse.Namespace) -> int:

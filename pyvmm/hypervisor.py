@@ -38,6 +38,7 @@ from typing import BinaryIO, TextIO
 
 from pyvmm import units
 from pyvmm.board.pc import MIB
+from pyvmm.boot.registry import IMAGE_OPTIONS
 from pyvmm.engines.base import Engine
 from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES
 from pyvmm.errors import ConfigError
@@ -490,8 +491,8 @@ class Hypervisor:
 
 
 # -- configuration files ------------------------------------------------------------
-_VM_KEYS = {"name", "guest", "kernel", "boot_sector", "bios", "append", "engine", "memory",
-            "console", "timeout", "output_limit", "count", "unmapped"}
+_VM_KEYS = {"name", "guest", "append", "engine", "memory", "console", "timeout",
+            "output_limit", "count", "unmapped", *(option.key for option in IMAGE_OPTIONS)}
 _HYPERVISOR_KEYS = {"timeout", "slice_ms", "output_limit", "engine", "memory", "unmapped"}
 
 
@@ -518,16 +519,15 @@ def _number(value: object, what: str) -> float:
 
 
 def _image_of(entry: dict, base: Path, where: str) -> ImageSpec:
-    kinds = [(key, kind) for key, kind in (("kernel", "multiboot"),
-                                            ("boot_sector", "boot-sector"),
-                                            ("bios", "bios")) if key in entry]
+    kinds = [(option.key, option.kind) for option in IMAGE_OPTIONS if option.key in entry]
+    keys = [option.key for option in IMAGE_OPTIONS]
     append = str(entry.get("append", ""))
     if "guest" in entry:
         if kinds:
-            raise ConfigError(f"{where}: give either guest or one of kernel/boot_sector/bios")
+            raise ConfigError(f"{where}: give either guest or one of {'/'.join(keys)}")
         return ImageSpec.bundled(str(entry["guest"]), append)
     if len(kinds) != 1:
-        raise ConfigError(f"{where}: give exactly one of guest, kernel, boot_sector, bios")
+        raise ConfigError(f"{where}: give exactly one of guest, {', '.join(keys)}")
     key, kind = kinds[0]
     path = Path(str(entry[key]))
     if not path.is_absolute():

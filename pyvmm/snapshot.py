@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pyvmm import __version__
 from pyvmm.board.pc import MAX_RAM, MIN_RAM, UNMAPPED_POLICIES, PcBoard
+from pyvmm.boot.registry import LOADERS
 from pyvmm.cpu.state import CpuState
 from pyvmm.errors import PyvmmError
 from pyvmm.files import read_user_file
@@ -224,7 +225,9 @@ def _digest(manifest: dict, members: list[tuple[str, bytes]]) -> str:
 
 _REGION = Record({"name": Str(64), "gpa": U64, "size": Int(1, MAX_RAM + 2 * MAX_ROM_BYTES),
                   "readonly": Bool(), "member": Str(128)})
-_IMAGE = Record({"kind": Str(64), "path": Str(), "cmdline": Str(), "label": Str()},
+# The kind a snapshot records is a row of the loader table (pyvmm/boot/registry.py).
+_IMAGE = Record({"kind": Choice(frozenset(LOADERS)), "path": Str(), "cmdline": Str(),
+                 "label": Str()},
                 optional=frozenset({"cmdline", "label"}))
 # The manifest's own fields; the CPU, board and stats sections are checked by
 # their owners' schemas (CPU_STATE, the devices' set_state, STATS_STATE).

@@ -37,11 +37,11 @@ MAX_IMAGE_BYTES = 256 * MIB
 class ImageSpec:
     """What to boot: one of the loader kinds, from a file or a bundled guest."""
 
-    kind: str  # "multiboot" | "linux" | "boot-sector" | "bios"
+    kind: str  # a row of pyvmm.boot.registry.LOADERS
     path: Path
     cmdline: str = ""
     label: str = ""
-    initrd: Path | None = None  # "linux" only
+    initrd: Path | None = None  # for kinds whose loader takes one (linux)
     _data: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -76,25 +76,17 @@ class ImageSpec:
 
 def load_image(board: PcBoard, spec: ImageSpec) -> CpuState:
     """Put the image into the board's memory; return the CPU's entry state."""
-    from pyvmm import boot
+    from pyvmm.boot.registry import BootInputs, loader
 
+    row = loader(spec.kind)
     data = spec.read()
     try:
-        if spec.kind == "multiboot":
-            return boot.load_multiboot(board, data, spec.cmdline)
-        if spec.kind == "linux":
-            initrd = None
-            if spec.initrd is not None:
-                initrd = read_user_file(spec.initrd, MAX_IMAGE_BYTES, ImageError)
-            cmdline = " ".join(part for part in (spec.cmdline, board.virtio_cmdline()) if part)
-            return boot.load_linux(board, data, cmdline, initrd)
-        if spec.kind == "boot-sector":
-            return boot.load_boot_sector(board, data)
-        if spec.kind == "bios":
-            return boot.load_bios(board, data)
+        initrd = None
+        if row.initrd and spec.initrd is not None:
+            initrd = read_user_file(spec.initrd, MAX_IMAGE_BYTES, ImageError)
+        return row.load(board, data, BootInputs(spec.cmdline, initrd))
     except ImageError as error:
         raise ImageError(f"{spec.path}: {error}") from None
-    raise ConfigError(f"unknown image kind {spec.kind!r}")
 
 
 class VirtualMachine:
