@@ -124,8 +124,8 @@ def _add_guest_options(parser: argparse.ArgumentParser, with_engine: bool = True
 
 
 def parse_drive(text: str):  # noqa: ANN201 - a VirtioSpec
-    """--drive file=PATH[,format=raw][,readonly=on|off][,if=virtio][,cache=...] (QEMU's
-    -drive spelling, the options pyvmm has)."""
+    """--drive file=PATH[,format=raw][,readonly=on|off][,if=virtio|virtio-mmio][,cache=...]
+    (QEMU's -drive spelling, the options pyvmm has)."""
     from pyvmm.board.virtio import VirtioSpec
 
     options: dict[str, str] = {}
@@ -143,18 +143,26 @@ def parse_drive(text: str):  # noqa: ANN201 - a VirtioSpec
     if "file" not in options:
         raise argparse.ArgumentTypeError("a drive needs file=PATH")
     options.pop("format", None)
-    options.pop("if", None)
-    return VirtioSpec("blk", options)
+    return VirtioSpec("blk", options, DRIVE_INTERFACES[options.pop("if", "virtio")])
 
 
+# --drive if= values -> transport (QEMU's: if=virtio is virtio-blk-pci on a PC).
+DRIVE_INTERFACES = {"virtio": "pci", "virtio-mmio": "mmio"}
 # --drive keys -> the values pyvmm accepts (empty: any).
 DRIVE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "file": (), "format": ("raw",), "if": ("virtio", "virtio-mmio"),
+    "file": (), "format": ("raw",), "if": tuple(DRIVE_INTERFACES),
     "readonly": ("on", "off"), "cache": ("writeback", "none"), "serial": (),
 }
-# --device names (QEMU's, with the transport suffix optional) -> virtio kind.
-DEVICE_NAMES = {"virtio-rng": "rng", "virtio-rng-device": "rng",
-                "virtio-console": "console", "virtconsole": "console"}
+# --device names -> (virtio kind, transport).  QEMU's spelling: "-pci" is the
+# PCI function, "-device" the virtio-mmio one, and the bare name the PC's
+# default, PCI (QEMU's alias); virtio-console and virtconsole are hvc0.
+DEVICE_NAMES: dict[str, tuple[str, str]] = {
+    "virtio-rng-pci": ("rng", "pci"), "virtio-rng": ("rng", "pci"),
+    "virtio-rng-device": ("rng", "mmio"),
+    "virtio-serial-pci": ("console", "pci"), "virtio-serial": ("console", "pci"),
+    "virtio-console": ("console", "pci"), "virtconsole": ("console", "pci"),
+    "virtio-serial-device": ("console", "mmio"),
+}
 
 
 def parse_device(text: str):  # noqa: ANN201 - a VirtioSpec
@@ -164,22 +172,29 @@ def parse_device(text: str):  # noqa: ANN201 - a VirtioSpec
     if name not in DEVICE_NAMES:
         raise argparse.ArgumentTypeError(f"unknown device {name!r} (pyvmm has "
                                          f"{', '.join(DEVICE_NAMES)}; disks: --drive)")
-    return VirtioSpec(DEVICE_NAMES[name])
+    kind, transport = DEVICE_NAMES[name]
+    return VirtioSpec(kind, transport=transport)
 
 
 def _add_device_options(run: argparse.ArgumentParser) -> None:
     group = run.add_argument_group(
         "virtio devices (docs/VIRTIO.md)",
-        "Each one is a virtio-mmio device (Virtio 1.2 §4.2.2) at 0xFEB00000 + n*0x200 on "
-        "ISA IRQ 5, 10, 11, 7, 6, 3 in order; a Linux --kernel gets the matching "
-        "virtio_mmio.device= options appended to its command line.")
+        "As on QEMU's pc machine, a virtio device is a PCI function by default (modern "
+        "virtio-pci, Virtio 1.2 §4.1: PCI slot 2, 3, ... in order, MSI-X or INTx through "
+        "the PIIX3 PIRQs); --drive if=virtio-mmio and the -device names put it on the "
+        "virtio-mmio transport instead (§4.2.2: 0xFEB00000 + n*0x200 on ISA IRQ 5, 10, "
+        "11, 7, 6, 3 in order; a Linux --kernel gets the matching virtio_mmio.device= "
+        "options appended to its command line).")
     group.add_argument("--drive", metavar="file=PATH[,...]", type=parse_drive, action="append",
                        default=[], help="a virtio-blk disk on a raw image: file=PATH"
                        "[,readonly=on][,cache=writeback|none][,serial=ID][,format=raw]"
-                       "[,if=virtio]; a flush from the guest is an fsync of PATH")
+                       "[,if=virtio|virtio-mmio] (if=virtio, the default: virtio-pci); a "
+                       "flush from the guest is an fsync of PATH")
     group.add_argument("--device", metavar="NAME", type=parse_device, action="append",
-                       default=[], help="virtio-rng (host entropy) or virtio-console (hvc0 "
-                       "on the serial output)")
+                       default=[], help="virtio-rng-pci (host entropy; virtio-rng is the "
+                       "same) or virtio-serial-pci (hvc0 on the serial output; also "
+                       "virtio-console, virtconsole); virtio-rng-device and "
+                       "virtio-serial-device are the virtio-mmio ones")
 
 
 def _add_irqchip_option(run: argparse.ArgumentParser) -> None:

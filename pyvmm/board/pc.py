@@ -309,6 +309,7 @@ class PcBoard:
         self.apic_bus = ApicBus()
         self.ioapic = IoApic(self.apic_bus, self.stats)
         self.wiring = InterruptWiring(self.pic, self.ioapic)
+        self.msi_target: Callable[[int, int], bool] = self.apic_bus.deliver_msi
         self.irqs = self.wiring.isa
         self.lapics = [LocalApic(self.clock, self.apic_bus, apic_id=cpu, bsp=cpu == 0,
                                  extint=self.pic, stats=self.stats) for cpu in range(VCPUS)]
@@ -410,6 +411,17 @@ class PcBoard:
         if irq == IRQ_PIT:
             return self.wiring.isa_line(irq, _CountingIrqLine, self.stats)
         return self.wiring.isa_line(irq)
+
+    def deliver_msi(self, address: int, data: int) -> None:
+        """A PCI function's message-signalled interrupt: a DWORD write of `data` at
+        `address` (PCI 3.0 §6.8).  An address in the local APICs' 0xFEExxxxx
+        window is an interrupt message (lapic.ApicBus.deliver_msi); one elsewhere
+        is not modelled as a memory write: dropped and counted.  An engine whose
+        local APICs live elsewhere (KVM's in-kernel irqchip) replaces
+        `msi_target` with its own delivery, as InterruptWiring.retarget does
+        for the wires."""
+        if not self.msi_target(address, data):
+            self.stats.count("pci", "MSI not accepted by any local APIC")
 
     def gsi_line(self, gsi: int) -> IrqLine:
         """A new source wired to I/O APIC pin `gsi` only (the HPET's routes)."""

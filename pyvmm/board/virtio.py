@@ -1,13 +1,20 @@
-"""The PC's virtio-mmio slots: which virtio devices a VM has, where, on which IRQ.
+"""The PC's virtio devices: which a VM has, on which transport, where, on which IRQ.
 
-Each configured device becomes one row of the board's device table: a
-0x200-byte virtio-mmio window (Virtio 1.2 §4.2.2) at VIRTIO_MMIO_BASE +
-n * WINDOW and an ISA IRQ from VIRTIO_MMIO_IRQS, so that a guest still using
-the 8259 pair (no APIC) takes its interrupts too.  Linux finds them from
-`virtio_mmio.device=<size>@<base>:<irq>` on its command line, which the
-Linux loader appends (`cmdline_fragments`).
+Each configured device becomes one row of the board's device table, on one
+of two transports (`VirtioSpec.transport`):
+- "pci", the modern virtio-pci function (Virtio 1.2 §4.1,
+  pyvmm/devices/virtio/pci.py) in PCI slot VIRTIO_PCI_FIRST_SLOT + n of
+  bus 0: its BAR is placed by the firmware or the guest, its INTA# drives
+  the PIIX3 PIRQ of its slot (board/irq_routing.pci_pirq), its MSI-X
+  messages go to the board's `deliver_msi`;
+- "mmio", a 0x200-byte virtio-mmio window (§4.2.2) at VIRTIO_MMIO_BASE +
+  n * WINDOW and an ISA IRQ from VIRTIO_MMIO_IRQS, so that a guest still
+  using the 8259 pair (no APIC) takes its interrupts too.  Linux finds them
+  from `virtio_mmio.device=<size>@<base>:<irq>` on its command line, which
+  the Linux loader appends (`cmdline_fragments`).
 
-A device kind is one row of KINDS: how to build it from its spec.
+A device kind is one row of KINDS: how to build it from its spec; either
+transport carries any kind.
 """
 
 from __future__ import annotations
@@ -17,11 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyvmm.board.irq_routing import pci_pirq
 from pyvmm.board.table import DeviceRow, Range
 from pyvmm.devices.virtio.blk import RawImage, VirtioBlock
 from pyvmm.devices.virtio.console import VirtioConsole
 from pyvmm.devices.virtio.device import VirtioDevice
 from pyvmm.devices.virtio.mmio import WINDOW, VirtioMmio, kernel_cmdline_fragment
+from pyvmm.devices.virtio.pci import VirtioPci
 from pyvmm.devices.virtio.rng import VirtioRng
 from pyvmm.errors import ConfigError
 
@@ -34,6 +43,11 @@ VIRTIO_MMIO_BASE = 0xFEB00000
 # ISA IRQs no PC device of this board uses (IRQ 9 is the ACPI SCI, 12 the
 # PS/2 mouse, 14/15 the IDE channels).
 VIRTIO_MMIO_IRQS = (5, 10, 11, 7, 6, 3)
+# PCI bus 0 slots 0 and 1 are the i440FX and the PIIX3/PIIX4; QEMU's pc machine
+# without a VGA card puts its first -device in slot 2 too.
+VIRTIO_PCI_FIRST_SLOT = 2
+VIRTIO_PCI_SLOTS = 30
+TRANSPORTS = ("pci", "mmio")
 
 
 @dataclass(frozen=True)
@@ -42,16 +56,20 @@ class VirtioSpec:
 
     kind: str  # a key of KINDS
     options: dict[str, str] = field(default_factory=dict)
+    transport: str = "pci"  # one of TRANSPORTS
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "options": dict(self.options)}
+        return {"kind": self.kind, "options": dict(self.options), "transport": self.transport}
 
     @classmethod
     def from_json(cls, data: Any) -> VirtioSpec:  # noqa: ANN401 - checked here
+        # Snapshots from before virtio-pci name no transport: theirs was MMIO.
         if not isinstance(data, dict) or data.get("kind") not in KINDS or \
-                not isinstance(data.get("options", {}), dict):
+                not isinstance(data.get("options", {}), dict) or \
+                data.get("transport", "mmio") not in TRANSPORTS:
             raise ConfigError(f"not a virtio device description: {data!r}")
-        return cls(data["kind"], {str(k): str(v) for k, v in data.get("options", {}).items()})
+        return cls(data["kind"], {str(k): str(v) for k, v in data.get("options", {}).items()},
+                   data.get("transport", "mmio"))
 
 
 def _block(board: PcBoard, spec: VirtioSpec) -> VirtioDevice:
@@ -82,25 +100,55 @@ KINDS: dict[str, Callable[[PcBoard, VirtioSpec], VirtioDevice]] = {
 def slot(index: int) -> tuple[int, int]:
     """(MMIO base, ISA IRQ) of virtio-mmio slot `index`."""
     if not 0 <= index < len(VIRTIO_MMIO_IRQS):
-        raise ConfigError(f"at most {len(VIRTIO_MMIO_IRQS)} virtio devices, not {index + 1}")
+        raise ConfigError(f"at most {len(VIRTIO_MMIO_IRQS)} virtio-mmio devices, "
+                          f"not {index + 1}")
     return VIRTIO_MMIO_BASE + index * WINDOW, VIRTIO_MMIO_IRQS[index]
 
 
+def pci_slot(index: int) -> int:
+    """The PCI bus 0 device number of the `index`th virtio-pci function."""
+    if not 0 <= index < VIRTIO_PCI_SLOTS:
+        raise ConfigError(f"at most {VIRTIO_PCI_SLOTS} virtio-pci devices, not {index + 1}")
+    return VIRTIO_PCI_FIRST_SLOT + index
+
+
+def _mmio_row(name: str, spec: VirtioSpec, index: int) -> DeviceRow:
+    base, irq = slot(index)
+
+    def build(board: PcBoard, lines: list) -> VirtioMmio:
+        return VirtioMmio(KINDS[spec.kind](board, spec), *lines)
+
+    return DeviceRow(name, name, build, mmio=(Range(base, WINDOW, f"virtio-{spec.kind}"),),
+                     irqs=(irq,))
+
+
+def _pci_row(name: str, spec: VirtioSpec, index: int) -> DeviceRow:
+    device_number = pci_slot(index)
+
+    def build(board: PcBoard, lines: list) -> VirtioPci:
+        intx = board.wiring.pirq_line(pci_pirq(device_number, 0))  # INTA#
+        return VirtioPci(KINDS[spec.kind](board, spec), intx, board.deliver_msi)
+
+    return DeviceRow(name, name, build, pci=(device_number, 0))
+
+
+# transport -> how its row is made.
+_ROWS: dict[str, Callable[[str, VirtioSpec, int], DeviceRow]] = {
+    "mmio": _mmio_row, "pci": _pci_row}
+
+
 def virtio_rows(specs: tuple[VirtioSpec, ...]) -> tuple[DeviceRow, ...]:
-    """One device-table row per configured device, in slot order."""
-    rows = []
+    """One device-table row per configured device ("virtio<n>" in command-line
+    order), each transport's slots taken in that order."""
+    rows, taken = [], dict.fromkeys(TRANSPORTS, 0)
     for index, spec in enumerate(specs):
-        base, irq = slot(index)
-        name = f"virtio{index}"
-
-        def build(board: PcBoard, lines: list, spec: VirtioSpec = spec) -> VirtioMmio:
-            return VirtioMmio(KINDS[spec.kind](board, spec), *lines)
-
-        rows.append(DeviceRow(name, name.replace("-", "_"), build,
-                              mmio=(Range(base, WINDOW, f"virtio-{spec.kind}"),), irqs=(irq,)))
+        rows.append(_ROWS[spec.transport](f"virtio{index}", spec, taken[spec.transport]))
+        taken[spec.transport] += 1
     return tuple(rows)
 
 
 def cmdline_fragments(specs: tuple[VirtioSpec, ...]) -> list[str]:
-    """What a Linux kernel needs on its command line to find every slot."""
-    return [kernel_cmdline_fragment(*slot(index)) for index in range(len(specs))]
+    """What a Linux kernel needs on its command line to find every virtio-mmio slot
+    (virtio-pci functions are found by enumerating the bus)."""
+    count = sum(spec.transport == "mmio" for spec in specs)
+    return [kernel_cmdline_fragment(*slot(index)) for index in range(count)]

@@ -118,6 +118,12 @@ ICR_TRIGGER_LEVEL = 1 << 15
 ICR_WRITABLE = 0x000CCFFF  # vector, mode, dest mode, level, trigger, shorthand
 SH_NONE, SH_SELF, SH_ALL, SH_OTHERS = 0, 1, 2, 3
 BROADCAST = 0xFF
+# MSI message format (SDM Vol. 3A "Message Address Register Format" and
+# "Message Data Register Format").
+MSI_ADDRESS_PREFIX = 0xFEE
+MSI_REDIRECTION_HINT = 1 << 3
+MSI_DEST_LOGICAL = 1 << 2
+MSI_TRIGGER_LEVEL = 1 << 15
 
 # ESR bits ("Error Handling").
 ESR_SEND_ILLEGAL_VECTOR = 1 << 5
@@ -214,6 +220,26 @@ class ApicBus:
         for lapic in targets:
             lapic.accept(mode, vector, level)
         return bool(targets)
+
+    def deliver_msi(self, address: int, data: int) -> bool:
+        """A message-signalled interrupt: the (address, data) a PCI function wrote
+        (Intel SDM Vol. 3A "Message Signalled Interrupts").
+
+        Address: bits 31:20 are 0xFEE, destination ID 19:12, redirection hint
+        bit 3, destination mode bit 2 (1 logical).  Data: vector 7:0, delivery
+        mode 10:8, level bit 14, trigger mode bit 15 (1 level).  With the
+        redirection hint set in logical mode the lowest-priority APIC of the
+        destination set takes it (as KVM reads RH).  A write outside the 0xFEE
+        window is not an interrupt: it is dropped and the caller counts it.
+        """
+        if (address >> 20) & 0xFFF != MSI_ADDRESS_PREFIX:
+            return False
+        dest = (address >> 12) & 0xFF
+        logical = bool(address & MSI_DEST_LOGICAL)
+        mode = (data >> 8) & 7
+        if address & MSI_REDIRECTION_HINT and logical and mode == DM_FIXED:
+            mode = DM_LOWEST
+        return self.deliver(dest, logical, mode, data & 0xFF, bool(data & MSI_TRIGGER_LEVEL))
 
     def broadcast_eoi(self, vector: int) -> None:
         for listener in self.eoi_listeners:

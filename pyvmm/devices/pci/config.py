@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from pyvmm.schema import HexBytes, Record
+from pyvmm.schema import Bits, HexBytes, Record
 
 CONFIG_SIZE = 256
 
@@ -261,3 +261,147 @@ class MsiCapability:
             return None
         address = self._field(4, 4) | (self._field(8, 4) << 32)
         return address, self._field(12, 2)
+
+
+CAP_MSIX = 0x11
+MSIX_CONTROL_FUNCTION_MASK = 1 << 14
+MSIX_CONTROL_ENABLE = 1 << 15
+MSIX_ENTRY_SIZE = 16
+MSIX_VECTOR_MASKED = 1 << 0  # Vector Control bit 0 (the per-vector mask)
+MSIX_MAX_VECTORS = 2048
+
+# Writable bits of each byte of a table entry: address bits 1:0 read as zero,
+# vector control has only the mask bit (§6.8.2.9; reserved bits read 0 here).
+_MSIX_ENTRY_WMASK = bytes([0xFC, 0xFF, 0xFF, 0xFF] + [0xFF] * 8 + [MSIX_VECTOR_MASKED, 0, 0, 0])
+
+MsiSink = Callable[[int, int], None]  # (message address, message data)
+
+
+class MsixCapability:
+    """MSI-X (PCI 3.0 §6.8.2): a table of vectors and a Pending Bit Array in a BAR.
+
+    The capability: Message Control (table size N-1 in bits 10:0, read only;
+    Function Mask bit 14; MSI-X Enable bit 15), Table Offset/BIR and PBA
+    Offset/BIR (BAR indicator in bits 2:0, QWORD-aligned offset above).  Each
+    table entry is 16 bytes: message address (bits 1:0 read as zero), upper
+    address, data, vector control (bit 0 the mask, set at reset, §6.8.2.9).
+    Software accesses the table and PBA with aligned DWORD or QWORD accesses
+    (§6.8.2); any other access is ignored and counted.  The PBA is read only.
+
+    A vector signalled while masked (by its own mask or the function mask)
+    sets its pending bit; when it is unmasked with the bit set, the message
+    is sent and the bit cleared (§6.8.2.9, §6.8.2.10).  While MSI-X is
+    enabled the function must not use INTx# (`enabled`).
+    """
+
+    def __init__(self, function: PciFunction, vectors: int, bar: int, table_offset: int,
+                 pba_offset: int, deliver: MsiSink, count: Callable[[str], None]) -> None:
+        if not 1 <= vectors <= MSIX_MAX_VECTORS or table_offset % 8 or pba_offset % 8:
+            raise ValueError("MSI-X: 1-2048 vectors, QWORD-aligned table and PBA")
+        self.function = function
+        self.vectors = vectors
+        self.table_offset = table_offset
+        self.pba_offset = pba_offset
+        self.deliver = deliver
+        self.count = count
+        body = (vectors - 1).to_bytes(2, "little") + (table_offset | bar).to_bytes(4, "little") \
+            + (pba_offset | bar).to_bytes(4, "little")
+        wmask = (MSIX_CONTROL_ENABLE | MSIX_CONTROL_FUNCTION_MASK).to_bytes(2, "little")
+        self.offset = function.add_capability(CAP_MSIX, body, wmask)
+        self.reset()
+
+    def reset(self) -> None:
+        self.table = bytearray(MSIX_ENTRY_SIZE * self.vectors)
+        for vector in range(self.vectors):
+            self.table[vector * MSIX_ENTRY_SIZE + 12] = MSIX_VECTOR_MASKED
+        self.pending = 0
+
+    @property
+    def table_size(self) -> int:
+        return MSIX_ENTRY_SIZE * self.vectors
+
+    @property
+    def pba_size(self) -> int:
+        return (self.vectors + 63) // 64 * 8
+
+    @property
+    def _control(self) -> int:
+        return self.function.config_read(self.offset + 2, 2)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._control & MSIX_CONTROL_ENABLE)
+
+    def _entry(self, vector: int, field: int) -> int:
+        start = vector * MSIX_ENTRY_SIZE + field
+        return int.from_bytes(self.table[start:start + 4], "little")
+
+    def masked(self, vector: int) -> bool:
+        return bool(self._control & MSIX_CONTROL_FUNCTION_MASK
+                    or self._entry(vector, 12) & MSIX_VECTOR_MASKED)
+
+    def message(self, vector: int) -> tuple[int, int]:
+        return self._entry(vector, 0) | (self._entry(vector, 4) << 32), self._entry(vector, 8)
+
+    def signal(self, vector: int) -> bool:
+        """The function raises `vector`: send it, or hold it pending while masked.
+        False when MSI-X is disabled or `vector` is not in the table."""
+        if not self.enabled or not 0 <= vector < self.vectors:
+            return False
+        if self.masked(vector):
+            self.pending |= 1 << vector
+        else:
+            self.deliver(*self.message(vector))
+        return True
+
+    def _send_unmasked_pending(self) -> None:
+        if not self.enabled:
+            return
+        for vector in range(self.vectors):
+            if self.pending >> vector & 1 and not self.masked(vector):
+                self.pending &= ~(1 << vector)
+                self.deliver(*self.message(vector))
+
+    def control_written(self) -> None:
+        """Message Control was written: a cleared function mask sends what is pending."""
+        self._send_unmasked_pending()
+
+    # -- the BAR side -----------------------------------------------------------------
+    def _aligned(self, offset: int, size: int) -> bool:
+        if size in (4, 8) and offset % size == 0:
+            return True
+        self.count("MSI-X table or PBA access not an aligned DWORD or QWORD")
+        return False
+
+    def table_read(self, offset: int, size: int) -> int:
+        if not self._aligned(offset, size) or offset + size > self.table_size:
+            return 0
+        return int.from_bytes(self.table[offset:offset + size], "little")
+
+    def table_write(self, offset: int, size: int, value: int) -> None:
+        if not self._aligned(offset, size) or offset + size > self.table_size:
+            return
+        data = bytearray(value.to_bytes(size, "little"))
+        for i in range(size):
+            data[i] &= _MSIX_ENTRY_WMASK[(offset + i) % MSIX_ENTRY_SIZE]
+        self.table[offset:offset + size] = data
+        self._send_unmasked_pending()
+
+    def pba_read(self, offset: int, size: int) -> int:
+        if not self._aligned(offset, size) or offset + size > self.pba_size:
+            return 0
+        return (self.pending >> (8 * offset)) & ((1 << (8 * size)) - 1)
+
+    def pba_write(self, offset: int, size: int, value: int) -> None:
+        self.count("MSI-X PBA write (read only)")
+
+    # -- snapshot ------------------------------------------------------------------------
+    def get_state(self) -> dict:
+        return {"table": self.table.hex(), "pending": self.pending}
+
+    def set_state(self, state: dict) -> None:
+        Record({"table": HexBytes(self.table_size), "pending": Bits(self.vectors)}).check(state)
+        table = bytes.fromhex(state["table"])
+        self.table = bytearray(a & m for a, m in zip(
+            table, _MSIX_ENTRY_WMASK * self.vectors, strict=True))
+        self.pending = state["pending"]

@@ -9,6 +9,8 @@ device.py   VirtioDevice: what every device type shares (features, config
 blk.py, rng.py, console.py, net.py
             the device types (net's host backends: pyvmm/net/).
 mmio.py     the virtio-mmio transport, version 2 (§4.2).
+pci.py      the modern virtio-pci transport (§4.1): capabilities, one memory
+            BAR, MSI-X (pyvmm/devices/pci/config.py) and INTx.
 
 Devices are engine-neutral like every other device: plain-data state
 (get_state/set_state) and guest memory through GuestMemory.

@@ -44,8 +44,9 @@ class VirtioDevice:
         self.stats = stats if stats is not None else Stats()
         self.queues = [SplitQueue(memory, size) for size in self.queue_sizes]
         self.offered = self.device_features | COMMON_FEATURES
-        # Set by the transport: raise the interrupt with these status bits.
-        self.interrupt: Callable[[int], None] = lambda bits: None
+        # Set by the transport: raise the interrupt with these status bits, for
+        # this queue (None: a configuration change).
+        self.interrupt: Callable[[int, int | None], None] = lambda bits, queue: None
         self.reset()
 
     # -- lifecycle ---------------------------------------------------------------
@@ -90,7 +91,7 @@ class VirtioDevice:
         if not self.status & STATUS_DEVICE_NEEDS_RESET:
             self.status |= STATUS_DEVICE_NEEDS_RESET
             self.config_generation += 1
-            self.interrupt(INTERRUPT_CONFIG_CHANGE)
+            self.interrupt(INTERRUPT_CONFIG_CHANGE, None)
 
     # -- queues ----------------------------------------------------------------------
     def enable_queue(self, index: int) -> None:
@@ -114,7 +115,7 @@ class VirtioDevice:
             self.serve(index, queue)
             queue.publish_avail_event()
             if queue.should_interrupt():
-                self.interrupt(INTERRUPT_USED_BUFFER)
+                self.interrupt(INTERRUPT_USED_BUFFER, index)
         except (QueueError, GuestMemoryError) as error:
             queue.broken = True
             self.fail(f"queue {index}: {error}")
@@ -130,7 +131,7 @@ class VirtioDevice:
         queue = self.queues[queue_index]
         try:
             if queue.should_interrupt():
-                self.interrupt(INTERRUPT_USED_BUFFER)
+                self.interrupt(INTERRUPT_USED_BUFFER, queue_index)
         except QueueError as error:
             queue.broken = True
             self.fail(f"queue {queue_index}: {error}")

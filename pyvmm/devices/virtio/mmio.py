@@ -80,7 +80,7 @@ class VirtioMmio:
         self.interrupt_status = 0
         self.irq.set(False)
 
-    def _raise(self, bits: int) -> None:
+    def _raise(self, bits: int, queue: int | None = None) -> None:
         self.interrupt_status |= bits
         self.irq.set(True)
 

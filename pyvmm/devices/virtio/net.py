@@ -72,7 +72,7 @@ class VirtioNet(VirtioDevice):
             self.link_up = up
             self.config_generation += 1
             if self.running:
-                self.interrupt(INTERRUPT_CONFIG_CHANGE)
+                self.interrupt(INTERRUPT_CONFIG_CHANGE, None)
 
     # -- transmit ------------------------------------------------------------------
     def serve(self, index: int, queue: SplitQueue) -> None:

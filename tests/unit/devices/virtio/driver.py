@@ -108,9 +108,12 @@ class Driver:
         self.memory.write_u16(q["avail"] + 4 + 2 * ring_slot, head)
         q["avail_idx"] = (q["avail_idx"] + 1) & 0xFFFF
         self.memory.write_u16(q["avail"] + 2, q["avail_idx"])
-        self.w(regs.QUEUE_NOTIFY, index)
+        self.notify(index)
         self.last_addresses = addresses
         return head
+
+    def notify(self, index: int) -> None:
+        self.w(regs.QUEUE_NOTIFY, index)
 
     def used(self, index: int) -> list[tuple[int, int]]:
         q = self.queues[index]
