@@ -3,8 +3,8 @@
 ;
 ; Every count is deterministic by construction: each phase waits with
 ; `sti; hlt` until its handler has seen exactly N interrupts, and the handler
-; itself switches its source off at the N-th, so no wall-clock timing enters
-; the output.  Phases:
+; itself switches its source off at the N-th (and does not count a tick that
+; was already pending then), so no wall-clock timing enters the output.  Phases:
 ;   1. LAPIC timer, periodic (divide by 1, initial count TIMER_COUNT): N ticks;
 ;   2. LAPIC timer, TSC-deadline mode (IA32_TSC_DEADLINE, MSR 0x6E0): N
 ;      one-shots, each armed DEADLINE_NS ahead of RDTSC; the MSR reads 0 after
@@ -285,7 +285,11 @@ eoi_return:
         mov rax, rdi
         ret
 
+; A tick the APIC latched in IRR before the N-th handler stopped its source (the
+; SDM's LVT mask stops new ones, not one already pending) is late: not counted.
 on_periodic:
+        cmp qword [n_periodic], N
+        jae eoi_return
         inc qword [n_periodic]
         cmp qword [n_periodic], N
         jb eoi_return
@@ -304,7 +308,9 @@ on_deadline:
         pop rdi
         jmp eoi_return
 
-on_pit:
+on_pit:                                 ; late ticks as on_periodic
+        cmp qword [n_pit], N
+        jae eoi_return
         inc qword [n_pit]
         cmp qword [n_pit], N
         jb eoi_return

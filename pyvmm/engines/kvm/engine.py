@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pyvmm.cpu.state import MSR_IA32_APIC_BASE, CpuState
+from pyvmm.devices.lapic import MSR_IA32_TSC_DEADLINE
 from pyvmm.engines.base import Engine
 from pyvmm.engines.kvm import ioctls as k
 from pyvmm.engines.kvm import irqchip, kick
 from pyvmm.engines.kvm import vm as kvm_vm
 from pyvmm.engines.kvm.registers import KvmCpuAccess
+from pyvmm.engines.kvm.tsc import TscDeadlineMsr
 from pyvmm.engines.kvm.vcpu import KvmVcpu, host_ns
 from pyvmm.engines.kvm.vm import KvmVm
 from pyvmm.errors import ConfigError, EngineUnavailable
@@ -83,11 +85,17 @@ class KvmEngine(Engine):
             wiring.retarget(pic_sink, ioapic_sink)  # the board's lines now end in KVM
             self._wiring = wiring
         else:
-            # The board's local APIC owns IA32_APIC_BASE (relocation, global enable):
-            # guest accesses come back as MSR exits where this KVM can filter them.
+            # The board's local APIC owns IA32_APIC_BASE (relocation, global enable) and
+            # IA32_TSC_DEADLINE: guest accesses come back as MSR exits where this KVM can
+            # filter them.  Its TSC is the board's 1 GHz virtual TSC (kvm/tsc.py).
             lapics = getattr(board, "lapics", None)
-            if lapics and self.vm.filter_msrs([MSR_IA32_APIC_BASE]):
-                vcpu.msr_devices = {MSR_IA32_APIC_BASE: lapics[0]}
+            if lapics and self.vm.filter_msrs([MSR_IA32_APIC_BASE, MSR_IA32_TSC_DEADLINE]):
+                lapics[0].read_tsc = board.clock.now_ns
+                vcpu.msr_devices = {
+                    MSR_IA32_APIC_BASE: lapics[0],
+                    MSR_IA32_TSC_DEADLINE: TscDeadlineMsr(lapics[0], vcpu.guest_tsc,
+                                                          vcpu.tsc_khz()),
+                }
         board.clock.set_source(self.clock_source)
         board.clock.on_new_deadline = self._on_new_deadline
         board.events.wake = self.wake

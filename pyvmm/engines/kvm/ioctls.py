@@ -554,6 +554,7 @@ KVM_IRQ_LINE = _iow(0x61, kvm_irq_level)
 KVM_SET_GSI_ROUTING = _iow(0x6A, kvm_irq_routing)
 KVM_CREATE_PIT2 = _iow(0x77, kvm_pit_config)
 KVM_ENABLE_CAP = _iow(0xA3, kvm_enable_cap)
+KVM_GET_TSC_KHZ = _io(0xA3)  # vCPU ioctl: the guest TSC frequency in kHz
 KVM_X86_SET_MSR_FILTER = _iow(0xC6, kvm_msr_filter)
 KVM_GET_VCPU_EVENTS = _ior(0x9F, kvm_vcpu_events)
 KVM_SET_VCPU_EVENTS = _iow(0xA0, kvm_vcpu_events)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from pyvmm.cpu.cpuid import kvm_cpuid_policy
-from pyvmm.cpu.state import FLAG_IF, MSR_IA32_APIC_BASE, CpuState
+from pyvmm.cpu.state import FLAG_IF, MSR_IA32_APIC_BASE, MSR_IA32_TSC, CpuState
 from pyvmm.engines.kvm import complete, kick
 from pyvmm.engines.kvm import ioctls as k
 from pyvmm.engines.kvm import state as conv
@@ -196,6 +196,17 @@ class KvmVcpu:
         state.pending_interrupt = (events.interrupt.nr if events.interrupt.injected
                                    else self._pending_vector)
         return state
+
+    def guest_tsc(self) -> int:
+        """The guest's TSC now (IA32_TSC through KVM_GET_MSRS: host TSC, scaled, plus
+        KVM's offset)."""
+        msrs = conv.msrs_struct({MSR_IA32_TSC: 0})
+        k.ioctl(self.fd, k.KVM_GET_MSRS, msrs, "KVM_GET_MSRS (IA32_TSC)")
+        return msrs.entries[0].data
+
+    def tsc_khz(self) -> int:
+        """KVM_GET_TSC_KHZ: the frequency the guest's TSC counts at."""
+        return k.ioctl(self.fd, k.KVM_GET_TSC_KHZ, None, "KVM_GET_TSC_KHZ")
 
     def _guest_if(self) -> bool:
         """RFLAGS.IF as the vCPU has it now (kvm_run.if_flag is only as fresh as the last exit)."""
