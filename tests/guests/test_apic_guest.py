@@ -46,6 +46,16 @@ def test_apic_guest_output_is_the_same_under_kvm_with_the_board_s_irqchip(interp
     assert b"wrmsr" in done.stderr  # the deadline writes came to the board's LAPIC
 
 
+@requires_kvm
+def test_apic_guest_output_is_the_same_under_kvm_s_in_kernel_irqchip(interp_run):
+    """--irqchip kernel: KVM's LAPIC, I/O APIC and PIT.  KVM's LAPIC offers
+    TSC-deadline mode only when the guest's CPUID.01H:ECX[24] says so."""
+    done = apic_run("kvm", "--irqchip", "kernel", "--stats")
+    assert done.returncode == 33, done.stderr
+    assert done.stdout == interp_run.stdout
+    assert b"wrmsr" not in done.stderr and b"  hlt " not in done.stderr  # all in KVM
+
+
 # Where the guest is after N instructions (it runs ~11,000): 7,150 and 7,350 in
 # the periodic phase (LAPIC count running), 7,628 with IA32_TSC_DEADLINE armed,
 # 8,300 with the PIT routed to GSI 2, 9,500 with COM1 routed to GSI 4.

@@ -79,23 +79,27 @@ class KvmEngine(Engine):
             if not self.vm.check(k.KVM_CAP_IRQCHIP):
                 raise EngineUnavailable("this KVM has no in-kernel irqchip (KVM_CAP_IRQCHIP)")
             pic_sink, ioapic_sink = irqchip.create(self.vm.fd, wiring)
-        self.vcpu = vcpu = KvmVcpu(self.vm, board, 0, self.clock_source)
-        if self.irqchip == "kernel":
-            vcpu.kernel_irqchip = True
-            wiring.retarget(pic_sink, ioapic_sink)  # the board's lines now end in KVM
-            self._wiring = wiring
+            tsc_deadline = self.vm.check(k.KVM_CAP_TSC_DEADLINE_TIMER)
         else:
             # The board's local APIC owns IA32_APIC_BASE (relocation, global enable) and
             # IA32_TSC_DEADLINE: guest accesses come back as MSR exits where this KVM can
             # filter them.  Its TSC is the board's 1 GHz virtual TSC (kvm/tsc.py).
             lapics = getattr(board, "lapics", None)
-            if lapics and self.vm.filter_msrs([MSR_IA32_APIC_BASE, MSR_IA32_TSC_DEADLINE]):
-                lapics[0].read_tsc = board.clock.now_ns
-                vcpu.msr_devices = {
-                    MSR_IA32_APIC_BASE: lapics[0],
-                    MSR_IA32_TSC_DEADLINE: TscDeadlineMsr(lapics[0], vcpu.guest_tsc,
-                                                          vcpu.tsc_khz()),
-                }
+            tsc_deadline = bool(lapics) and self.vm.filter_msrs(
+                [MSR_IA32_APIC_BASE, MSR_IA32_TSC_DEADLINE])
+        self.vcpu = vcpu = KvmVcpu(self.vm, board, 0, self.clock_source,
+                                   tsc_deadline=tsc_deadline)
+        if self.irqchip == "kernel":
+            vcpu.kernel_irqchip = True
+            wiring.retarget(pic_sink, ioapic_sink)  # the board's lines now end in KVM
+            self._wiring = wiring
+        elif tsc_deadline:
+            lapics[0].read_tsc = board.clock.now_ns
+            vcpu.msr_devices = {
+                MSR_IA32_APIC_BASE: lapics[0],
+                MSR_IA32_TSC_DEADLINE: TscDeadlineMsr(lapics[0], vcpu.guest_tsc,
+                                                      vcpu.tsc_khz()),
+            }
         board.clock.set_source(self.clock_source)
         board.clock.on_new_deadline = self._on_new_deadline
         board.events.wake = self.wake

@@ -16,9 +16,10 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
-from pyvmm.cpu.cpuid import kvm_cpuid_policy
+from pyvmm.cpu.cpuid import CPUID_1_ECX_TSC_DEADLINE, kvm_cpuid_policy
 from pyvmm.cpu.state import FLAG_IF, MSR_IA32_APIC_BASE, MSR_IA32_TSC, CpuState
 from pyvmm.engines.kvm import complete, kick
 from pyvmm.engines.kvm import ioctls as k
@@ -66,7 +67,8 @@ def host_ns(clock: VirtualClock, guest_ns: int) -> int:
 class KvmVcpu:
     """One vCPU of a `KvmVm`, running the guest on `board`."""
 
-    def __init__(self, vm: KvmVm, board: Board, index: int, clock_source: ClockSource) -> None:
+    def __init__(self, vm: KvmVm, board: Board, index: int, clock_source: ClockSource,
+                 *, tsc_deadline: bool = False) -> None:
         self.vm = vm
         self.board = board
         self.index = index
@@ -95,12 +97,19 @@ class KvmVcpu:
         self.run_map = mmap.mmap(self.fd, vm.vcpu_mmap_size(), mmap.MAP_SHARED,
                                  mmap.PROT_READ | mmap.PROT_WRITE)
         self.kvm_run = k.kvm_run.from_buffer(self.run_map)
-        self._set_cpuid()
+        self._set_cpuid(tsc_deadline)
         supported = set(vm.msr_index_list())
         self._msr_indices = [m for m in conv.DEFAULT_MSRS if m in supported]
 
-    def _set_cpuid(self) -> None:
+    def _set_cpuid(self, tsc_deadline: bool) -> None:
+        """KVM_SET_CPUID2 from pyvmm's policy; `tsc_deadline`: the local APIC serving
+        this vCPU has the TSC-deadline timer mode, so CPUID.01H:ECX[24] says so (SDM
+        Vol. 3A, "TSC-Deadline Mode").  KVM's own LAPIC offers the mode (its LVT
+        timer-mode mask) only when the guest's CPUID has this bit."""
         entries = kvm_cpuid_policy(self.vm.supported_cpuid)
+        if tsc_deadline:
+            entries = [replace(e, ecx=e.ecx | CPUID_1_ECX_TSC_DEADLINE) if e.function == 1
+                       else e for e in entries]
         buf = k.kvm_cpuid2_with(len(entries))()
         buf.nent = len(entries)
         for out, e in zip(buf.entries, entries, strict=True):
