@@ -202,8 +202,8 @@ def _add_irqchip_option(run: argparse.ArgumentParser) -> None:
                      help="kvm only: where the interrupt controllers and the PIT are. user "
                           "(default): the board's, in Python, each access a VM exit; kernel: "
                           "KVM's in-kernel i8259 pair, I/O APIC, local APIC and PIT "
-                          "(KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2), no exits for them (such a "
-                          "VM cannot be snapshotted yet)")
+                          "(KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2), no exits for them; their "
+                          "state goes in and out of snapshots like the board's")
 
 
 def _add_snapshot_options(run: argparse.ArgumentParser) -> None:
@@ -510,7 +510,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         snapshot = Snapshot.load(args.restore)
         vm = restore_snapshot(snapshot, requested_engine, serial_output=serial,
-                              debugcon_output=debugcon)
+                              debugcon_output=debugcon, irqchip=args.irqchip)
         print(f"pyvmm: {vm.name} restored {snapshot.describe()}; resuming under "
               f"{vm.engine_name}", file=sys.stderr)
     else:

@@ -326,10 +326,8 @@ def take_snapshot(vm: VirtualMachine) -> Snapshot:
     The clock is read first, so the devices' lazily computed state (PIT
     counters, RTC time) and their timer deadlines are all relative to it.
     """
-    held = vm.engine.state_outside_python()
-    if held is not None:
-        raise SnapshotError(f"cannot snapshot {vm.name}: {held}")
     board_state = vm.board.get_state()
+    vm.engine.save_devices(board_state)  # devices the engine runs itself (KVM's irqchip)
     cpu = vm.engine.get_state()
     regions = [RegionImage(r.name, r.gpa, r.size, r.readonly,
                            bytes(r.backing[r.offset:r.offset + r.size]))
@@ -402,6 +400,7 @@ def restore_snapshot(snapshot: Snapshot, engine: str | None = None, *,
             vm.board.set_state(copy.deepcopy(snapshot.board))
         except StateError as error:
             raise _damaged("board", str(error)) from None
+        vm.engine.load_devices(copy.deepcopy(snapshot.board))
         try:
             vm.engine.set_state(snapshot.cpu.copy())
         except (KeyError, TypeError, ValueError, AttributeError) as error:

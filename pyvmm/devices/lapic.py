@@ -139,6 +139,9 @@ def _divisor(dcr: int) -> int:
     return 1 if value == 7 else 2 << value
 
 
+timer_divisor = _divisor  # for converters of this state (engines/kvm/chipstate.py)
+
+
 def _highest(bits: int) -> int:
     """Highest set vector in a 256-bit register, or -1."""
     return bits.bit_length() - 1
@@ -602,6 +605,11 @@ class LocalApic:
         if self._timer_mode() == TIMER_PERIODIC:
             return s.timer_initial - elapsed % s.timer_initial
         return max(0, s.timer_initial - elapsed)
+
+    def stop_timer(self) -> None:
+        """Disarm the timer on the clock, keeping the registers (while another
+        APIC, KVM's in-kernel one, runs this vCPU's timer)."""
+        self._cancel_timer()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

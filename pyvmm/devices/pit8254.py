@@ -415,6 +415,12 @@ class Pit8254:
     def set_gate(self, n: int, level: bool) -> None:
         self.channels[n].set_gate(level)
 
+    def stop_timers(self) -> None:
+        """Disarm every channel's timer, keeping the registers (while another PIT,
+        KVM's in-kernel one, drives IRQ0)."""
+        for channel in self.channels:
+            channel._cancel()
+
     def get_state(self) -> dict:
         return {"channels": [c.get_state() for c in self.channels],
                 "irq_pulses": self.irq_pulses}

@@ -52,8 +52,14 @@ class Engine(ABC):
         """Serve `hooks` (a VM's HookSet); watch it for changes."""
         self.hooks = hooks
 
-    def state_outside_python(self) -> str | None:
-        """Why part of the VM's state is where a snapshot cannot read it (None: it is not)."""
+    def save_devices(self, board_state: dict) -> None:
+        """Write into `board_state` (the board's get_state()) the state of the devices
+        this engine runs in place of the board's models (KVM's in-kernel irqchip and
+        PIT), so a snapshot holds theirs; the models themselves are left as they are."""
+        return None
+
+    def load_devices(self, board_state: dict) -> None:
+        """After the board's set_state(board_state): hand those devices their state."""
         return None
 
     def wake(self) -> None:

@@ -3,8 +3,11 @@
 `KvmEngine` ties one `KvmVm` (vm.py: the fds and memory slots) and its
 `KvmVcpu` (vcpu.py: registers, the KVM_RUN loop, exit dispatch) to a board,
 and connects them to the board's clock, host events and the host timer
-service.  Devices and the interrupt controller stay in Python (no in-kernel
-irqchip), so each port access, MMIO access and interrupt is a VM exit.
+service.  With `--irqchip user` devices and the interrupt controllers stay in
+Python, so each port access, MMIO access and interrupt is a VM exit; with
+`--irqchip kernel` (irqchip.py) KVM's PIC, I/O APIC, LAPIC and PIT replace the
+board's, and their state moves in and out of snapshots through `save_devices`
+and `load_devices`.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class KvmEngine(Engine):
         self.vm: KvmVm | None = None
         self.vcpu: KvmVcpu | None = None
         self._wiring = None  # the board's wiring, while it ends in KVM's irqchip
+        self._chips: irqchip.KernelChips | None = None  # KVM's chips, --irqchip kernel
         self._waker: TimerChannel | None = None  # this VM's slot in the host timer
         self._own_timer: HostTimerService | None = None
         try:
@@ -93,6 +97,8 @@ class KvmEngine(Engine):
             vcpu.kernel_irqchip = True
             wiring.retarget(pic_sink, ioapic_sink)  # the board's lines now end in KVM
             self._wiring = wiring
+            self._chips = irqchip.KernelChips(self.vm.fd, vcpu.fd, board.clock.now_ns,
+                                              vcpu.guest_tsc, vcpu.tsc_khz())
         elif tsc_deadline:
             lapics[0].read_tsc = board.clock.now_ns
             vcpu.msr_devices = {
@@ -135,12 +141,22 @@ class KvmEngine(Engine):
     def run(self, timeout: float | None = None) -> StopReason:
         return self._live_vcpu().run(timeout)
 
-    def state_outside_python(self) -> str | None:
-        if self.irqchip == "kernel":
-            return ("with --irqchip kernel the interrupt controllers and the PIT are KVM's, "
-                    "in the host kernel, and pyvmm does not read their state into a snapshot "
-                    "yet; run with --irqchip user to snapshot or switch engines")
-        return None
+    def save_devices(self, board_state: dict) -> None:
+        if self._chips is not None:
+            self._live_vcpu().complete_pending_io()
+            self._chips.save(board_state)
+
+    def load_devices(self, board_state: dict) -> None:
+        """KVM's chips take the state; the board's models of them stay idle (their
+        timers, armed by the board's set_state, would drive IRQ0 a second time)."""
+        if self._chips is None:
+            return
+        self._chips.load(board_state)
+        for lapic in getattr(self.board, "lapics", ()):
+            lapic.stop_timer()
+        pit = getattr(self.board, "pit", None)
+        if pit is not None:
+            pit.stop_timers()
 
     def set_guest_debug(self, single_step: bool, breakpoints: Sequence[int] = ()) -> None:
         """For the GDB stub: single-step, and/or up to four breakpoint addresses."""
@@ -169,6 +185,7 @@ class KvmEngine(Engine):
             board.events.wake = None
         if isinstance(getattr(board, "cpu_access", None), KvmCpuAccess):
             board.cpu_access = None
+        self._chips = None
         if self._wiring is not None:  # the board's own controllers take the lines back
             board_pic, board_ioapic = board.pic, board.ioapic
             self._wiring.retarget(board_pic, board_ioapic)

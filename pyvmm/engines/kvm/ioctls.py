@@ -322,6 +322,69 @@ KVM_IRQCHIP_PIC_SLAVE = 1
 KVM_IRQCHIP_IOAPIC = 2
 
 
+# -- in-kernel chip state (asm/kvm.h: kvm_pic_state, kvm_ioapic_state, kvm_lapic_state,
+# kvm_pit_channel_state, kvm_pit_state2; linux/kvm.h: kvm_irqchip) --------------
+
+_U8, _U16, _U32, _U64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+
+
+class kvm_pic_state(ctypes.Structure):  # noqa: N801
+    _fields_ = [(name, _U8) for name in (
+        "last_irr", "irr", "imr", "isr", "priority_add", "irq_base", "read_reg_select",
+        "poll", "special_mask", "init_state", "auto_eoi", "rotate_on_auto_eoi",
+        "special_fully_nested_mode", "init4", "elcr", "elcr_mask")]
+
+
+KVM_IOAPIC_NUM_PINS = 24
+
+
+class kvm_ioapic_state(ctypes.Structure):  # noqa: N801
+    """`redirtbl` as the union's `bits` view: the 82093AA's 64-bit entry layout."""
+
+    _fields_ = [("base_address", _U64), ("ioregsel", _U32), ("id", _U32), ("irr", _U32),
+                ("pad", _U32), ("redirtbl", _U64 * KVM_IOAPIC_NUM_PINS)]
+
+
+class _IrqchipUnion(ctypes.Union):
+    _fields_ = [("dummy", ctypes.c_char * 512), ("pic", kvm_pic_state),
+                ("ioapic", kvm_ioapic_state)]
+
+
+class kvm_irqchip(ctypes.Structure):  # noqa: N801
+    _fields_ = [("chip_id", _U32), ("pad", _U32), ("chip", _IrqchipUnion)]
+
+
+KVM_APIC_REG_SIZE = 0x400
+
+
+class kvm_lapic_state(ctypes.Structure):  # noqa: N801
+    _fields_ = [("regs", ctypes.c_uint8 * KVM_APIC_REG_SIZE)]
+
+
+class kvm_pit_channel_state(ctypes.Structure):  # noqa: N801
+    _fields_ = [("count", _U32), ("latched_count", _U16), ("count_latched", _U8),
+                ("status_latched", _U8), ("status", _U8), ("read_state", _U8),
+                ("write_state", _U8), ("write_latch", _U8), ("rw_mode", _U8), ("mode", _U8),
+                ("bcd", _U8), ("gate", _U8), ("count_load_time", ctypes.c_int64)]
+
+
+class kvm_pit_state2(ctypes.Structure):  # noqa: N801
+    _fields_ = [("channels", kvm_pit_channel_state * 3), ("flags", _U32),
+                ("reserved", _U32 * 9)]
+
+
+KVM_PIT_FLAGS_HPET_LEGACY = 0x1
+KVM_PIT_FLAGS_SPEAKER_DATA_ON = 0x2
+
+
+class kvm_mp_state(ctypes.Structure):  # noqa: N801
+    _fields_ = [("mp_state", _U32)]
+
+
+KVM_MP_STATE_RUNNABLE = 0
+KVM_MP_STATE_HALTED = 3
+
+
 class kvm_enable_cap(ctypes.Structure):  # noqa: N801
     _fields_ = [("cap", ctypes.c_uint32), ("flags", ctypes.c_uint32),
                 ("args", ctypes.c_uint64 * 4), ("pad", ctypes.c_uint8 * 64)]
@@ -553,6 +616,14 @@ KVM_CREATE_IRQCHIP = _io(0x60)
 KVM_IRQ_LINE = _iow(0x61, kvm_irq_level)
 KVM_SET_GSI_ROUTING = _iow(0x6A, kvm_irq_routing)
 KVM_CREATE_PIT2 = _iow(0x77, kvm_pit_config)
+KVM_GET_IRQCHIP = _iowr(0x62, kvm_irqchip)
+KVM_SET_IRQCHIP = _ior(0x63, kvm_irqchip)  # (sic: the kernel declares it _IOR)
+KVM_GET_PIT2 = _ior(0x9F, kvm_pit_state2)
+KVM_SET_PIT2 = _iow(0xA0, kvm_pit_state2)
+KVM_GET_MP_STATE = _ior(0x98, kvm_mp_state)  # vCPU ioctls (in-kernel irqchip)
+KVM_SET_MP_STATE = _iow(0x99, kvm_mp_state)
+KVM_GET_LAPIC = _ior(0x8E, kvm_lapic_state)
+KVM_SET_LAPIC = _iow(0x8F, kvm_lapic_state)
 KVM_ENABLE_CAP = _iow(0xA3, kvm_enable_cap)
 KVM_GET_TSC_KHZ = _io(0xA3)  # vCPU ioctl: the guest TSC frequency in kHz
 KVM_X86_SET_MSR_FILTER = _iow(0xC6, kvm_msr_filter)
@@ -574,6 +645,7 @@ KVM_CAP_XSAVE = 55
 KVM_CAP_READONLY_MEM = 81
 KVM_CAP_IMMEDIATE_EXIT = 136
 KVM_CAP_PIT2 = 33
+KVM_CAP_PIT_STATE2 = 35
 KVM_CAP_IRQ_ROUTING = 25
 KVM_CAP_TSC_DEADLINE_TIMER = 72
 KVM_CAP_X86_USER_SPACE_MSR = 188

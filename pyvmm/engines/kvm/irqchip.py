@@ -20,9 +20,16 @@ i8259 input, or an HPET route to an I/O APIC pin, reaches only that one:
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Protocol
 
+from pyvmm.cpu.state import MSR_IA32_APIC_BASE
+from pyvmm.devices.lapic import MSR_IA32_TSC_DEADLINE
+from pyvmm.engines.kvm import chipstate as cs
 from pyvmm.engines.kvm import ioctls as k
+from pyvmm.engines.kvm.state import msrs_struct
+from pyvmm.engines.kvm.tsc import BOARD_KHZ, convert
 
 
 class Wiring(Protocol):
@@ -81,3 +88,88 @@ def create(vm_fd: int, wiring: Wiring) -> tuple[KvmLine, KvmLine]:
         entry.u.irqchip.irqchip, entry.u.irqchip.pin = chip, pin
     k.ioctl(vm_fd, k.KVM_SET_GSI_ROUTING, routing, "KVM_SET_GSI_ROUTING")
     return KvmLine(vm_fd, PIC_INPUT_GSI), KvmLine(vm_fd, IOAPIC_PIN_GSI)
+
+
+class KernelChips:
+    """The in-kernel chips' state in and out of a board state dict (PcBoard.get_state
+    shape: devices "pic", "elcr", "ioapic", "pit", "port61" and "lapics"), through
+    KVM_GET/SET_IRQCHIP, KVM_GET/SET_PIT2, KVM_GET/SET_LAPIC and the vCPU's
+    IA32_APIC_BASE and IA32_TSC_DEADLINE (KVM_GET/SET_MSRS); conversions in
+    chipstate.py.  `now_ns` reads the board clock, `guest_tsc` the vCPU's TSC."""
+
+    def __init__(self, vm_fd: int, vcpu_fd: int, now_ns: Callable[[], int],
+                 guest_tsc: Callable[[], int], tsc_khz: int) -> None:
+        self.vm_fd, self.vcpu_fd = vm_fd, vcpu_fd
+        self.now_ns, self.guest_tsc, self.tsc_khz = now_ns, guest_tsc, tsc_khz
+
+    def _chip(self, chip_id: int) -> k.kvm_irqchip:
+        chip = k.kvm_irqchip(chip_id=chip_id)
+        k.ioctl(self.vm_fd, k.KVM_GET_IRQCHIP, chip, "KVM_GET_IRQCHIP")
+        return chip
+
+    def _pit(self) -> k.kvm_pit_state2:
+        pit = k.kvm_pit_state2()
+        k.ioctl(self.vm_fd, k.KVM_GET_PIT2, pit, "KVM_GET_PIT2")
+        return pit
+
+    def _lapic(self) -> k.kvm_lapic_state:
+        regs = k.kvm_lapic_state()
+        k.ioctl(self.vcpu_fd, k.KVM_GET_LAPIC, regs, "KVM_GET_LAPIC")
+        return regs
+
+    def _msrs(self, indices: tuple[int, ...]) -> dict[int, int]:
+        msrs = msrs_struct(dict.fromkeys(indices, 0))
+        k.ioctl(self.vcpu_fd, k.KVM_GET_MSRS, msrs, "KVM_GET_MSRS")
+        return {msrs.entries[i].index: msrs.entries[i].data for i in range(msrs.nmsrs)}
+
+    def save(self, board: dict) -> None:
+        """Overwrite the board state's entries for the chips KVM runs."""
+        devices = board["devices"]
+        master = self._chip(k.KVM_IRQCHIP_PIC_MASTER).chip.pic
+        slave = self._chip(k.KVM_IRQCHIP_PIC_SLAVE).chip.pic
+        devices["pic"] = {"master": cs.pic_from_kvm(master, True),
+                          "slave": cs.pic_from_kvm(slave, False)}
+        devices["elcr"] = cs.elcr_from_kvm(master, slave)
+        devices["ioapic"] = cs.ioapic_from_kvm(self._chip(k.KVM_IRQCHIP_IOAPIC).chip.ioapic)
+        now = self.now_ns()
+        channels, devices["port61"] = cs.pit_from_kvm(self._pit(), now, time.monotonic_ns(),
+                                                      devices["port61"])
+        devices["pit"] = {**devices["pit"], "channels": channels}
+        msrs = self._msrs((MSR_IA32_APIC_BASE, MSR_IA32_TSC_DEADLINE))
+        regs = self._lapic()
+        deadline = msrs.get(MSR_IA32_TSC_DEADLINE, 0)
+        if deadline:  # as a board time: the same distance from now
+            distance = max(0, deadline - self.guest_tsc())
+            deadline = now + convert(distance, self.tsc_khz, BOARD_KHZ)
+        board["lapics"] = [cs.lapic_from_kvm(regs, msrs[MSR_IA32_APIC_BASE], now, deadline)]
+
+    def load(self, board: dict) -> None:
+        """Put a board state's chips into KVM (after the board's set_state)."""
+        devices = board["devices"]
+        elcr = cs.elcr_bytes(devices["elcr"])
+        for chip_id, name, bits in ((k.KVM_IRQCHIP_PIC_MASTER, "master", elcr[0]),
+                                    (k.KVM_IRQCHIP_PIC_SLAVE, "slave", elcr[1])):
+            chip = self._chip(chip_id)
+            cs.pic_into_kvm(devices["pic"][name], bits, chip.chip.pic)
+            k.ioctl(self.vm_fd, k.KVM_SET_IRQCHIP, chip, "KVM_SET_IRQCHIP (i8259)")
+        chip = self._chip(k.KVM_IRQCHIP_IOAPIC)
+        cs.ioapic_into_kvm(devices["ioapic"], chip.chip.ioapic)
+        k.ioctl(self.vm_fd, k.KVM_SET_IRQCHIP, chip, "KVM_SET_IRQCHIP (I/O APIC)")
+        pit = self._pit()
+        cs.pit_into_kvm(devices["pit"]["channels"], devices["port61"], pit)
+        k.ioctl(self.vm_fd, k.KVM_SET_PIT2, pit, "KVM_SET_PIT2")
+        lapics = board.get("lapics")
+        if not lapics:
+            return
+        state = lapics[0]
+        base = msrs_struct({MSR_IA32_APIC_BASE: state["apic_base"]})
+        k.ioctl(self.vcpu_fd, k.KVM_SET_MSRS, base, "KVM_SET_MSRS (IA32_APIC_BASE)")
+        now = self.now_ns()
+        regs = self._lapic()
+        cs.lapic_into_kvm(state, now, regs)
+        k.ioctl(self.vcpu_fd, k.KVM_SET_LAPIC, regs, "KVM_SET_LAPIC")
+        if state["tsc_deadline"]:  # after the LVT: KVM takes it in TSC-deadline mode only
+            distance = max(0, state["tsc_deadline"] - now)
+            value = self.guest_tsc() + convert(distance, BOARD_KHZ, self.tsc_khz)
+            msrs = msrs_struct({MSR_IA32_TSC_DEADLINE: value})
+            k.ioctl(self.vcpu_fd, k.KVM_SET_MSRS, msrs, "KVM_SET_MSRS (IA32_TSC_DEADLINE)")

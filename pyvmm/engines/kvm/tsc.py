@@ -20,7 +20,7 @@ from typing import Protocol
 from pyvmm.devices.lapic import MSR_IA32_TSC_DEADLINE
 
 _MASK64 = (1 << 64) - 1
-_BOARD_KHZ = 1_000_000  # the board's TSC: 1 GHz
+BOARD_KHZ = 1_000_000  # the board's TSC: 1 GHz
 
 
 class DeadlineApic(Protocol):
@@ -58,7 +58,7 @@ class TscDeadlineMsr:
         board = 0
         if value:
             distance = max(0, value - self.guest_tsc())
-            board = (self.lapic.read_tsc() + convert(distance, self.tsc_khz, _BOARD_KHZ)) or 1
+            board = (self.lapic.read_tsc() + convert(distance, self.tsc_khz, BOARD_KHZ)) or 1
         ok = self.lapic.wrmsr(index, board)
         self._written = (value, board) if value else None
         return ok
@@ -71,5 +71,5 @@ class TscDeadlineMsr:
             return self._written[0]  # the guest reads back what it wrote
         distance = board - self.lapic.read_tsc()
         sign = -1 if distance < 0 else 1
-        return (self.guest_tsc() + sign * convert(abs(distance), _BOARD_KHZ, self.tsc_khz)) \
+        return (self.guest_tsc() + sign * convert(abs(distance), BOARD_KHZ, self.tsc_khz)) \
             & _MASK64

@@ -170,7 +170,12 @@ class KvmVcpu:
         events.interrupt.soft = 0
         events.flags = k.KVM_VCPUEVENT_VALID_SHADOW
         self.ioctl(k.KVM_SET_VCPU_EVENTS, events, "KVM_SET_VCPU_EVENTS")
-        self.halted = state.halted and state.pending_interrupt is None  # it wakes HLT
+        halted = state.halted and state.pending_interrupt is None  # it wakes HLT
+        if self.kernel_irqchip:  # KVM runs HLT itself: its vCPU waits in the kernel
+            mp = k.KVM_MP_STATE_HALTED if halted else k.KVM_MP_STATE_RUNNABLE
+            self.ioctl(k.KVM_SET_MP_STATE, k.kvm_mp_state(mp), "KVM_SET_MP_STATE")
+        else:
+            self.halted = halted
         self._pending_vector = None
 
     def get_state(self) -> CpuState:
@@ -201,6 +206,10 @@ class KvmVcpu:
         self.ioctl(k.KVM_GET_VCPU_EVENTS, events, "KVM_GET_VCPU_EVENTS")
         state.interrupt_shadow = bool(events.interrupt.shadow)
         state.halted = self.halted
+        if self.kernel_irqchip:
+            mp = k.kvm_mp_state()
+            self.ioctl(k.KVM_GET_MP_STATE, mp, "KVM_GET_MP_STATE")
+            state.halted = mp.mp_state == k.KVM_MP_STATE_HALTED
         # Queued in KVM (injected at the next entry) or still waiting here.
         state.pending_interrupt = (events.interrupt.nr if events.interrupt.injected
                                    else self._pending_vector)
