@@ -29,7 +29,8 @@ _EXIT_STATUSES: tuple[tuple[str, str], ...] = (
      "the guest triple-faulted (CPU shutdown; e.g. an exception with no usable IDT)"),
     (str(StopKind.HALTED.exit_code), "the guest halted with interrupts disabled"),
     (str(StopKind.INTERNAL_ERROR.exit_code), "internal error (KVM entry failure, pyvmm bug)"),
-    (str(StopKind.RESET.exit_code), "the guest asked for a reset (port 0x64 or 0x92)"),
+    (str(StopKind.RESET.exit_code), "the guest asked for a reset (port 0x64, 0x92 or 0xCF9) "
+     "that did not restart it: --no-reboot, or no BIOS to restart"),
     (str(EXIT_ENGINE_UNAVAILABLE), "the engine cannot run on this host (e.g. no /dev/kvm)"),
     (str(StopKind.UNMAPPED_ACCESS.exit_code), "the guest touched unmapped memory (--unmapped)"),
     (str(StopKind.OUTPUT_LIMIT.exit_code), "a VM of --vms/hypervisor exceeded its console budget"),
@@ -204,6 +205,19 @@ def _add_irqchip_option(run: argparse.ArgumentParser) -> None:
                           "KVM's in-kernel i8259 pair, I/O APIC, local APIC and PIT "
                           "(KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2), no exits for them; their "
                           "state goes in and out of snapshots like the board's")
+
+
+def _add_reset_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--no-reboot", action="store_true",
+                     help="exit instead of rebooting (as QEMU's option): a reset through "
+                          "port 0x64, 0x92 or 0xCF9 stops the VM with status "
+                          f"{StopKind.RESET.exit_code}. Without it a --bios guest restarts at "
+                          "the reset vector; a kernel loaded directly stops with that "
+                          "status anyway")
+    run.add_argument("--reboot-timeout", metavar="MS", type=int, default=None,
+                     help="milliseconds the firmware waits after a failed boot before it "
+                          "reboots, -1: never (as QEMU's -boot reboot-timeout; fw_cfg "
+                          "etc/boot-fail-wait, SeaBIOS's default 60000)")
 
 
 def _add_snapshot_options(run: argparse.ArgumentParser) -> None:
@@ -391,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "differs from vm1's (docs/HYPERVISOR.md)")
     _add_device_options(run)
     _add_irqchip_option(run)
+    _add_reset_options(run)
     _add_snapshot_options(run)
     run.set_defaults(handler=cmd_run, engine=None)  # None: the snapshot's with --restore
 
@@ -516,7 +531,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         vm = VirtualMachine(engine=args.engine, ram_size=args.memory, serial_output=serial,
                             debugcon_output=debugcon, unmapped=args.unmapped,
-                            virtio=tuple(args.drive + args.device), irqchip=args.irqchip)
+                            virtio=tuple(args.drive + args.device), irqchip=args.irqchip,
+                            reboot_timeout=args.reboot_timeout)
+    vm.no_reboot = args.no_reboot
     try:
         if spec is not None:
             vm.load(spec)

@@ -432,6 +432,10 @@ class Hypervisor:
         finally:
             if stats.wall_seconds == counted:  # the engine does not count its own time
                 stats.wall_seconds += time.monotonic() - began
+        settled = hosted.vm.after_stop(reason)
+        if settled is None:
+            return None  # a reset restarted the machine: its next slice runs the firmware
+        reason = settled
         if reason.kind is StopKind.PAUSED and getattr(hosted.vm.engine, "idle_until", None):
             return None  # idle: the slice is given back early
         if reason.kind is StopKind.TIMEOUT:

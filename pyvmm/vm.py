@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 from pyvmm.board.pc import MIB, PcBoard
 from pyvmm.board.virtio import VirtioSpec
+from pyvmm.boot.registry import loader as loader_of
 from pyvmm.cpu.state import CpuState
 from pyvmm.engines.base import Engine
 from pyvmm.engines.registry import (  # noqa: F401  (re-exported)
@@ -27,6 +28,7 @@ from pyvmm.files import read_user_file
 from pyvmm.machine.hooks import ADDRESS_MAX, HookKind, HookSet
 from pyvmm.machine.host_timer import HostTimerService
 from pyvmm.machine.replay import InputLog, InputRecorder, InputReplayer
+from pyvmm.machine.reset import cpu_reset_state, reset_refusal
 from pyvmm.machine.stop import StopKind, StopReason
 
 # Largest image file we read at all (a BIOS may be 16 MiB; kernels are smaller).
@@ -98,7 +100,8 @@ class VirtualMachine:
                  vm_id: int = 0, switch: object | None = None,
                  host_timer: HostTimerService | None = None,
                  unmapped: str = "stop", virtio: tuple[VirtioSpec, ...] = (),
-                 irqchip: str = "user") -> None:
+                 irqchip: str = "user", no_reboot: bool = False,
+                 reboot_timeout: int | None = None) -> None:
         self.name = name
         cls = engine_class(engine)
         available, reason = cls.availability()
@@ -106,7 +109,7 @@ class VirtualMachine:
             raise EngineUnavailable(f"engine {engine!r} is not available: {reason}")
         self.board = PcBoard(ram_size=ram_size, serial_output=serial_output,
                              debugcon_output=debugcon_output, unmapped=unmapped,
-                             virtio=virtio)
+                             virtio=virtio, reboot_timeout=reboot_timeout)
         # Before the engine exists: it may register with the host timer.
         self.board.vm_id = vm_id
         self.board.switch = switch
@@ -124,6 +127,8 @@ class VirtualMachine:
         self.serial_output = serial_output
         self.debugcon_output = debugcon_output
         self.unmapped = unmapped
+        # --no-reboot (QEMU's): a reset stops the VM instead of restarting it.
+        self.no_reboot = no_reboot
         # Instrumentation (docs/HOOKS.md): ports and MMIO through the buses, the
         # rest through the engine.
         self.hooks = HookSet(self)
@@ -141,14 +146,51 @@ class VirtualMachine:
         self.image = spec
 
     def run(self, timeout: float | None = None) -> StopReason:
+        """Run until the VM stops; a reset the firmware survives restarts it within
+        the same `timeout` (see `after_stop`)."""
         start = time.monotonic()
-        try:
-            reason = self.engine.run(timeout)
-        except KeyboardInterrupt:
-            reason = StopReason(StopKind.USER_QUIT, "interrupted (Ctrl-C)")
+        reason: StopReason | None = None
+        remaining = timeout
+        while reason is None:
+            if remaining is not None and remaining <= 0:
+                reason = StopReason(StopKind.TIMEOUT, f"after {timeout} s")
+                break
+            try:
+                reason = self.after_stop(self.engine.run(remaining))
+            except KeyboardInterrupt:
+                reason = StopReason(StopKind.USER_QUIT, "interrupted (Ctrl-C)")
+            if reason is None and timeout is not None:  # restarted: what is left of it
+                remaining = timeout - (time.monotonic() - start)
+            elif reason is not None and reason.kind is StopKind.TIMEOUT \
+                    and remaining != timeout:
+                reason = StopReason(StopKind.TIMEOUT, f"after {timeout} s")
         self.board.stats.wall_seconds += time.monotonic() - start
         self.stop_reason = reason
         return reason
+
+    def after_stop(self, reason: StopReason) -> StopReason | None:
+        """What a stop the engine returned means for the VM: None when it was a
+        reset the machine restarts from (the caller runs the engine again), else
+        the reason the VM stopped (the rules: pyvmm/machine/reset.py)."""
+        if reason.kind is not StopKind.RESET:
+            return reason
+        firmware = self.image is not None and loader_of(self.image.kind).firmware
+        blocker = None
+        if self.irqchip == "kernel":
+            blocker = ("under --irqchip kernel the interrupt controllers and the PIT are "
+                       "KVM's, which pyvmm does not reset; run with --irqchip user")
+        refusal = reset_refusal(firmware=firmware, no_reboot=self.no_reboot,
+                                image=self.image.kind if self.image else None, blocker=blocker)
+        if refusal is not None:
+            return StopReason(StopKind.RESET, f"{reason.message}; {refusal}")
+        hard = self.board.reset_hard
+        state = self.engine.get_state()
+        if hard:
+            self.board.reset()
+        else:
+            self.board.init_cpu()
+        self.engine.set_state(cpu_reset_state(state, hard))
+        return None
 
     # -- hooks (Unicorn-style; docs/HOOKS.md) ---------------------------------
     # -- record/replay (docs/DEBUGGING.md) -------------------------------------

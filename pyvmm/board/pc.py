@@ -58,6 +58,7 @@ from pyvmm.devices.pci.piix import (
     Elcr,
     Piix3IsaBridge,
     Piix4Pm,
+    ResetControl,
 )
 from pyvmm.devices.pic8259 import Pic8259Pair
 from pyvmm.devices.pit8254 import Pit8254, SystemControlPortB
@@ -121,6 +122,11 @@ SERCON_PORT_FILE = "etc/sercon-port"  # SeaBIOS prints its screen output on this
 # "etc/table-loader" (QEMU's value); direct kernel boot programs the same.
 PM_IO_BASE = 0x600
 KBD_RESET_VALUE = 0xFE  # i8042 command "pulse output port bit 0": CPU reset
+# How long SeaBIOS waits after "No bootable device." before it reboots, in ms
+# (QEMU's -boot reboot-timeout: -1 never, at most 65535; SeaBIOS's own default 60 s).
+BOOT_FAIL_WAIT_FILE = "etc/boot-fail-wait"
+REBOOT_TIMEOUT_NEVER = -1
+REBOOT_TIMEOUT_MAX = 0xFFFF
 
 E820_RAM = 1
 E820_RESERVED = 2
@@ -176,6 +182,9 @@ def _fw_cfg(board: PcBoard, lines: list[IrqLine]) -> FwCfg:
         + e.type.to_bytes(4, "little") for e in board.e820_map()))
     fw_cfg.add_file(SERCON_PORT_FILE, PORT_COM1.to_bytes(2, "little"))
     fw_cfg.add_file("bootorder", b"")
+    if board.reboot_timeout is not None:  # QEMU's -boot reboot-timeout: 32-bit LE, -1 never
+        fw_cfg.add_file(BOOT_FAIL_WAIT_FILE, (board.reboot_timeout & 0xFFFFFFFF).to_bytes(
+            4, "little"))
     for name, data in fw_cfg_files(build_acpi(board.platform_description())).items():
         fw_cfg.add_file(name, data)
     return fw_cfg
@@ -222,14 +231,19 @@ PC_DEVICES: tuple[DeviceRow, ...] = (
               ports=_port(PORT_PIT, 4, "pit"), irqs=(IRQ_PIT,)),
     DeviceRow("port61", "system_control_b", lambda b, _: SystemControlPortB(b.pit),
               ports=_port(PORT_SYSTEM_CONTROL_B, 1, "port61")),
+    # The MC146818 is battery-backed: its time and NVRAM outlive a reset.
     DeviceRow("cmos", "cmos", lambda b, irq: CmosRtc(b.clock, b.ram_size, *irq),
-              ports=_port(PORT_CMOS, 2, "cmos"), irqs=(IRQ_RTC,)),
+              ports=_port(PORT_CMOS, 2, "cmos"), irqs=(IRQ_RTC,), survive_reset=True),
     DeviceRow("com1", "uart", lambda b, irq: Uart16550(*irq, b.serial_output),
               ports=_port(PORT_COM1, 8, "com1"), irqs=(IRQ_COM1,)),
-    DeviceRow("i8042", "i8042", lambda b, _: I8042(b._reset),
+    DeviceRow("i8042", "i8042",
+              lambda b, _: I8042(lambda: b.reset_requested("the keyboard controller's reset "
+                                                            "line (port 0x64)")),
               ports=(Range(PORT_KBD_DATA, 1, "i8042", lambda k: k.data_port),
                      Range(PORT_KBD_COMMAND, 1, "i8042", lambda k: k.command_port))),
-    DeviceRow("port92", "system_control_a", lambda b, _: SystemControlPortA(b._reset),
+    DeviceRow("port92", "system_control_a",
+              lambda b, _: SystemControlPortA(lambda: b.reset_requested("port 0x92 (fast "
+                                                                        "reset)")),
               ports=_port(PORT_SYSTEM_CONTROL_A, 1, "port92")),
     DeviceRow("debug-exit", "debug_exit", lambda b, _: DebugExit(b._debug_exit),
               ports=_port(PORT_DEBUG_EXIT, 1, "debug-exit")),
@@ -238,7 +252,11 @@ PC_DEVICES: tuple[DeviceRow, ...] = (
                      Range(PORT_DEBUGCON_FIRMWARE, 1, "debugcon"))),
     DeviceRow("hypercall", "hypercall", _hypercall,
               ports=_port(HYPERCALL_PORT, 4, "hypercall"), irqs=(IRQ_PIT, IRQ_PV_EVENT)),
-    DeviceRow("pci-config", "pci_config", lambda b, _: ConfigMechanism1(b.pci),
+    # The PIIX3's reset control register answers the byte port 0xCF9 inside
+    # the configuration mechanism's range (ConfigMechanism1 forwards it).
+    DeviceRow("reset-control", "reset_control", lambda b, _: ResetControl(b._reset_control)),
+    DeviceRow("pci-config", "pci_config",
+              lambda b, _: ConfigMechanism1(b.pci, b.reset_control),
               ports=_port(PORT_CONFIG_ADDRESS, CONFIG_PORTS, "pci-config")),
     DeviceRow("i440fx", "host_bridge", lambda b, _: I440fxHostBridge(b._pam_changed),
               pci=PCI_SLOT_HOST_BRIDGE),
@@ -263,7 +281,8 @@ class PcBoard:
     def __init__(self, ram_size: int = 64 * MIB, serial_output: BinaryIO | None = None,
                  debugcon_output: BinaryIO | None = None,
                  clock_source: ClockSource = ClockSource.VCPU,
-                 unmapped: str = "stop", virtio: tuple[VirtioSpec, ...] = ()) -> None:
+                 unmapped: str = "stop", virtio: tuple[VirtioSpec, ...] = (),
+                 reboot_timeout: int | None = None) -> None:
         if ram_size < MIN_RAM or ram_size > MAX_RAM:
             raise ConfigError(f"memory size must be between {MIN_RAM // MIB} MiB and "
                               f"{MAX_RAM // MIB} MiB, not {ram_size // MIB} MiB")
@@ -282,6 +301,11 @@ class PcBoard:
             raise ConfigError(f"unmapped-access policy must be one of "
                               f"{', '.join(UNMAPPED_POLICIES)}, not {unmapped!r}")
         self.unmapped_policy = unmapped
+        if reboot_timeout is not None and not REBOOT_TIMEOUT_NEVER <= reboot_timeout \
+                <= REBOOT_TIMEOUT_MAX:
+            raise ConfigError(f"reboot timeout must be between {REBOOT_TIMEOUT_NEVER} "
+                              f"(never) and {REBOOT_TIMEOUT_MAX} ms, not {reboot_timeout}")
+        self.reboot_timeout = reboot_timeout
         self.mmio.on_unclaimed = self._unclaimed_access
         # The default (VCPU) stands still until an engine runs the VM, so guest
         # time is exactly 0 at the first instruction whichever engine takes it.
@@ -324,6 +348,8 @@ class PcBoard:
         for lapic in self.lapics[:1]:  # one MMIO page: vCPU 0's (one vCPU today)
             self._lapic_moved(lapic, lapic.base if lapic.enabled else None)
         self.events.register_input("serial", self.uart.enqueue_input)
+        self.reset_hard = True  # what the pending RESET stop asks for (reset_requested)
+        self._power_on = self._power_on_states()
 
     # -- wiring -------------------------------------------------------------
     def _build_devices(self, rows: tuple[DeviceRow, ...]) -> None:
@@ -474,9 +500,45 @@ class PcBoard:
     def _debug_exit(self, value: int) -> None:
         self.request_stop(StopReason(StopKind.DEBUG_EXIT, "", (value << 1) | 1))
 
-    def _reset(self) -> None:
-        self.request_stop(StopReason(StopKind.RESET, "reset through the keyboard controller"
-                                     " or port 0x92"))
+    # -- reset --------------------------------------------------------------
+    def reset_requested(self, source: str, hard: bool = True) -> None:
+        """A reset line was asserted: the engine stops with RESET and the VM decides
+        (pyvmm/vm.py) whether the machine restarts.  `hard`: CPU and devices; else
+        the CPU's INIT alone (SDM Vol. 3A §9.1, Table 9-1)."""
+        self.reset_hard = hard
+        what = "hard reset" if hard else "soft reset (INIT)"
+        self.request_stop(StopReason(StopKind.RESET, f"{what} through {source}"))
+
+    def _reset_control(self, hard: bool) -> None:
+        self.reset_requested("the PIIX3 reset control register (port 0xCF9)", hard)
+
+    def _power_on_states(self) -> dict[str, object]:
+        """The state of every device as built, and of each local APIC: a reset's target."""
+        states: dict[str, object] = {row.name: self.devices[row.name].get_state()
+                                     for row in self.device_rows if not row.survive_reset}
+        states["lapics"] = [lapic.get_state() for lapic in self.lapics]
+        return states
+
+    def reset(self) -> None:
+        """A hard reset: every device back to the state it was built in (the PAM
+        registers too, so the ROM is decoded below 1 MiB again), the local APICs
+        to their reset state (SDM Vol. 3A §11.4.7.1), the pending stop cleared.
+        RAM keeps its contents and guest time runs on, as on a PC; the RTC and
+        its NVRAM survive (battery-backed)."""
+        for lapic, state in zip(self.lapics, self._power_on["lapics"], strict=True):
+            lapic.set_state(state)
+        for row in self.device_rows:
+            if not row.survive_reset:
+                self.devices[row.name].set_state(self._power_on[row.name])
+        self.stop_request = None
+        self.reset_hard = True
+        self.stats.count("reset", "hard resets")
+
+    def init_cpu(self) -> None:
+        """A soft reset: the CPU's INIT only; every device keeps its state."""
+        self.stop_request = None
+        self.reset_hard = True
+        self.stats.count("reset", "soft resets (INIT)")
 
     # -- firmware -----------------------------------------------------------
     def map_bios(self, image: bytes) -> None:

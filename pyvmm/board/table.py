@@ -36,7 +36,9 @@ class DeviceRow:
     `build(board, lines)` returns the device; `lines` are new sources on the
     interrupt lines `irqs`, in that order.  `attr` is the board attribute
     that holds it; `name` its snapshot key.  `pci` is (device, function) on
-    PCI bus 0 for a PCI function.
+    PCI bus 0 for a PCI function.  A machine reset returns every device to
+    the state it was built in, except those that `survive_reset` (the
+    battery-backed RTC/NVRAM).
     """
 
     name: str
@@ -47,3 +49,4 @@ class DeviceRow:
     irqs: tuple[int, ...] = ()
     pci: tuple[int, int] | None = None
     saved: bool = True
+    survive_reset: bool = False

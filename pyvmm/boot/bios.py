@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyvmm.cpu.state import CpuState, SegmentState
+from pyvmm.cpu.state import CpuState
 from pyvmm.errors import ImageError
+from pyvmm.machine.reset import reset_state
 
 if TYPE_CHECKING:
     from pyvmm.board.pc import PcBoard
@@ -23,13 +24,6 @@ MIB = 1024 * KIB
 BIOS_GRANULE = 4 * KIB  # page granularity of guest memory regions
 BIOS_MIN_SIZE = 64 * KIB  # one real-mode segment: the F000 segment must be filled
 BIOS_MAX_SIZE = 16 * MIB  # the largest flash part mapped below 4 GiB on a PC
-RESET_CS_SELECTOR = 0xF000  # CS selector after RESET (SDM Vol. 3A Table 9-1)
-RESET_CS_BASE = 0xFFFF0000  # CS hidden base after RESET (SDM Vol. 3A §9.1.4)
-RESET_IP = 0xFFF0  # EIP after RESET: CS.base + EIP = 0xFFFFFFF0
-# EDX after RESET holds the processor signature (family/model/stepping,
-# SDM Vol. 3A §9.1.2); 0x600 = family 6, model 0, stepping 0.
-RESET_EDX_SIGNATURE = 0x600
-
 
 def check_bios_size(image: bytes) -> None:
     """Raise `ImageError` unless 64 KiB <= size <= 16 MiB and size is a multiple of 4 KiB."""
@@ -43,16 +37,6 @@ def check_bios_size(image: bytes) -> None:
     if size % BIOS_GRANULE:
         raise ImageError(f"BIOS image is {size} bytes: not a multiple of "
                          f"{BIOS_GRANULE // KIB} KiB")
-
-
-def reset_state() -> CpuState:
-    """The architectural state after RESET (SDM Vol. 3A §9.1.1, Table 9-1)."""
-    state = CpuState()  # defaults: CR0=0x60000010, EFLAGS=2, data segments 0/0/FFFF, DR6/DR7
-    state.segments["cs"] = SegmentState(selector=RESET_CS_SELECTOR, base=RESET_CS_BASE,
-                                        limit=0xFFFF, type=0xB)
-    state.rip = RESET_IP
-    state.set_gpr("rdx", RESET_EDX_SIGNATURE)
-    return state
 
 
 def load_bios(board: PcBoard, image: bytes) -> CpuState:

@@ -96,7 +96,7 @@ def test_every_device_is_in_the_board_state():
     names = set(board.get_state()["devices"])
     assert names == {"pic", "pit", "port61", "cmos", "com1", "i8042", "port92",
                      "debug-exit", "debugcon", "hypercall", "pci-config", "i440fx", "piix3",
-                     "elcr", "piix4-pm", "fw_cfg", "hpet", "ioapic"}
+                     "elcr", "piix4-pm", "fw_cfg", "hpet", "ioapic", "reset-control"}
     assert [name for name, _ in board.snapshot_devices()][0] == "pic"
 
 

@@ -6,7 +6,10 @@ PIIX3 (Intel 82371SB datasheet, order 290550): device 1 function 0,
 "not routed", bits 3:0 the IRQ (0-2, 8 and 13 reserved); reset value 0x80.
 The edge/level control registers ELCR1/ELCR2 at ports 0x4D0/0x4D1 (§4.x;
 the 8259's ELCR) have reserved bits that read 0: IRQ 0, 1, 2, 8 and 13 are
-always edge-triggered.
+always edge-triggered.  The reset control register ("RC - Reset Control
+Register", I/O address 0CF9h, default 00h): bit 1 SRST selects a hard reset
+(1: CPU and system reset) or a soft one (0: the CPU's INIT); bit 2 RCPU going
+from 0 to 1 starts that reset.  Bits 7:3 and 0 are reserved.
 
 PIIX4 PM (Intel 82371AB datasheet, order 290562, §3.4 "Power management
 configuration", §7 "Power management registers"): device 1 function 3,
@@ -30,7 +33,7 @@ from collections.abc import Callable
 
 from pyvmm.devices.pci.config import CONFIG_SIZE, PciFunction
 from pyvmm.machine.clock import VirtualClock
-from pyvmm.schema import U16, HexBytes, Record
+from pyvmm.schema import U8, U16, HexBytes, Record
 from pyvmm.stats import Stats
 
 VENDOR_INTEL = 0x8086
@@ -67,7 +70,13 @@ SLP_TYP_S5 = 0  # PIIX4 SUS_TYP 000b: soft off (the value the DSDT's \_S5 gives)
 PM_TIMER_HZ = 3_579_545
 PM_TIMER_BITS = 24
 
+PORT_RESET_CONTROL = 0xCF9
+RC_SRST = 1 << 1  # system reset: hard (1) or soft (0, INIT)
+RC_RCPU = 1 << 2  # reset CPU: 0 -> 1 starts the reset SRST selects
+RC_WRITABLE = RC_SRST | RC_RCPU
+
 ELCR_STATE = Record({"registers": HexBytes(2)})
+RESET_CONTROL_STATE = Record({"value": U8})
 PM_REGISTERS_STATE = Record({"status": U16, "enable": U16, "control": U16})
 PM_STATE = Record({"config": HexBytes(CONFIG_SIZE), "registers": PM_REGISTERS_STATE})
 
@@ -99,6 +108,34 @@ class Piix3IsaBridge(PciFunction):
         if value & PIRQ_DISABLED or irq in PIRQ_RESERVED_IRQS:
             return None
         return irq
+
+
+class ResetControl:
+    """Port 0xCF9, the PIIX3's RC register: `on_reset(hard)` when RCPU goes 0 -> 1.
+
+    A byte-wide register (a wider access uses its low byte).  It reads back
+    SRST and RCPU as written; a reset returns it to 00h (its default).
+    """
+
+    def __init__(self, on_reset: Callable[[bool], None]) -> None:
+        self.on_reset = on_reset
+        self.value = 0
+
+    def io_read(self, offset: int, size: int) -> int:
+        return self.value
+
+    def io_write(self, offset: int, size: int, value: int) -> None:
+        old, self.value = self.value, value & RC_WRITABLE
+        if self.value & RC_RCPU and not old & RC_RCPU:
+            self.value = 0  # the reset returns RC to its default
+            self.on_reset(bool(value & RC_SRST))
+
+    def get_state(self) -> dict:
+        return {"value": self.value}
+
+    def set_state(self, state: dict) -> None:
+        RESET_CONTROL_STATE.check(state)
+        self.value = state["value"] & RC_WRITABLE
 
 
 class Elcr:
