@@ -71,7 +71,7 @@ from pyvmm.machine.bus import MmioBus, PortBus
 from pyvmm.machine.clock import ClockSource, VirtualClock
 from pyvmm.machine.events import HostEvents
 from pyvmm.machine.host_timer import HostTimerService
-from pyvmm.machine.interrupts import IrqLine, SharedLine
+from pyvmm.machine.interrupts import GatedLine, IrqLine, SharedLine
 from pyvmm.machine.memory import GuestMemory, allocate_backing
 from pyvmm.machine.stop import StopKind, StopReason
 from pyvmm.paravirt.abi import HYPERCALL_PORT, IRQ_PV_EVENT, HypercallCpu
@@ -204,6 +204,12 @@ def _isa_bridge(board: PcBoard, lines: list[IrqLine]) -> Piix3IsaBridge:
     return bridge
 
 
+def _hpet(board: PcBoard, lines: list[IrqLine]) -> Hpet:
+    hpet = Hpet(board.clock, board.irq_line, board.gsi_line, board.stats)
+    hpet.on_legacy_change = board._legacy_replacement
+    return hpet
+
+
 def _hypercall(board: PcBoard, lines: list[IrqLine]) -> HypercallDevice:
     timer, event = lines
     return HypercallDevice(
@@ -227,12 +233,13 @@ PC_DEVICES: tuple[DeviceRow, ...] = (
                      Range(PORT_PIC_SLAVE, 2, "pic-slave", lambda p: p.slave))),
     DeviceRow("ioapic", "ioapic", lambda b, _: b.ioapic,
               mmio=(Range(IOAPIC_BASE, IOAPIC_MMIO_SIZE, "ioapic"),)),
-    DeviceRow("pit", "pit", lambda b, irq: Pit8254(b.clock, *irq),
+    # The PIT's and RTC's outputs pass through the HPET's legacy-replacement switch.
+    DeviceRow("pit", "pit", lambda b, irq: Pit8254(b.clock, b._legacy_gate(*irq)),
               ports=_port(PORT_PIT, 4, "pit"), irqs=(IRQ_PIT,)),
     DeviceRow("port61", "system_control_b", lambda b, _: SystemControlPortB(b.pit),
               ports=_port(PORT_SYSTEM_CONTROL_B, 1, "port61")),
     # The MC146818 is battery-backed: its time and NVRAM outlive a reset.
-    DeviceRow("cmos", "cmos", lambda b, irq: CmosRtc(b.clock, b.ram_size, *irq),
+    DeviceRow("cmos", "cmos", lambda b, irq: CmosRtc(b.clock, b.ram_size, b._legacy_gate(*irq)),
               ports=_port(PORT_CMOS, 2, "cmos"), irqs=(IRQ_RTC,), survive_reset=True),
     DeviceRow("com1", "uart", lambda b, irq: Uart16550(*irq, b.serial_output),
               ports=_port(PORT_COM1, 8, "com1"), irqs=(IRQ_COM1,)),
@@ -267,8 +274,8 @@ PC_DEVICES: tuple[DeviceRow, ...] = (
               ports=(Range(PORT_FW_CFG, FW_CFG_PORTS, "fw_cfg"),
                      Range(PORT_FW_CFG_DMA, FW_CFG_DMA_PORTS, "fw_cfg-dma", FwCfgDma))),
     # The HPET's I/O APIC routes drive GSIs directly; legacy replacement drives
-    # ISA IRQ0 and IRQ8.
-    DeviceRow("hpet", "hpet", lambda b, _: Hpet(b.clock, b.irq_line, b.gsi_line, b.stats),
+    # ISA IRQ0 and IRQ8 and cuts the PIT and the RTC from them.
+    DeviceRow("hpet", "hpet", _hpet,
               mmio=(Range(HPET_BASE, HPET_MMIO_SIZE, "hpet"),)),
 )
 
@@ -343,6 +350,7 @@ class PcBoard:
         self._shadow = allocate_backing(SHADOW_SIZE)
         self._bios_low_backing = None
         self.pci = PciBus(self.stats)
+        self._legacy_gates: list[GatedLine] = []  # the PIT's and RTC's outputs
         self.virtio_specs = tuple(virtio)
         self._build_devices(self.DEVICES + virtio_rows(self.virtio_specs))
         for lapic in self.lapics[:1]:  # one MMIO page: vCPU 0's (one vCPU today)
@@ -448,6 +456,19 @@ class PcBoard:
         for the wires."""
         if not self.msi_target(address, data):
             self.stats.count("pci", "MSI not accepted by any local APIC")
+
+    def _legacy_gate(self, line: IrqLine) -> GatedLine:
+        """`line` behind the switch the HPET's legacy replacement opens."""
+        gate = GatedLine(line)
+        self._legacy_gates.append(gate)
+        return gate
+
+    def _legacy_replacement(self, active: bool) -> None:
+        """LEG_RT_CNF changed: cut (or reconnect) the PIT's and RTC's outputs."""
+        for gate in self._legacy_gates:
+            gate.connect(not active)
+        self.stats.count("hpet", "legacy replacement on" if active else
+                         "legacy replacement off")
 
     def gsi_line(self, gsi: int) -> IrqLine:
         """A new source wired to I/O APIC pin `gsi` only (the HPET's routes)."""

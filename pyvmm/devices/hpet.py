@@ -13,7 +13,9 @@ Facts relied on (section numbers of the specification):
   counter and allows timer interrupts (0: the counter halts and no timer
   interrupts); LEG_RT_CNF bit 1 routes timer 0 to IRQ0 of the 8259 / input 2
   of the I/O APIC and timer 1 to IRQ8 / input 8, overriding their
-  Tn_INT_ROUTE_CNF (§2.3.9.2.2 "Legacy Replacement Option").
+  Tn_INT_ROUTE_CNF, and while it is set the 8254's and the RTC's outputs no
+  longer reach those inputs (§2.3.9.2.2 "Legacy Replacement Option"; the
+  board cuts them through `on_legacy_change`).
 - §2.3.6 General Interrupt Status (0x020): Tn_INT_STS bit n is set, for a
   level-triggered timer, when its interrupt occurs (whether or not
   Tn_INT_ENB_CNF lets it reach the pin); writing 1 clears it and releases a
@@ -146,6 +148,10 @@ class Hpet:
         self._counter = 0  # the count at _counter_ns (while running) or the halted count
         self._counter_ns = 0
         self.timers = [HpetTimer(n, TIMER_CAPS[n]) for n in range(TIMERS)]
+        # The board's switch for the PIT's and RTC's outputs: called with True
+        # while LEG_RT_CNF cuts them from IRQ0/IRQ8 (§2.3.9.2.2), False when not.
+        self.on_legacy_change: Callable[[bool], None] | None = None
+        self._legacy_active = False
 
     # -- the main counter -------------------------------------------------------
     @property
@@ -284,6 +290,11 @@ class Hpet:
             if line is not timer.line and timer.line is not None:
                 timer.line.lower()
             timer.line = line
+        legacy = bool(self.config & CONF_LEGACY)
+        if legacy != self._legacy_active:
+            self._legacy_active = legacy
+            if self.on_legacy_change is not None:
+                self.on_legacy_change(legacy)
         self._drive_lines()
 
     def _asserted(self, timer: HpetTimer) -> bool:

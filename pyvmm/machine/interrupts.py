@@ -58,6 +58,31 @@ class IrqLine:
         self.set(False)
 
 
+class GatedLine(IrqLine):
+    """A device's output through a switch in series with its wire (`inner`).
+
+    `level` is what the device drives; while the switch is open
+    (`connect(False)`) the wire sees low, and the device's level reappears on
+    it when the switch closes.  The HPET's legacy replacement cuts the PIT
+    and the RTC from IRQ0 and IRQ8 this way (IA-PC HPET 1.0a §2.3.9.2.2).
+    """
+
+    __slots__ = ("inner", "connected")
+
+    def __init__(self, inner: IrqLine) -> None:
+        super().__init__(None, 0)
+        self.inner = inner
+        self.connected = True
+
+    def set(self, level: bool) -> None:
+        self.level = level
+        self.inner.set(level and self.connected)
+
+    def connect(self, connected: bool) -> None:
+        self.connected = connected
+        self.inner.set(self.level and connected)
+
+
 class SharedLine:
     """One board interrupt wire: several sources, one level, several controller inputs.
 
