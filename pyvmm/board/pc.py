@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from pyvmm.board.gsi import InterruptWiring
-from pyvmm.board.irq_routing import ISA_IRQS, SOURCE_OVERRIDES, isa_gsi
+from pyvmm.board.irq_routing import (
+    ISA_IRQS,
+    PIRQ_FLAGS,
+    SOURCE_OVERRIDES,
+    isa_gsi,
+    pci_pirq,
+    pirq_gsi,
+)
 from pyvmm.board.table import DeviceRow, Range
 from pyvmm.board.virtio import VirtioSpec, cmdline_fragments, virtio_rows
 from pyvmm.cpu.cpuid import cpuid_lookup, interpreter_cpuid_table, with_apic_status
@@ -49,7 +56,7 @@ from pyvmm.devices.lapic import APIC_VERSION, ApicBus, LocalApic
 from pyvmm.devices.lapic import DEFAULT_BASE as LAPIC_BASE
 from pyvmm.devices.lapic import MMIO_SIZE as LAPIC_MMIO_SIZE
 from pyvmm.devices.pci.bus import CONFIG_PORTS, PORT_CONFIG_ADDRESS, ConfigMechanism1, PciBus
-from pyvmm.devices.pci.config import PciFunction
+from pyvmm.devices.pci.config import INTERRUPT_PIN, PciFunction
 from pyvmm.devices.pci.i440fx import PAM_SEGMENTS, I440fxHostBridge, PamMode
 from pyvmm.devices.pci.piix import (
     PM_IO_SIZE,
@@ -65,7 +72,12 @@ from pyvmm.devices.pit8254 import Pit8254, SystemControlPortB
 from pyvmm.devices.uart16550 import Uart16550
 from pyvmm.errors import ConfigError
 from pyvmm.firmware.acpi import build_acpi, io_register
-from pyvmm.firmware.description import IoApicInfo, IsaOverride, PlatformDescription
+from pyvmm.firmware.description import (
+    IoApicInfo,
+    IsaOverride,
+    PciInterrupt,
+    PlatformDescription,
+)
 from pyvmm.firmware.loader import fw_cfg_files
 from pyvmm.machine.bus import MmioBus, PortBus
 from pyvmm.machine.clock import ClockSource, VirtualClock
@@ -601,7 +613,24 @@ class PcBoard:
             s5_sleep_type=SLP_TYP_S5, reset=io_register(PORT_KBD_COMMAND, 1),
             reset_value=KBD_RESET_VALUE, century_cmos_index=REG_CENTURY, has_i8042=True,
             hpet_address=hpet.DEFAULT_BASE, hpet_block_id=hpet.CAPABILITIES & 0xFFFFFFFF,
-            hpet_min_tick=hpet.MIN_PERIODIC_TICKS)
+            hpet_min_tick=hpet.MIN_PERIODIC_TICKS, pci_interrupts=self._pci_interrupts())
+
+    def _pci_interrupts(self) -> tuple[PciInterrupt, ...]:
+        """Each (device, INTx pin) of the table's PCI functions, and the GSI its PIRQ
+        drives (irq_routing: the PIIX3 swizzle, PIRQ A-D -> GSI 16-19)."""
+        found: dict[tuple[int, int], PciInterrupt] = {}
+        # Rows not built yet are skipped: fw_cfg builds its ACPI tables (which
+        # state no PCI interrupts) while the device table is still being built.
+        for row in self.device_rows:
+            function = self.devices.get(row.name)
+            if row.pci is None or function is None:
+                continue
+            pin = function.config[INTERRUPT_PIN]
+            if pin:
+                slot = row.pci[0]
+                found.setdefault((slot, pin - 1), PciInterrupt(
+                    slot, pin - 1, pirq_gsi(pci_pirq(slot, pin - 1)), PIRQ_FLAGS))
+        return tuple(found[key] for key in sorted(found))
 
     # -- snapshot -----------------------------------------------------------
     def snapshot_devices(self) -> list[tuple[str, object]]:

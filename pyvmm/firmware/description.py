@@ -38,6 +38,17 @@ class IsaOverride:
 
 
 @dataclass(frozen=True)
+class PciInterrupt:
+    """INTx `pin` (0 = INTA#) of PCI bus 0 device `device` arrives at I/O APIC
+    input `gsi` with `flags` (INTI flags)."""
+
+    device: int
+    pin: int
+    gsi: int
+    flags: int
+
+
+@dataclass(frozen=True)
 class GenericRegister:
     """An ACPI Generic Address (ACPI 6.4 §5.2.3.2): space 0 memory, 1 system I/O."""
 
@@ -69,3 +80,4 @@ class PlatformDescription:
     hpet_address: int
     hpet_block_id: int  # the low dword of the HPET's capabilities register
     hpet_min_tick: int
+    pci_interrupts: tuple[PciInterrupt, ...] = ()  # the bus-0 functions with an INTx pin

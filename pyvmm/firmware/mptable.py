@@ -16,7 +16,9 @@ Facts relied on (chapter 4 "MP Configuration Table"):
   assignment (type 3) and local interrupt assignment (type 4), 8 bytes each:
   interrupt type (0 INT, 1 NMI, 3 ExtINT), PO/EL flags (Table 4-10, the
   same encoding as ACPI's MPS INTI flags), source bus and IRQ, destination
-  APIC and its INTIN#/LINTIN#.
+  APIC and its INTIN#/LINTIN#.  For a PCI source bus the source IRQ is the
+  device number in bits 6:2 and the INTx pin in bits 1:0 (00 = INTA#;
+  §4.3.4 and Appendix D), one entry per device and pin in use.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def _entries(desc: PlatformDescription) -> list[bytes]:
         gsi, flags = overrides.get(irq, (irq, 0))
         entries.append(struct.pack("<BBHBBBB", ENTRY_IO_INTERRUPT, INT, flags, ISA_BUS_ID, irq,
                                    ioapic.apic_id, gsi - ioapic.gsi_base))
+    for pci in desc.pci_interrupts:
+        entries.append(struct.pack("<BBHBBBB", ENTRY_IO_INTERRUPT, INT, pci.flags, PCI_BUS_ID,
+                                   pci.device << 2 | pci.pin, ioapic.apic_id,
+                                   pci.gsi - ioapic.gsi_base))
     # The 8259's INTR on every LAPIC's LINTIN0 (virtual wire), NMI on LINTIN1.
     entries += [struct.pack("<BBHBBBB", ENTRY_LOCAL_INTERRUPT, EXTINT, 0, ISA_BUS_ID, 0,
                             ALL_LOCAL_APICS, LINTIN0),
