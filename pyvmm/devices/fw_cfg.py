@@ -72,6 +72,7 @@ DMA_SKIP = 0x04
 DMA_SELECT = 0x08
 DMA_WRITE = 0x10
 DMA_ACCESS_SIZE = 16
+DMA_ZERO_PIECE = 1 << 20  # the most zero bytes one DMA read allocates at once
 
 FW_CFG_STATE = Record({"selector": U16, "offset": Int(0, 1 << 32), "dma_high": U32})
 
@@ -173,19 +174,30 @@ class FwCfg:
             result = DMA_ERROR
             self.stats.count("fw_cfg", "dma write refused")
         elif control & (DMA_READ | DMA_SKIP):
-            data = self._item()
-            chunk = data[self.offset:self.offset + length]
-            chunk += bytes(length - len(chunk))
-            if control & DMA_READ:
-                region = self.memory.region_at(target, length) if length else None
-                if length and (region is None or region.readonly):
+            if control & DMA_READ and length:
+                region = self.memory.region_at(target, length)
+                if region is None or region.readonly:
                     result = DMA_ERROR
                     self.stats.count("fw_cfg", "dma outside RAM")
-                elif length:
-                    self.memory.write(target, chunk)
+                else:
+                    self._dma_read(target, length)
             if not result:
                 self.offset += length
         self.memory.write(address, struct.pack(">I", result))
+
+
+    def _dma_read(self, target: int, length: int) -> None:
+        """The item's bytes from the current offset to RAM at `target`, zeros past its
+        end; the zeros are written a bounded piece at a time, so a guest-chosen
+        32-bit length never makes the host allocate more than DMA_ZERO_PIECE."""
+        data = self._item()
+        chunk = data[self.offset:self.offset + length]
+        self.memory.write(target, chunk)
+        done = len(chunk)
+        while done < length:
+            piece = min(length - done, DMA_ZERO_PIECE)
+            self.memory.write(target + done, bytes(piece))
+            done += piece
 
 
 class FwCfgDma:
