@@ -197,14 +197,17 @@ def interpreter_cpuid_table() -> CpuidTable:
 
 
 def with_apic_status(leaf: int, registers: Registers, apic_enabled: bool) -> Registers:
-    """CPUID.01H:EDX[9] (APIC) reads 1 exactly while IA32_APIC_BASE[11] (the APIC
-    global enable) is set (SDM Vol. 3A "Local APIC Status and Location": with the
-    APIC globally disabled, the processor reports no APIC)."""
+    """Leaf 1 of a CPU with the board's local APIC.  CPUID.01H:EDX[9] (APIC) reads 1
+    exactly while IA32_APIC_BASE[11] (the APIC global enable) is set (SDM Vol. 3A
+    "Local APIC Status and Location": with the APIC globally disabled, the
+    processor reports no APIC); CPUID.01H:ECX[21] (x2APIC, SDM Vol. 3A
+    "Detecting and Enabling x2APIC Mode") is set: that APIC implements the
+    x2APIC MSRs (pyvmm/devices/lapic.py), whatever its current mode."""
     if leaf != 1:
         return registers
     eax, ebx, ecx, edx = registers
     edx = edx | CPUID_1_EDX_APIC if apic_enabled else edx & ~CPUID_1_EDX_APIC
-    return eax, ebx, ecx, edx
+    return eax, ebx, ecx | CPUID_1_ECX_X2APIC, edx
 
 
 def cpuid_lookup(table: CpuidTable, leaf: int, subleaf: int = 0) -> Registers:

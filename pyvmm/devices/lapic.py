@@ -1,4 +1,4 @@
-"""Local APIC in xAPIC mode, one per vCPU, and the bus that carries its messages.
+"""Local APIC (xAPIC and x2APIC modes), one per vCPU, and the bus carrying its messages.
 
 Facts relied on (Intel SDM Vol. 3A, chapter "Advanced Programmable Interrupt
 Controller (APIC)", numbered 11 in older and 12 in newer editions; section
@@ -6,8 +6,8 @@ titles are cited):
 
 - "Local APIC Status and Location": IA32_APIC_BASE (MSR 0x1B) holds the base
   (bits 12 and up, default 0xFEE00000), BSP (bit 8, read only), x2APIC enable
-  (bit 10, not offered here) and the global enable (bit 11); reserved bits set
-  by WRMSR raise #GP.  Clearing bit 11 makes the processor behave as one
+  (bit 10, EXTD) and the global enable (bit 11); reserved bits set by WRMSR
+  raise #GP.  Clearing bit 11 makes the processor behave as one
   without an APIC: the INTR pin goes straight to the 8259 (see
   `interrupt_pending`), and "x2APIC State Transitions" puts the APIC back in
   its power-up state when it is enabled again.
@@ -54,6 +54,17 @@ titles are cited):
   (the MP specification's virtual-wire mode), so 8259 interrupts keep
   reaching the CPU until the guest reprograms LINT0.
 
+x2APIC mode ("Extended XAPIC (x2APIC)"): EN and EXTD set.  "x2APIC State
+Transitions": xAPIC -> x2APIC is allowed; EXTD without EN, x2APIC -> xAPIC
+and disabled -> x2APIC raise #GP.  In x2APIC mode the MMIO page is not
+decoded and the registers are MSRs 0x800 + (offset >> 4) ("x2APIC Register
+Address Space"): RDMSR of a write-only (EOI, SELF IPI 0x83F) or absent (APR,
+RRD, DFR, ICR high) register, WRMSR of a read-only one, of reserved bits or
+of a non-zero EOI/ESR value raise #GP; every such access outside x2APIC
+mode too.  The ID reads as the 32-bit x2APIC ID; the LDR is derived from it
+(cluster = ID bits 19:4 in 31:16, 1 << ID[3:0] in 15:0) and read-only; ICR
+is one 64-bit MSR with a 32-bit destination (0xFFFFFFFF: broadcast).
+
 ExtINT through LINT0 means "ask the 8259": `interrupt_pending/acknowledge`
 (the protocol of `pyvmm.machine.interrupts.InterruptController`) consult the
 PIC given as `extint` when LINT0 is unmasked in ExtINT mode, or when the APIC
@@ -78,11 +89,25 @@ MMIO_SIZE = 0x1000
 APIC_VERSION = 0x00050014
 
 BASE_BSP = 1 << 8
-BASE_EXTD = 1 << 10  # x2APIC mode: not offered, so setting it raises #GP
+BASE_EXTD = 1 << 10  # x2APIC mode ("Extended XAPIC (x2APIC)")
 BASE_ENABLE = 1 << 11
 PHYS_ADDR_BITS = 36
 BASE_ADDRESS_MASK = ((1 << PHYS_ADDR_BITS) - 1) & ~0xFFF
-BASE_WRITABLE = BASE_ADDRESS_MASK | BASE_ENABLE | BASE_BSP  # BSP is kept, not written
+BASE_WRITABLE = BASE_ADDRESS_MASK | BASE_ENABLE | BASE_EXTD | BASE_BSP  # BSP kept, not written
+# x2APIC registers are MSRs 0x800 + (xAPIC offset >> 4) ("x2APIC Register Address Space").
+X2APIC_MSR_FIRST, X2APIC_MSR_LAST = 0x800, 0x8FF
+X2APIC_ICR = 0x830  # ICR as one 64-bit MSR (destination in bits 63:32)
+X2APIC_SELF_IPI = 0x83F  # write-only: a fixed, edge self-IPI of vector bits 7:0
+X2APIC_BROADCAST = 0xFFFFFFFF
+# Not present in x2APIC mode: APR, RRD, DFR and ICR high (their MSRs raise #GP).
+X2APIC_ABSENT = frozenset({0x90, 0xC0, 0xE0, 0x310})
+# The offsets the x2APIC MSRs reach: ID ... SVR, ISR/TMR/IRR, ESR, the LVTs, ICR,
+# the timer's counts and divider, SELF IPI (0x3F0).
+X2APIC_PRESENT = frozenset({0x20, 0x30, 0x80, 0xA0, 0xB0, 0xD0, 0xF0, 0x280, 0x2F0, 0x300,
+                            *range(0x100, 0x280, 0x10), *range(0x320, 0x380, 0x10),
+                            0x380, 0x390, 0x3E0, 0x3F0})
+# Read-only in x2APIC mode (a WRMSR raises #GP), besides ISR/TMR/IRR.
+X2APIC_READ_ONLY = frozenset({0x20, 0x30, 0xA0, 0xD0, 0x390})
 
 # Register offsets ("Local APIC Register Address Map").
 REG_ID, REG_VERSION, REG_TPR, REG_APR, REG_PPR, REG_EOI = 0x20, 0x30, 0x80, 0x90, 0xA0, 0xB0
@@ -187,7 +212,8 @@ LAPIC_STATE = Record({
     (lambda s: not s["apic_base"] & ~BASE_WRITABLE, "apic_base", "reserved bits set"),
     (lambda s: not s["svr"] & ~SVR_WRITABLE, "svr", "reserved bits set"),
     (lambda s: not s["ldr"] & 0xFFFFFF, "ldr", "bits 23:0 are reserved"),
-    (lambda s: not s["icr_hi"] & 0xFFFFFF, "icr_hi", "bits 55:32 are reserved"),
+    (lambda s: not s["icr_hi"] & 0xFFFFFF or s["apic_base"] & BASE_EXTD, "icr_hi",
+     "bits 55:32 are reserved outside x2APIC mode"),
     (lambda s: not s["timer_divide"] & 0x4, "timer_divide", "bit 2 is reserved"),
     (lambda s: all(not v & ~(w | LVT_MASKED | LVT_REMOTE_IRR | 1 << 12)
                    for v, w in zip(s["lvt"], LVT_WRITABLE, strict=True)), "lvt",
@@ -211,13 +237,15 @@ class ApicBus:
     def attach(self, lapic: LocalApic) -> None:
         self.lapics.append(lapic)
 
-    def targets(self, dest: int, logical: bool) -> list[LocalApic]:
+    def targets(self, dest: int, logical: bool, wide: bool = False) -> list[LocalApic]:
         """APICs matching a destination ("Determining IPI Destination")."""
-        return [a for a in self.lapics if a.matches(dest, logical)]
+        return [a for a in self.lapics if a.matches(dest, logical, wide)]
 
-    def deliver(self, dest: int, logical: bool, mode: int, vector: int, level: bool) -> bool:
-        """Deliver one message; returns whether any APIC accepted it."""
-        targets = self.targets(dest, logical)
+    def deliver(self, dest: int, logical: bool, mode: int, vector: int, level: bool,
+                wide: bool = False) -> bool:
+        """Deliver one message; returns whether any APIC accepted it.  `wide`: a
+        32-bit x2APIC destination (an x2APIC ICR), else the 8-bit xAPIC one."""
+        targets = self.targets(dest, logical, wide)
         if mode == DM_LOWEST and targets:
             targets = [min(targets, key=lambda a: a.arbitration_priority())]
         for lapic in targets:
@@ -282,6 +310,16 @@ class LocalApic:
         return bool(self.s.apic_base & BASE_ENABLE)
 
     @property
+    def x2apic(self) -> bool:
+        """In x2APIC mode (IA32_APIC_BASE bits 11 and 10): MSRs, no MMIO page."""
+        return self.s.apic_base & (BASE_ENABLE | BASE_EXTD) == BASE_ENABLE | BASE_EXTD
+
+    @property
+    def mmio_base(self) -> int | None:
+        """Where the MMIO page is decoded: nowhere while disabled or in x2APIC mode."""
+        return self.base if self.enabled and not self.x2apic else None
+
+    @property
     def software_enabled(self) -> bool:
         return bool(self.s.svr & SVR_ENABLE)
 
@@ -291,15 +329,19 @@ class LocalApic:
 
     # -- MSRs -------------------------------------------------------------------
     def rdmsr(self, index: int) -> int | None:
-        """RDMSR of 0x1B or 0x6E0; None for any other MSR."""
+        """RDMSR of 0x1B, 0x6E0 or an x2APIC register; None means #GP (another MSR,
+        an x2APIC MSR outside x2APIC mode, a write-only or absent register)."""
         if index == MSR_IA32_APIC_BASE:
             return self.s.apic_base
         if index == MSR_IA32_TSC_DEADLINE:
             return self.s.tsc_deadline if self._timer_mode() == TIMER_TSC_DEADLINE else 0
+        if X2APIC_MSR_FIRST <= index <= X2APIC_MSR_LAST:
+            return self._x2apic_read(index)
         return None
 
     def wrmsr(self, index: int, value: int) -> bool:
-        """WRMSR of 0x1B or 0x6E0; False means #GP (reserved bits, or another MSR)."""
+        """WRMSR of 0x1B, 0x6E0 or an x2APIC register; False means #GP (reserved
+        bits, an illegal mode transition, or another MSR)."""
         if index == MSR_IA32_APIC_BASE:
             return self._write_base(value)
         if index == MSR_IA32_TSC_DEADLINE:
@@ -307,26 +349,83 @@ class LocalApic:
                 self.s.tsc_deadline = value & (1 << 64) - 1
                 self._schedule_deadline()
             return True
+        if X2APIC_MSR_FIRST <= index <= X2APIC_MSR_LAST:
+            return self._x2apic_write(index, value)
         return False
+
+    # -- x2APIC ("Extended XAPIC (x2APIC)") -------------------------------------------
+    def _x2apic_read(self, index: int) -> int | None:
+        """"x2APIC Register Availability": RDMSR outside x2APIC mode, of a
+        write-only register (EOI, SELF IPI) or of an absent one raises #GP."""
+        reg = (index - X2APIC_MSR_FIRST) << 4
+        if not self.x2apic or reg in X2APIC_ABSENT or reg == REG_EOI \
+                or index == X2APIC_SELF_IPI or reg not in X2APIC_PRESENT:
+            self.stats.count(STATS, "x2apic msr #GP")
+            return None
+        if reg == REG_ID:
+            return self.s.apic_id  # the 32-bit x2APIC ID
+        if reg == REG_LDR:
+            return self.x2apic_ldr()
+        if index == X2APIC_ICR:
+            return self.s.icr_hi << 32 | self.s.icr_lo
+        return self.read_register(reg)
+
+    def _x2apic_write(self, index: int, value: int) -> bool:
+        """WRMSR outside x2APIC mode, of a read-only or absent register, with bits
+        set that the register reserves (above 31, but for ICR), or of a non-zero
+        value to EOI or ESR raises #GP."""
+        reg = (index - X2APIC_MSR_FIRST) << 4
+        bad = (not self.x2apic or reg in X2APIC_ABSENT or reg in X2APIC_READ_ONLY
+               or REG_ISR <= reg < REG_IRR + 0x80 or reg not in X2APIC_PRESENT
+               or (index != X2APIC_ICR and value >> 32)
+               or (reg in (REG_EOI, REG_ESR) and value)
+               or (index == X2APIC_SELF_IPI and value & ~0xFF))
+        if bad:
+            self.stats.count(STATS, "x2apic msr #GP")
+            return False
+        if index == X2APIC_SELF_IPI:
+            self.stats.count(STATS, "ipis sent")
+            self.accept(DM_FIXED, value & 0xFF)
+        elif index == X2APIC_ICR:
+            self.s.icr_hi = value >> 32
+            self._write_icr(value & 0xFFFFFFFF, x2apic_dest=value >> 32)
+        else:
+            self.write_register(reg, value)
+        return True
+
+    def x2apic_ldr(self) -> int:
+        """"Logical Destination Mode in x2APIC Mode": cluster ID (x2APIC ID bits
+        19:4) in bits 31:16, bit (ID & 0xF) of the logical ID in bits 15:0."""
+        apic_id = self.s.apic_id
+        return (apic_id >> 4) << 16 | 1 << (apic_id & 0xF)
 
     def _write_base(self, value: int) -> bool:
         if value & ~(BASE_WRITABLE):
             self.stats.count(STATS, "apic base #GP")
             return False
-        old_enabled, old_base = self.enabled, self.base
+        # "x2APIC State Transitions": EXTD without EN is invalid; x2APIC -> xAPIC
+        # and disabled -> x2APIC are illegal (only through disabled / xAPIC).
+        new_mode = value & (BASE_ENABLE | BASE_EXTD)
+        old_mode = self.s.apic_base & (BASE_ENABLE | BASE_EXTD)
+        if new_mode == BASE_EXTD or (old_mode == BASE_ENABLE | BASE_EXTD
+                                     and new_mode == BASE_ENABLE) \
+                or (old_mode == 0 and new_mode == BASE_ENABLE | BASE_EXTD):
+            self.stats.count(STATS, "apic base #GP")
+            return False
+        old_mapped = self.mmio_base
         new = (value & ~BASE_BSP) | (self.s.apic_base & BASE_BSP)
         if not value & BASE_ENABLE:
             self._cancel_timer()
             self.s = self._reset_state(self.s.apic_id)
             self.s.apic_base = new
-        elif not old_enabled:
+        elif not old_mode & BASE_ENABLE:
             self._cancel_timer()
             self.s = self._reset_state(self.s.apic_id)
             self.s.apic_base = new
         else:
             self.s.apic_base = new
-        if (self.enabled, self.base) != (old_enabled, old_base) and self.on_base_change:
-            self.on_base_change(self.base if self.enabled else None)
+        if self.mmio_base != old_mapped and self.on_base_change:
+            self.on_base_change(self.mmio_base)
         return True
 
     # -- MMIO -------------------------------------------------------------------
@@ -419,10 +518,22 @@ class LocalApic:
         return max(tpr & 0xF0, isrv & 0xF0, irrv & 0xF0)
 
     # -- receiving --------------------------------------------------------------
-    def matches(self, dest: int, logical: bool) -> bool:
-        """Whether a message for `dest` in this destination mode is for this APIC."""
+    def matches(self, dest: int, logical: bool, wide: bool = False) -> bool:
+        """Whether a message for `dest` in this destination mode is for this APIC.
+
+        In x2APIC mode destinations are 32 bits ("x2APIC Logical Destination
+        Mode": cluster in bits 31:16, a bit mask in 15:0; 0xFFFFFFFF broadcast);
+        an 8-bit destination (I/O APIC, MSI) of 0xFF is still a broadcast, the
+        rest compare the same way (as KVM does without interrupt remapping)."""
         if not self.enabled:
             return False
+        if self.x2apic:
+            if dest == X2APIC_BROADCAST or (not wide and dest == BROADCAST):
+                return True
+            if not logical:
+                return dest == self.s.apic_id
+            ldr = self.x2apic_ldr()
+            return dest >> 16 == ldr >> 16 and bool(dest & ldr & 0xFFFF)
         if not logical:
             return dest == BROADCAST or dest == self.s.apic_id
         ldr = self.s.ldr >> 24
@@ -538,7 +649,8 @@ class LocalApic:
         if index == LVT_TIMER and (old ^ new) >> TIMER_MODE_SHIFT & 3:
             self._timer_mode_changed(old >> TIMER_MODE_SHIFT & 3)
 
-    def _write_icr(self, value: int) -> None:
+    def _write_icr(self, value: int, x2apic_dest: int | None = None) -> None:
+        """An IPI; `x2apic_dest`: the 32-bit destination of an x2APIC ICR write."""
         self.s.icr_lo = value & ICR_WRITABLE
         vector = value & 0xFF
         mode = (value >> 8) & 7
@@ -554,8 +666,12 @@ class LocalApic:
             self.accept(mode, vector, level)
             return
         if shorthand == SH_NONE:
-            self.bus.deliver(self.s.icr_hi >> 24, bool(value & ICR_DEST_LOGICAL), mode,
-                             vector, level)
+            if x2apic_dest is None:
+                self.bus.deliver(self.s.icr_hi >> 24, bool(value & ICR_DEST_LOGICAL), mode,
+                                 vector, level)
+            else:
+                self.bus.deliver(x2apic_dest, bool(value & ICR_DEST_LOGICAL), mode, vector,
+                                 level, wide=True)
             return
         for lapic in self.bus.lapics:
             if lapic.enabled and (shorthand == SH_ALL or lapic is not self):
@@ -672,4 +788,4 @@ class LocalApic:
         else:
             self._schedule_count()
         if self.on_base_change:
-            self.on_base_change(self.base if self.enabled else None)
+            self.on_base_change(self.mmio_base)

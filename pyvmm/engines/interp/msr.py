@@ -2,8 +2,9 @@
 
 Unknown indices raise #GP(0), as RDMSR/WRMSR do for an unimplemented MSR.
 RDTSC/IA32_TSC count virtual-clock nanoseconds (a 1 GHz TSC).
-With a local APIC (`cpu.apic`, the board's), IA32_APIC_BASE (0x1B) and
-IA32_TSC_DEADLINE (0x6E0) are the APIC's (SDM Vol. 3A "Local APIC Status and
+With a local APIC (`cpu.apic`, the board's), IA32_APIC_BASE (0x1B),
+IA32_TSC_DEADLINE (0x6E0) and the x2APIC registers (0x800-0x8FF) are the
+APIC's (SDM Vol. 3A "Local APIC Status and
 Location", "TSC-Deadline Mode"): a write it refuses (reserved bits) is #GP(0).
 Without one, IA32_APIC_BASE is a plain value and 0x6E0 does not exist.
 """
@@ -41,7 +42,9 @@ if TYPE_CHECKING:
 
 FS, GS = 4, 5
 MSR_IA32_TSC_DEADLINE = 0x6E0
-APIC_MSRS = frozenset({MSR_IA32_APIC_BASE, MSR_IA32_TSC_DEADLINE})
+# The APIC's MSRs: IA32_APIC_BASE, IA32_TSC_DEADLINE and the x2APIC registers
+# 0x800-0x8FF (SDM Vol. 3A "x2APIC Register Address Space").
+APIC_MSRS = frozenset({MSR_IA32_APIC_BASE, MSR_IA32_TSC_DEADLINE, *range(0x800, 0x900)})
 # MSRs stored as plain values in Cpu.msrs (with their reset value).
 PLAIN = {MSR_STAR: 0, MSR_LSTAR: 0, MSR_CSTAR: 0, MSR_SFMASK: 0, MSR_KERNEL_GS_BASE: 0,
          MSR_IA32_SYSENTER_CS: 0, MSR_IA32_SYSENTER_ESP: 0, MSR_IA32_SYSENTER_EIP: 0,
@@ -77,7 +80,10 @@ def read_tsc(cpu: Cpu) -> int:
 def read_msr(cpu: Cpu, index: int) -> int:
     apic = cpu.apic
     if apic is not None and index in APIC_MSRS:
-        return apic.rdmsr(index)
+        value = apic.rdmsr(index)
+        if value is None:
+            raise CpuFault(GP, 0)  # an x2APIC MSR not readable in this mode
+        return value
     if index == MSR_IA32_EFER:
         return cpu.efer
     if index == MSR_FS_BASE:

@@ -221,7 +221,7 @@ def test_global_disable_and_relocation() -> None:
     assert moves == [None, 0xFED00000]
     assert rd(apic, SVR) == 0xFF and rd(apic, IRR + 0x20) == 0  # power-up state again
     assert apic.rdmsr(MSR_IA32_APIC_BASE) & 0x100  # BSP is read only
-    assert not apic.wrmsr(MSR_IA32_APIC_BASE, DEFAULT_BASE | 0x900 | 0x400)  # x2APIC: #GP
+    assert not apic.wrmsr(MSR_IA32_APIC_BASE, DEFAULT_BASE | 0x100 | 0x400)  # EXTD, no EN: #GP
     assert not apic.wrmsr(MSR_IA32_APIC_BASE, DEFAULT_BASE | 0x901)  # reserved bit: #GP
 
 
