@@ -83,11 +83,7 @@ def build_rom(tmp_path: Path, method: str) -> Path:
     return out
 
 
-def first_boot(serial: bytes) -> bytes:
-    return serial[:3]
-
-
-def run_rom(engine: str, rom: Path, **options) -> tuple[bytes, object]:
+def run_rom(engine: str, rom: Path, **options) -> tuple[bytes, object, int]:
     from pyvmm.vm import ImageSpec, VirtualMachine
 
     serial = io.BytesIO()
@@ -154,3 +150,19 @@ def test_a_kernel_loaded_directly_stops_with_a_reason(tmp_path):
                        "--timeout", "60")
     assert result.returncode == StopKind.RESET.exit_code
     assert b"boot-sector image loaded directly (no BIOS)" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("engine", ["interp", pytest.param("kvm", marks=requires_kvm)])
+def test_the_hypervisor_restarts_a_reset_vm_too(tmp_path, engine):
+    """Time-sliced (interp) and threaded (kvm) hypervisor VMs go through the same
+    reset rule as `pyvmm run`."""
+    from pyvmm.hypervisor import Hypervisor, VmConfig
+    from pyvmm.vm import ImageSpec
+
+    out = io.BytesIO()
+    with Hypervisor(slice_seconds=0.002, stdout=out) as hv:
+        hv.add(VmConfig("rom", ImageSpec("bios", build_rom(tmp_path, "cf9-hard")),
+                        engine=engine, ram_size=4 << 20, timeout=120))
+        [result] = hv.run()
+    assert result.exit_status == EXIT_SUCCESS_STATUS, result.reason
+    assert out.getvalue().count(b"\xff") == 3
