@@ -135,3 +135,21 @@ def test_apic_guest_moves_from_kvm_to_a_software_engine_mid_run(irqchip, second,
 def test_irqchip_kernel_is_kvm_s_only():
     done = _run("--engine", "interp", "--irqchip", "kernel", "hello")
     assert done.returncode == 2 and b"--irqchip kernel is KVM's" in done.stderr
+
+
+@needs_kvm
+def test_a_virtio_pci_msi_x_message_reaches_kvm_s_local_apic(tmp_path):
+    """With KVM's LAPICs the board's MSI target is KVM_SIGNAL_MSI: the virtio-pci
+    driver guest finds its MSI-X vector in the IRR (it reads KVM's LAPIC page)."""
+    from tests.guests.c_build import build_c_kernel
+    from tests.guests.test_virtio_blk_guest import HOST_TEXT, KERNELS
+
+    kernel = build_c_kernel(KERNELS / "blk_pci_driver.c", tmp_path, ["-O1"])
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(512) + HOST_TEXT.ljust(512, b"\0") + bytes(1024))
+    done = _run("--engine", "kvm", "--irqchip", "kernel", "--kernel", str(kernel),
+                "--drive", f"file={disk},format=raw,if=virtio", "--serial", "none",
+                "--timeout", "60", "--stats")
+    assert done.returncode == 33, done.stdout + done.stderr
+    assert done.stdout.splitlines()[:2] == [HOST_TEXT, b"blk_pci_driver: done"]
+    assert b"MSI not accepted" not in done.stderr

@@ -97,6 +97,8 @@ class KvmEngine(Engine):
             vcpu.kernel_irqchip = True
             wiring.retarget(pic_sink, ioapic_sink)  # the board's lines now end in KVM
             self._wiring = wiring
+            if hasattr(board, "msi_target") and self.vm.check(k.KVM_CAP_SIGNAL_MSI):
+                board.msi_target = irqchip.KvmMsi(self.vm.fd)  # MSIs to KVM's LAPICs
             self._chips = irqchip.KernelChips(self.vm.fd, vcpu.fd, board.clock.now_ns,
                                               vcpu.guest_tsc, vcpu.tsc_khz())
         elif tsc_deadline:
@@ -186,6 +188,8 @@ class KvmEngine(Engine):
         if isinstance(getattr(board, "cpu_access", None), KvmCpuAccess):
             board.cpu_access = None
         self._chips = None
+        if isinstance(getattr(board, "msi_target", None), irqchip.KvmMsi):
+            board.msi_target = board.apic_bus.deliver_msi
         if self._wiring is not None:  # the board's own controllers take the lines back
             board_pic, board_ioapic = board.pic, board.ioapic
             self._wiring.retarget(board_pic, board_ioapic)

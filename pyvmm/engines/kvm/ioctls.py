@@ -385,6 +385,11 @@ KVM_MP_STATE_RUNNABLE = 0
 KVM_MP_STATE_HALTED = 3
 
 
+class kvm_msi(ctypes.Structure):  # noqa: N801
+    _fields_ = [("address_lo", _U32), ("address_hi", _U32), ("data", _U32), ("flags", _U32),
+                ("devid", _U32), ("pad", _U8 * 12)]
+
+
 class kvm_enable_cap(ctypes.Structure):  # noqa: N801
     _fields_ = [("cap", ctypes.c_uint32), ("flags", ctypes.c_uint32),
                 ("args", ctypes.c_uint64 * 4), ("pad", ctypes.c_uint8 * 64)]
@@ -620,6 +625,7 @@ KVM_GET_IRQCHIP = _iowr(0x62, kvm_irqchip)
 KVM_SET_IRQCHIP = _ior(0x63, kvm_irqchip)  # (sic: the kernel declares it _IOR)
 KVM_GET_PIT2 = _ior(0x9F, kvm_pit_state2)
 KVM_SET_PIT2 = _iow(0xA0, kvm_pit_state2)
+KVM_SIGNAL_MSI = _iow(0xA5, kvm_msi)  # > 0 delivered, 0 blocked by the guest
 KVM_GET_MP_STATE = _ior(0x98, kvm_mp_state)  # vCPU ioctls (in-kernel irqchip)
 KVM_SET_MP_STATE = _iow(0x99, kvm_mp_state)
 KVM_GET_LAPIC = _ior(0x8E, kvm_lapic_state)
@@ -648,6 +654,7 @@ KVM_CAP_PIT2 = 33
 KVM_CAP_PIT_STATE2 = 35
 KVM_CAP_IRQ_ROUTING = 25
 KVM_CAP_TSC_DEADLINE_TIMER = 72
+KVM_CAP_SIGNAL_MSI = 77
 KVM_CAP_X86_USER_SPACE_MSR = 188
 KVM_CAP_X86_MSR_FILTER = 189
 

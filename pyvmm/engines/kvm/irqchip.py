@@ -74,6 +74,25 @@ class KvmLine:
                 "KVM_IRQ_LINE")
 
 
+MSI_WINDOW = 0xFEE  # address bits 31:20 of an interrupt message (SDM Vol. 3A, "MSI")
+
+
+class KvmMsi:
+    """The board's `msi_target` while KVM's local APICs serve the vCPUs: a PCI
+    function's message goes to them with KVM_SIGNAL_MSI (KVM API).  True when it
+    was an interrupt message KVM delivered, as lapic.ApicBus.deliver_msi answers."""
+
+    def __init__(self, vm_fd: int) -> None:
+        self.vm_fd = vm_fd
+
+    def __call__(self, address: int, data: int) -> bool:
+        if (address >> 20) & 0xFFF != MSI_WINDOW:
+            return False
+        msi = k.kvm_msi(address_lo=address & 0xFFFFFFFF, address_hi=address >> 32,
+                        data=data & 0xFFFFFFFF)
+        return k.ioctl(self.vm_fd, k.KVM_SIGNAL_MSI, msi, "KVM_SIGNAL_MSI") > 0
+
+
 def create(vm_fd: int, wiring: Wiring) -> tuple[KvmLine, KvmLine]:
     """The in-kernel chips and routes; (sink for i8259 inputs, sink for I/O APIC pins).
     Must come before the first KVM_CREATE_VCPU (its local APIC is made with it)."""
