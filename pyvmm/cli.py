@@ -101,6 +101,15 @@ def _add_guest_options(parser: argparse.ArgumentParser, with_engine: bool = True
         if option.flag == "--kernel":
             image.add_argument("--initrd", metavar="FILE", type=Path,
                                help="initial ramdisk for a Linux --kernel (as QEMU's -initrd)")
+            from pyvmm.boot.linux import ENTRY_64, LINUX_ENTRIES
+
+            image.add_argument(
+                "--linux-entry", choices=list(LINUX_ENTRIES), default=None,
+                help="how a Linux bzImage starts: "
+                     + "; ".join(f"{name}: {what}" for name, what in LINUX_ENTRIES.items())
+                     + f" (default: {ENTRY_64}; a vmlinux ELF is always entered directly). "
+                       "decompressed saves an xz kernel's billions of decompressor "
+                       "instructions under interp and jit")
     if append_many:  # compare: one column per engine and command line
         image.add_argument("--append", metavar="TEXT", default=None, action="append",
                            help="kernel command line (for --kernel, linux and the demo guest); "
@@ -487,6 +496,12 @@ def resolve_image(args: argparse.Namespace):
             raise ConfigError(f"--initrd only applies to Linux kernels, and {spec.label} "
                               f"is a {spec.kind}")
         spec.initrd = initrd
+    entry = getattr(args, "linux_entry", None)
+    if entry is not None:
+        if spec.kind != "linux":
+            raise ConfigError(f"--linux-entry only applies to Linux kernels, and {spec.label} "
+                              f"is a {spec.kind}")
+        spec.linux_entry = entry
     if args.append is not None and not loader(spec.kind).cmdline:
         raise ConfigError(f"--append only applies to {_kinds_phrase(kinds_taking('cmdline'))}, "
                           f"and {spec.label} is a {spec.kind}")

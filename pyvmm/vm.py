@@ -44,6 +44,7 @@ class ImageSpec:
     cmdline: str = ""
     label: str = ""
     initrd: Path | None = None  # for kinds whose loader takes one (linux)
+    linux_entry: str = "64"  # linux only: one of boot.linux.LINUX_ENTRIES
     _data: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -86,7 +87,7 @@ def load_image(board: PcBoard, spec: ImageSpec) -> CpuState:
         initrd = None
         if row.initrd and spec.initrd is not None:
             initrd = read_user_file(spec.initrd, MAX_IMAGE_BYTES, ImageError)
-        return row.load(board, data, BootInputs(spec.cmdline, initrd))
+        return row.load(board, data, BootInputs(spec.cmdline, initrd, spec.linux_entry))
     except ImageError as error:
         raise ImageError(f"{spec.path}: {error}") from None
 

@@ -20,9 +20,10 @@ KIND_LINUX = "linux"
 
 def detect_kernel_kind(image: bytes, name: str = "kernel") -> str:
     """What `--kernel FILE` is: "linux" (a bzImage: "HdrS" at 0x202, the
-    kernel's Documentation/arch/x86/boot.rst) or "multiboot" (a valid header in
-    the first 8192 bytes); otherwise one `ImageError` naming both."""
-    from pyvmm.boot.linux import is_bzimage
+    kernel's Documentation/arch/x86/boot.rst; or a vmlinux: an ELF64 file with
+    "Linux" ELF notes) or "multiboot" (a valid header in the first 8192 bytes);
+    otherwise one `ImageError` naming the three."""
+    from pyvmm.boot.linux import is_bzimage, is_vmlinux
 
     if is_bzimage(image):
         return KIND_LINUX
@@ -30,8 +31,11 @@ def detect_kernel_kind(image: bytes, name: str = "kernel") -> str:
     if valid is not None or broken is not None:
         find_header(image)  # raises for a broken or unsupported header
         return KIND_MULTIBOOT
-    raise ImageError(f"{name}: neither a Linux bzImage (no \"HdrS\" at 0x202) nor a "
-                     f"multiboot kernel (no multiboot header in the first {SEARCH_LIMIT} bytes)")
+    if is_vmlinux(image):
+        return KIND_LINUX
+    raise ImageError(f"{name}: neither a Linux bzImage (no \"HdrS\" at 0x202), a Linux "
+                     "vmlinux (no ELF64 file with \"Linux\" notes) nor a multiboot kernel "
+                     f"(no multiboot header in the first {SEARCH_LIMIT} bytes)")
 
 
 def detect_image_kind(image: bytes) -> str:

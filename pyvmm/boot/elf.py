@@ -27,6 +27,7 @@ ET_EXEC = 2  # e_type: executable file
 EM_386 = 3  # e_machine: Intel 80386
 EM_X86_64 = 62  # e_machine: AMD x86-64
 PT_LOAD = 1  # p_type: loadable segment
+PT_NOTE = 4  # p_type: auxiliary information (gABI "Note Section")
 PN_XNUM = 0xFFFF  # e_phnum escape: real count in section header 0 (unsupported here)
 
 
@@ -73,6 +74,7 @@ class ElfImage:
     bits: int  # 32 or 64
     entry: int  # e_entry, as written in the file (a virtual address)
     segments: tuple[ElfSegment, ...]  # the PT_LOAD entries, in table order
+    note_owners: frozenset[str] = frozenset()  # the owner names of the PT_NOTE entries' notes
 
     def physical_entry(self) -> int:
         """e_entry translated through the PT_LOAD segment whose vaddr range holds it.
@@ -120,12 +122,32 @@ def parse_elf(image: bytes) -> ElfImage:
     if e_machine != layout.machine:
         raise ImageError(f"ELF{layout.bits} machine {e_machine} (e_machine, file offset 0x12) "
                          f"is not {layout.machine_name} ({layout.machine})")
-    segments = _program_headers(image, layout, e_phoff, e_phentsize, e_phnum)
-    return ElfImage(layout.bits, e_entry, segments)
+    segments, notes = _program_headers(image, layout, e_phoff, e_phentsize, e_phnum)
+    owners = frozenset(owner for offset, size in notes for owner in _note_owners(image, offset,
+                                                                                 size))
+    return ElfImage(layout.bits, e_entry, segments, owners)
+
+
+def _note_owners(image: bytes, offset: int, size: int) -> list[str]:
+    """The owner names in one PT_NOTE segment: entries of namesz, descsz, type (4 bytes
+    each), then the name and the descriptor, each padded to 4 bytes (gABI, "Note
+    Section").  A malformed entry ends the scan; notes only inform, they load nothing."""
+    owners = []
+    end = min(offset + size, len(image))
+    while offset + 12 <= end:
+        namesz, descsz, _ = struct.unpack_from("<III", image, offset)
+        name_at = offset + 12
+        next_at = name_at + (namesz + 3 & ~3) + (descsz + 3 & ~3)
+        if namesz == 0 or next_at > end:
+            break
+        owners.append(image[name_at:name_at + namesz].rstrip(b"\0").decode("latin-1"))
+        offset = next_at
+    return owners
 
 
 def _program_headers(image: bytes, layout: _ElfClass, phoff: int, phentsize: int,
-                     phnum: int) -> tuple[ElfSegment, ...]:
+                     phnum: int) -> tuple[tuple[ElfSegment, ...], list[tuple[int, int]]]:
+    """The PT_LOAD segments, and the (file offset, size) of the PT_NOTE ones."""
     if phnum == 0:
         raise ImageError("ELF file has no program headers (e_phnum = 0): nothing to load")
     if phnum == PN_XNUM:
@@ -140,11 +162,14 @@ def _program_headers(image: bytes, layout: _ElfClass, phoff: int, phentsize: int
                          f"bytes at file offset {phoff:#x} end at {table_end:#x}, "
                          f"past the end of the file ({len(image):#x})")
     segments = []
+    notes = []
     for index in range(phnum):
         entry_offset = phoff + index * phentsize
         raw = layout.phdr.unpack_from(image, entry_offset)
         p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz = (raw[i]
                                                                  for i in layout.phdr_fields)
+        if p_type == PT_NOTE:
+            notes.append((p_offset, p_filesz))
         if p_type != PT_LOAD:
             continue
         where = f"ELF program header {index} (file offset {entry_offset:#x})"
@@ -157,7 +182,7 @@ def _program_headers(image: bytes, layout: _ElfClass, phoff: int, phentsize: int
                              f"({len(image):#x})")
         segments.append(ElfSegment(index, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz))
     _refuse_overlaps(segments)
-    return tuple(segments)
+    return tuple(segments), notes
 
 
 def _refuse_overlaps(segments: list[ElfSegment]) -> None:

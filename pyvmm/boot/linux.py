@@ -36,6 +36,18 @@ The CPU state on entry (§"64-bit Boot Protocol"): long mode with paging on
 interrupts off, RIP = load address + 0x200 (startup_64), RSI = the zero
 page's address.
 
+The kernel proper can also be entered directly, as Firecracker boots a
+vmlinux: `--kernel vmlinux` (an ELF64 x86-64 executable with "Linux" ELF
+notes), or a bzImage with `--linux-entry decompressed`, whose payload
+pyvmm decompresses on the host (boot/linux_payload.py).  Its PT_LOAD
+segments go to their physical addresses (p_paddr, LOAD_PHYSICAL_ADDR for a
+kernel linked there, so no relocation is needed) and the CPU starts at
+e_entry, phys_startup_64 (arch/x86/kernel/head_64.S), in the same state as
+above.  This skips the guest's decompressor: for an xz kernel such as
+Debian's that is billions of instructions under a software engine.  The
+zero page then carries the bzImage's setup header, or for a bare vmlinux
+the fields a loader must fill (boot.rst §"Details of Header Fields").
+
 Low-memory layout (all in the first 640 KiB, below the kernel):
     0x05000  GDT               0x07000  boot_params (4 KiB)
     0x09000  page tables (PML4, PDPT, 4 page directories: 0x9000-0xEFFF)
@@ -48,7 +60,9 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pyvmm.boot.elf import ElfImage, is_elf, parse_elf
 from pyvmm.boot.gdt import encode_descriptor
+from pyvmm.boot.linux_payload import decompress_vmlinux
 from pyvmm.boot.ram import Chunk, require_ram, write_chunks
 from pyvmm.boot.tables import RSDP_ADDRESS, install_firmware_tables
 from pyvmm.cpu.state import (
@@ -79,6 +93,21 @@ CAN_USE_HEAP = 1 << 7
 TYPE_OF_LOADER = 0xFF  # "undefined" boot loader id (boot.rst, type_of_loader)
 KERNEL_LOAD = 0x100000
 STARTUP_64_OFFSET = 0x200
+
+# --linux-entry: how a bzImage is entered.
+ENTRY_64 = "64"
+ENTRY_DECOMPRESSED = "decompressed"
+LINUX_ENTRIES: dict[str, str] = {
+    ENTRY_64: "the bzImage's startup_64, which decompresses the kernel in the guest",
+    ENTRY_DECOMPRESSED: "pyvmm decompresses the bzImage's payload (gzip, xz, lzma, bzip2) on "
+                        "the host and enters the kernel proper at its 64-bit entry, as "
+                        "Firecracker boots a vmlinux",
+}
+# The header a bare vmlinux gets in its zero page: what boot.rst asks a loader to fill
+# for protocol 2.15, the version the 6.1 kernel's own header carries.
+VMLINUX_PROTOCOL = 0x020F
+VMLINUX_CMDLINE_SIZE = 2047  # COMMAND_LINE_SIZE (2048, arch/x86/include/asm/setup.h) - 1
+VMLINUX_INITRD_ADDR_MAX = 0x7FFFFFFF
 
 GDT_ADDR = 0x5000
 BOOT_PARAMS = 0x7000
@@ -137,6 +166,20 @@ def _put(data: bytearray, name: str, value: int) -> None:
 def is_bzimage(image: bytes) -> bool:
     """True if the file carries the setup-header magic "HdrS" at 0x202."""
     return image[0x202:0x206] == HEADER_MAGIC
+
+
+LINUX_NOTE_OWNER = "Linux"  # include/linux/elfnote.h: LINUX_ELFNOTE(...)
+
+
+def is_vmlinux(image: bytes) -> bool:
+    """True for an ELF64 x86-64 executable carrying "Linux" ELF notes: the kernel proper."""
+    if not is_elf(image):
+        return False
+    try:
+        elf = parse_elf(image)
+    except ImageError:
+        return False
+    return elf.bits == 64 and LINUX_NOTE_OWNER in elf.note_owners
 
 
 @dataclass(frozen=True)
@@ -275,6 +318,43 @@ def _boot_params(image: bytes, header: SetupHeader, board: PcBoard, cmdline_addr
     return bytes(params)
 
 
+def vmlinux_setup_header() -> tuple[bytes, SetupHeader]:
+    """A setup header for a kernel that came without one (a bare vmlinux): boot_flag,
+    "HdrS", the version, loadflags, initrd_addr_max, kernel_alignment, relocatable,
+    xloadflags and cmdline_size, as boot.rst's field table gives them for 2.15."""
+    raw = bytearray(_HEADER_END_MIN)
+    _put(raw, "boot_flag", BOOT_FLAG)
+    _put(raw, "jump", 0xEB | (_HEADER_END_MIN - 0x202) << 8)
+    raw[0x202:0x206] = HEADER_MAGIC
+    _put(raw, "version", VMLINUX_PROTOCOL)
+    _put(raw, "loadflags", LOADED_HIGH)
+    _put(raw, "initrd_addr_max", VMLINUX_INITRD_ADDR_MAX)
+    _put(raw, "kernel_alignment", 0x200000)
+    _put(raw, "relocatable_kernel", 1)
+    _put(raw, "xloadflags", XLF_KERNEL_64)
+    _put(raw, "cmdline_size", VMLINUX_CMDLINE_SIZE)
+    header = SetupHeader(setup_sects=4, version=VMLINUX_PROTOCOL, xloadflags=XLF_KERNEL_64,
+                         initrd_addr_max=VMLINUX_INITRD_ADDR_MAX,
+                         cmdline_size=VMLINUX_CMDLINE_SIZE, init_size=0, pref_address=0,
+                         header_end=_HEADER_END_MIN)
+    return bytes(raw), header
+
+
+def _vmlinux_chunks(vmlinux: bytes) -> tuple[ElfImage, list[Chunk]]:
+    """The kernel proper's PT_LOAD segments at their physical addresses."""
+    elf = parse_elf(vmlinux)
+    if elf.bits != 64:
+        raise ImageError("the kernel proper is an ELF32 file: pyvmm enters Linux in 64-bit mode")
+    chunks = [Chunk(segment.paddr, segment.data(vmlinux), segment.memsz,
+                    f"kernel segment {segment.index}")
+              for segment in elf.segments if segment.memsz]
+    if not chunks:
+        raise ImageError("the kernel proper has no PT_LOAD segment with contents")
+    if min(chunk.gpa for chunk in chunks) < KERNEL_LOAD:
+        raise ImageError(f"a kernel segment loads below {KERNEL_LOAD:#x}, over the boot data")
+    return elf, chunks
+
+
 def entry_state_64(gdtr: TableRegister) -> CpuState:
     """boot.rst §"64-bit Boot Protocol": long mode, paging on, boot segments, IF=0."""
     state = CpuState()
@@ -297,32 +377,49 @@ def entry_state_64(gdtr: TableRegister) -> CpuState:
 
 
 def load_linux(board: PcBoard, image: bytes, cmdline: str = "",
-               initrd: bytes | None = None) -> CpuState:
-    """Load a bzImage (and an initrd) for the 64-bit entry; return the entry state.
+               initrd: bytes | None = None, entry: str = ENTRY_64) -> CpuState:
+    """Load a bzImage or a vmlinux (and an initrd) for the 64-bit entry; return the
+    entry state.  `entry` is one of LINUX_ENTRIES (a vmlinux is always entered directly).
 
     Everything is validated before anything is written to guest memory.
     """
     image = bytes(image)
-    header = parse_header(image)
-    if not header.xloadflags & XLF_KERNEL_64:
-        raise ImageError("this bzImage has no 64-bit entry point (xloadflags bit 0 clear)")
-    kernel = image[header.setup_size:]
+    if entry not in LINUX_ENTRIES:
+        raise ConfigError(f"unknown Linux entry {entry!r}: {', '.join(LINUX_ENTRIES)}")
     ram_top = _ram_top(board)
-    # The kernel decompresses into init_size bytes at max(load address, its
-    # LOAD_PHYSICAL_ADDR = pref_address for a fixed kernel).
-    run_at = max(KERNEL_LOAD, header.pref_address)
-    kernel_end = max(KERNEL_LOAD + len(kernel), run_at + header.init_size)
+    decompress_end = 0  # where a self-decompressing kernel's working area ends
+    if is_vmlinux(image):
+        setup, header = vmlinux_setup_header()
+        elf, kernel_chunks = _vmlinux_chunks(image)
+        start = elf.physical_entry()
+    else:
+        header = parse_header(image)
+        if not header.xloadflags & XLF_KERNEL_64:
+            raise ImageError("this bzImage has no 64-bit entry point (xloadflags bit 0 clear)")
+        setup = image
+        if entry == ENTRY_DECOMPRESSED:
+            elf, kernel_chunks = _vmlinux_chunks(
+                decompress_vmlinux(image, header.setup_size, header.version))
+            start = elf.physical_entry()
+        else:
+            kernel = image[header.setup_size:]
+            kernel_chunks = [Chunk(KERNEL_LOAD, kernel, len(kernel),
+                                   "kernel (protected-mode part)")]
+            # The kernel decompresses into init_size bytes at max(load address, its
+            # LOAD_PHYSICAL_ADDR = pref_address for a fixed kernel).
+            decompress_end = max(KERNEL_LOAD, header.pref_address) + header.init_size
+            start = KERNEL_LOAD + STARTUP_64_OFFSET
+    kernel_end = max(decompress_end, *(chunk.end for chunk in kernel_chunks))
     if kernel_end > ram_top:
-        raise ImageError(f"kernel needs RAM up to {kernel_end:#x} ({len(kernel)} bytes loaded "
-                         f"at {KERNEL_LOAD:#x}, init_size {header.init_size:#x} at "
-                         f"{run_at:#x}); guest RAM ends at {ram_top:#x}: give more -m")
+        raise ImageError(f"the kernel needs RAM up to {kernel_end:#x}; guest RAM ends at "
+                         f"{ram_top:#x}: give more -m")
     cmdline_data = _cmdline_bytes(cmdline, header)
     initrd_data = initrd or b""
     initrd_at = (_initrd_address(header, ram_top, kernel_end, len(initrd_data))
                  if initrd_data else 0)
-    params = _boot_params(image, header, board, CMDLINE, (initrd_at, len(initrd_data)))
+    params = _boot_params(setup, header, board, CMDLINE, (initrd_at, len(initrd_data)))
     gdt, gdtr = _gdt()
-    chunks = [Chunk(KERNEL_LOAD, kernel, len(kernel), "kernel (protected-mode part)"),
+    chunks = [*kernel_chunks,
               Chunk(GDT_ADDR, gdt, len(gdt), "GDT"),
               Chunk(BOOT_PARAMS, params, len(params), "boot_params"),
               Chunk(PAGE_TABLES, identity_page_tables(PAGE_TABLES), 0x6000, "page tables"),
@@ -333,4 +430,6 @@ def load_linux(board: PcBoard, image: bytes, cmdline: str = "",
         require_ram(board.memory, chunk.gpa, chunk.memsz, chunk.what)
     write_chunks(board.memory, chunks)
     install_firmware_tables(board)
-    return entry_state_64(gdtr)
+    state = entry_state_64(gdtr)
+    state.rip = start
+    return state

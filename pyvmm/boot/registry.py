@@ -30,6 +30,7 @@ class BootInputs:
 
     cmdline: str = ""
     initrd: bytes | None = None
+    linux_entry: str = "64"  # linux: how a bzImage starts (boot.linux.LINUX_ENTRIES)
 
 
 LoadFunction = Callable[["PcBoard", bytes, BootInputs], "CpuState"]
@@ -62,7 +63,7 @@ def _linux(board: PcBoard, data: bytes, inputs: BootInputs) -> CpuState:
 
     # The virtio-mmio devices are announced on the command line (virtio_mmio.device=).
     cmdline = " ".join(part for part in (inputs.cmdline, board.virtio_cmdline()) if part)
-    return load_linux(board, data, cmdline, inputs.initrd)
+    return load_linux(board, data, cmdline, inputs.initrd, inputs.linux_entry)
 
 
 def _boot_sector(board: PcBoard, data: bytes, inputs: BootInputs) -> CpuState:
@@ -112,8 +113,9 @@ class ImageOption:
 
 IMAGE_OPTIONS: tuple[ImageOption, ...] = (
     ImageOption("--kernel", "multiboot",
-                "a Linux bzImage (boot protocol 2.10+, entered in 64-bit mode) or "
-                "a multiboot v1 kernel (ELF32, ELF64 or a.out kludge)", detect=_kernel_kind),
+                "a Linux bzImage (boot protocol 2.10+, entered in 64-bit mode), a Linux "
+                "vmlinux (ELF64) or a multiboot v1 kernel (ELF32, ELF64 or a.out kludge)",
+                detect=_kernel_kind),
     ImageOption("--boot-sector", "boot-sector",
                 "a 512-byte boot sector, run at 0000:7C00 in real mode"),
     ImageOption("--bios", "bios", "a flat BIOS ROM, entered at the reset vector"),
