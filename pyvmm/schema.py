@@ -30,7 +30,11 @@ class StateError(ValueError):
 
 
 def _join(path: str, key: object) -> str:
-    return f"{path}.{key}" if path else str(key)
+    """`path.key`; a key from the file that is not short printable text is shown as its
+    (shortened) repr, so a message naming it stays one readable line."""
+    name = key if isinstance(key, str) and key.isprintable() and 0 < len(key) <= 40 \
+        else _describe(key)
+    return f"{path}.{name}" if path else name
 
 
 def _describe(value: object) -> str:

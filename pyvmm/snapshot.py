@@ -197,7 +197,10 @@ _CONTAINER_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFEr
 
 
 def _damaged(where: str, what: str) -> SnapshotError:
-    return SnapshotError(f"snapshot damaged: {where}: {what}")
+    """The one-line refusal; text that came from the file cannot break the line."""
+    text = f"{where}: {what}"
+    printable = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return SnapshotError(f"snapshot damaged: {printable}")
 
 
 def _one_line(error: BaseException) -> str:
