@@ -269,7 +269,76 @@ def snapshot_edits(cases: int, seed: int | None = None) -> None:
     _run(case, cases, seed)
 
 
+# -- the GDB remote protocol ---------------------------------------------------------
+
+class _SilentClient:
+    """Stands in for gdb's socket: the stub's unsolicited packets are counted, not sent."""
+
+    alive = True
+    no_ack = False
+
+    def send(self, payload: bytes) -> None:
+        COUNTS["gdb packets sent unsolicited"] += 1
+
+    def close(self) -> None:
+        pass
+
+
+GDB_LETTERS = list(b"?gGpPmMXZzHTqQvDkcsCS") + list(b"xyz!\x00\xff")
+
+
+def gdb_packets(cases: int, seed: int | None = None) -> None:
+    """Any byte stream through the packet decoder (bad checksums, oversized lengths,
+    a stream cut mid-packet), then every packet it yields, and random command letters
+    with random arguments, through the stub's dispatcher on a live interpreter VM:
+    only the stub's own resume/detach/kill signals may come out, never an exception."""
+    from pyvmm.debug.gdbstub import GdbStub, _Detach, _Kill, _Resume
+    from pyvmm.debug.rsp import PacketDecoder, encode_packet
+    from pyvmm.debug.target import DebugTarget
+    from pyvmm.vm import ImageSpec, VirtualMachine
+
+    vm = VirtualMachine(engine="interp", ram_size=4 << 20)
+    vm.load(ImageSpec.bundled("hello"))
+    server = GdbStub(vm, "tcp::0", wait_for_client=False)
+    target = DebugTarget(vm)
+    server.client = _SilentClient()
+
+    def dispatch(payload: bytes) -> None:
+        try:
+            reply = server._dispatch(payload, target)
+        except (_Resume, _Detach, _Kill):
+            COUNTS["gdb control signals"] += 1
+            return
+        finally:
+            target.remove_all()
+            server.client.no_ack = False
+        assert reply is None or isinstance(reply, bytes), reply
+        COUNTS["gdb commands dispatched"] += 1
+
+    @given(st.binary(max_size=300), st.lists(st.tuples(st.sampled_from(GDB_LETTERS),
+                                                       st.binary(max_size=48)), max_size=8))
+    def case(stream: bytes, commands: list[tuple[int, bytes]]) -> None:
+        decoder = PacketDecoder(max_packet=256)
+        framed = stream + b"".join(encode_packet(bytes((letter,)) + rest)
+                                   for letter, rest in commands)
+        for event in decoder.feed(framed[:len(framed) // 2]) + decoder.feed(
+                framed[len(framed) // 2:]):
+            COUNTS["gdb decoder events"] += 1
+            payload = getattr(event, "payload", None)
+            if payload is not None:
+                dispatch(payload)
+        COUNTS["gdb byte streams"] += 1
+
+    try:
+        _run(case, cases, seed)
+    finally:
+        server.client = None
+        server.close()
+        vm.close()
+
+
 TARGETS: dict[str, Callable[[int, int | None], None]] = {
+    "gdb-packets": gdb_packets,
     "devices": devices, "roundtrip": roundtrip, "hypercalls": hypercalls,
     "loaders": loaders, "snapshot-flips": snapshot_flips, "snapshot-edits": snapshot_edits,
 }

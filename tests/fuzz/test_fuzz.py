@@ -9,7 +9,7 @@ from tests.fuzz.targets import COUNTS, TARGETS
 
 # Cases per target in CI: together about a minute on an idle 2-core machine.
 CI_CASES = {"devices": 40, "roundtrip": 40, "hypercalls": 40, "loaders": 60,
-            "snapshot-flips": 60, "snapshot-edits": 60}
+            "snapshot-flips": 60, "snapshot-edits": 60, "gdb-packets": 60}
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
