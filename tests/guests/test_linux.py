@@ -144,9 +144,19 @@ def _debian_kernel() -> tuple[object, str | None]:
 
 
 # Measured on this host at load about 10: from start to S5, 1.59 G instructions in
-# 1922 s of wall time under jit; the suite's other Linux rows take a few minutes.
+# 1922 s of wall time under jit.  With a first-run kernel build that does not fit
+# CI's budget beside the rest, so it runs when asked: PYVMM_LINUX_STOCK=1.
 STOCK_LIMIT_S = 6000
-STOCK_SKIPS = {"jit": _software_skip_reason(),
+STOCK_OPT_IN = ("Debian's stock kernel boot is 1.59 G instructions (measured: 1922 s under "
+                "jit at load 10); PYVMM_LINUX_STOCK=1 runs it")
+
+
+def _stock_skip_reason() -> str | None:
+    return _software_skip_reason() or (
+        None if os.environ.get("PYVMM_LINUX_STOCK") == "1" else STOCK_OPT_IN)
+
+
+STOCK_SKIPS = {"jit": _stock_skip_reason(),
                "kvm": kvm_skip_reason() or (
                    "not run on this host: its /init would meet the SYSCALL limitation "
                    "measured with pyvmm's own kernel (" + KVM_RING0_EMULATION + "), after "
