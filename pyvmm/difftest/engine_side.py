@@ -130,6 +130,8 @@ class EngineSide:
             cr3 = write_32bit_tables(board)
         board.stop_request = None
         engine = self.engine_class(board)
+        if hasattr(engine, "hot_after"):
+            engine.hot_after = 1  # the JIT translates code that runs once: test that
         try:
             engine.intercept_exceptions = set(range(32))
             engine.set_state(initial_state(enc, cr3))

@@ -258,6 +258,23 @@ class Insn:
         self._consts.append(value)  # type: ignore[arg-type]
         return f"k{len(self._consts) - 1}"
 
+    @staticmethod
+    def push(value: str, size: int) -> str:
+        """Source pushing `value` (`size` bytes), as `Cpu.push` does it: the store at the
+        decremented stack pointer first, so a fault leaves RSP as it was (SDM Vol. 1
+        §6.2.2; Vol. 2B "PUSH").  As statements, so a block keeps RSP in a local."""
+        return (f"nsp = (regs[4] - {size}) & cpu.stack_mask\n"
+                f"write(2, nsp, {size}, {value})\n"
+                "regs[4] = regs[4] & ~cpu.stack_mask | nsp")
+
+    @staticmethod
+    def pop(target: str, size: int) -> str:
+        """Source popping `size` bytes into `target` (a name or `cpu.rip`), as `Cpu.pop`:
+        the load first, then RSP incremented (SDM Vol. 2B "POP")."""
+        return ("nsp = regs[4] & cpu.stack_mask\n"
+                f"{target} = read(2, nsp, {size})\n"
+                f"regs[4] = regs[4] & ~cpu.stack_mask | (nsp + {size}) & cpu.stack_mask")
+
     @property
     def next(self) -> str:
         """Source for `cpu.rip = <next ip>`."""

@@ -577,17 +577,32 @@ class Cpu:
         self.write_lin_slow(lin & self.lin_mask, size, value & _MASK[size], False)
 
     def fetch_bytes(self, lin: int, count: int) -> bytes:
-        """Instruction fetch of up to `count` bytes (stops early at an unmapped page)."""
-        out = bytearray()
-        for i in range(count):
-            a = (lin + i) & self.lin_mask
+        """Instruction fetch of up to `count` bytes (stops early at an unmapped page).
+
+        One translation per page: every byte of a page has the same mapping and
+        rights (SDM Vol. 3A §4.3-4.5), so the fetch is checked at each page's first
+        byte it needs and RAM is copied a page piece at a time.
+        """
+        user = self.cpl == 3
+        access = PF_FETCH | (4 if user else 0)
+        mask = self.lin_mask
+        out = b""
+        while count > 0:
+            a = lin & mask
+            n = min(count, 4096 - (a & 0xFFF))  # the page end (also where `mask` wraps)
             try:
-                out.append(self.read_lin_slow(a, 1, PF_FETCH))
+                pa = self.tlb.translate(a, access, user)
             except CpuFault:
-                if i == 0:
+                if not out:
                     raise
                 break
-        return bytes(out)
+            if (pa >> 12) in self.ram_pages:
+                out += self.ram[pa:pa + n]
+            else:
+                out += bytes(self.phys_read(pa + i, 1) for i in range(n))
+            lin = a + n
+            count -= n
+        return out
 
     def fetch_physical_page(self, lin: int) -> int:
         """Physical page number an instruction byte at `lin` comes from."""

@@ -8,6 +8,11 @@ code context (CS base, CS limit, code size, CPL: the interpreter's decode-cache
 key) and dropped when the guest writes to a physical page it came from, or
 when the address space changes (CR0/CR3/CR4 writes, INVLPG).
 
+Tiering: code is interpreted until dispatch has reached its address
+`hot_after` times (HOT_AFTER), then translated; a block that does not fit the
+rest of a batch hands the batch's last instructions to the interpreter, so no
+translation starts in the middle of a block.
+
 Code that keeps rewriting itself (SMC_LIMIT translations of a page dropped by
 writes) is left to the interpreter from then on, so it never runs slower than
 interpreted.
@@ -37,6 +42,12 @@ _NO_BLOCK = (None, 0)  # cache entry for code the translator leaves to the inter
 # again after every write and run slower than interpreted (binary translators such as
 # QEMU's TCG likewise fall back to interpreting such pages).
 SMC_LIMIT = 32
+# Tiering: code is interpreted until dispatch has reached its address this many times,
+# then translated.  A translation costs about as much as interpreting the block a few
+# hundred times (decode, semantic capture, Python compile), and most of a kernel's
+# boot code runs a handful of times; see docs/PERFORMANCE.md, "Linux boot".  1 =
+# translate on first sight (the translator's own tests and the differential tester).
+HOT_AFTER = 8
 
 
 class _Record:
@@ -64,6 +75,7 @@ class _Context:
         self.live: dict[int, tuple] = {}
         self.records: dict[int, _Record] = {}
         self.parked: dict[int, list[_Record]] = {}
+        self.heat: dict[int, int] = {}  # offset -> times reached before it is translated
 
     def park(self) -> None:
         for rip, record in self.records.items():
@@ -71,6 +83,7 @@ class _Context:
                 self.parked.setdefault(rip, []).append(record)
         self.records.clear()
         self.live.clear()
+        self.heat.clear()
 
 
 class JitEngine(InterpreterEngine):
@@ -98,6 +111,7 @@ class JitEngine(InterpreterEngine):
         self.smc_pages: set[int] = set()  # pages whose code is interpreted from now on
         self.smc_interpreted = 0
         self.block_bytes: dict[object, int] = {}  # block function -> size, for block hooks
+        self.hot_after = HOT_AFTER
         # Chain onto the interpreter's hooks (its decode cache installed them).
         inner_context, inner_flush = cpu.on_context_change, cpu.on_address_space_change
 
@@ -204,6 +218,13 @@ class JitEngine(InterpreterEngine):
         entry = self._unpark(rip)
         if entry is not None:
             return entry
+        if self.hot_after > 1:
+            heat = self.context.heat
+            seen = heat.get(rip, 0) + 1
+            if seen < self.hot_after:
+                heat[rip] = seen  # cold: interpret it, count again next time
+                return _NO_BLOCK
+            del heat[rip]
         if self._hooked_code(rip):
             self.context.live[rip] = _NO_BLOCK  # code hooks see each instruction: step it
             return _NO_BLOCK
@@ -284,13 +305,24 @@ class JitEngine(InterpreterEngine):
                             budget -= fn(budget)
                             in_block = False
                             executions += 1
-                        else:
-                            handler = cpu.icache.get(cpu.rip)
-                            if handler is None:
-                                handler = decode()
-                            handler()
-                            budget -= 1
-                            steps += 1
+                            continue
+                        if length:
+                            # The block does not fit: the batch's last instructions are
+                            # interpreted (none of them starts a translation mid-block).
+                            while budget > 0:
+                                handler = cpu.icache.get(cpu.rip)
+                                if handler is None:
+                                    handler = decode()
+                                handler()
+                                budget -= 1
+                                steps += 1
+                            break
+                        handler = cpu.icache.get(cpu.rip)
+                        if handler is None:
+                            handler = decode()
+                        handler()
+                        budget -= 1
+                        steps += 1
                     break
                 except BlockExit:
                     # Self-modifying code: the rest of the block may be stale.

@@ -22,17 +22,18 @@ import re
 
 from pyvmm.engines.interp.cpu import _PACK, _UNPACK
 
-_READ = re.compile(r"(?<![\w.])read\(([0-5]), ea, ([1248])\)")
-_WRITE = re.compile(r"\A(\s*)write\(([0-5]), ea, ([1248]), (.+)\)\Z")
+# The offset is `ea` (a memory operand) or `nsp` (a push or pop: interp/builder.py).
+_READ = re.compile(r"(?<![\w.])read\(([0-5]), (ea|nsp), ([1248])\)")
+_WRITE = re.compile(r"\A(\s*)write\(([0-5]), (ea|nsp), ([1248]), (.+)\)\Z")
 _MASKS = {1: "0xFF", 2: "0xFFFF", 4: "0xFFFFFFFF", 8: "0xFFFFFFFFFFFFFFFF"}
 
 
 def _read(match: re.Match[str]) -> str:
-    seg, size = match.group(1), int(match.group(2))
+    seg, off, size = match.group(1), match.group(2), int(match.group(3))
     hit = "_jram[_jpg | _jl & 4095]" if size == 1 else f"_jun{size}(_jram, _jpg | _jl & 4095)[0]"
-    return (f"({hit} if _jslo[{seg}] <= ea <= _jshi[{seg}] - {size - 1} and "
-            f"(_jpg := _jrd.get((_jl := _jsb[{seg}] + ea & _jlm) >> 12)) is not None and "
-            f"_jl & 4095 <= {4096 - size} else read({seg}, ea, {size}))")
+    return (f"({hit} if _jslo[{seg}] <= {off} <= _jshi[{seg}] - {size - 1} and "
+            f"(_jpg := _jrd.get((_jl := _jsb[{seg}] + {off} & _jlm) >> 12)) is not None and "
+            f"_jl & 4095 <= {4096 - size} else read({seg}, {off}, {size}))")
 
 
 def inline(line: str) -> tuple[str, bool, bool]:
@@ -44,15 +45,16 @@ def inline(line: str) -> tuple[str, bool, bool]:
     match = _WRITE.match(line)
     if match is None:
         return line, reads, False
-    pad, seg, size, value = match.group(1), match.group(2), int(match.group(3)), match.group(4)
+    pad, seg, off = match.group(1), match.group(2), match.group(3)
+    size, value = int(match.group(4)), match.group(5)
     if value.count("(") != value.count(")"):
         return line, reads, False
-    return (f"{pad}if _jslo[{seg}] <= ea <= _jswhi[{seg}] - {size - 1} and "
-            f"(_jpg := _jwr.get((_jl := _jsb[{seg}] + ea & _jlm) >> 12)) is not None and "
+    return (f"{pad}if _jslo[{seg}] <= {off} <= _jswhi[{seg}] - {size - 1} and "
+            f"(_jpg := _jwr.get((_jl := _jsb[{seg}] + {off} & _jlm) >> 12)) is not None and "
             f"_jl & 4095 <= {4096 - size}:\n"
             f"{pad}    _jpk{size}(_jram, _jpg | _jl & 4095, ({value}) & {_MASKS[size]})\n"
             f"{pad}else:\n"
-            f"{pad}    write({seg}, ea, {size}, {value})"), reads, True
+            f"{pad}    write({seg}, {off}, {size}, {value})"), reads, True
 
 
 # Closure values the inlined code names (bound once per translated block).

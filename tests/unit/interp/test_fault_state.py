@@ -32,6 +32,8 @@ RCX, RSI, RDI = 1, 6, 7
 def _fault(cls: type, source: str):  # noqa: ANN202
     board = BareBoard(8 << 20)
     engine = cls(board)
+    if cls is JitEngine:
+        engine.hot_after = 1  # translate code that runs once (the JIT is under test)
     board.memory.write(CODE, assemble(source + "\nhlt", CODE, 64))
     board.memory.write(HANDLER, assemble("pop rbx\nmov rdx, cr2\nhlt", HANDLER, 64))
     state = long_mode_state(board, CODE)

@@ -42,6 +42,8 @@ def run64(source: str, user: bool = False, intercept: set[int] | None = None,
           ) -> tuple[StopKind, CpuState, BareBoard, InterpreterEngine]:
     board = BareBoard(16 << 20)
     engine = engine_class(board)
+    if engine_class is JitEngine:
+        engine.hot_after = 1  # translate code that runs once (the JIT is under test)
     board.memory.write(CODE, assemble(source + "\nhlt", CODE))
     state = long_mode_state(board, CODE, user=user)
     if setup is not None:

@@ -36,6 +36,8 @@ def fault(source: str, user: bool, pde: int, engine_class: type = InterpreterEng
           ) -> tuple[int | None, int | None]:
     board = BareBoard(16 << 20)
     engine = engine_class(board)
+    if engine_class is JitEngine:
+        engine.hot_after = 1  # translate code that runs once (the JIT is under test)
     board.memory.write(CODE, assemble(source + "\nhlt", CODE))
     state = long_mode_state(board, CODE, user=user)
     board.memory.write_u64(PD + 8 * (TARGET >> 21), pde)

@@ -28,6 +28,8 @@ def _run(cls: type, code: bytes, handler: bytes | None = None, vector: int | Non
          regs: dict[int, int] | None = None):  # noqa: ANN202
     board = BareBoard(4 << 20)
     engine = cls(board)
+    if cls is JitEngine:
+        engine.hot_after = 1  # translate code that runs once (the translator is under test)
     board.memory.write(CODE, code)
     if handler is not None:
         board.memory.write(HANDLER, handler)
@@ -226,6 +228,7 @@ def test_string_and_stack_instructions() -> None:
 def test_translation_of_reports_block_length() -> None:
     board = BareBoard(4 << 20)
     engine = JitEngine(board)
+    engine.hot_after = 1
     board.memory.write(CODE, assemble("mov eax, 1\nadd eax, 2\nshl eax, 1\njmp $\n", CODE))
     engine.set_state(long_mode_state(board, CODE))
     block = engine.translation_of(CODE)
@@ -276,6 +279,7 @@ def test_blocks_follow_direct_jumps_and_calls() -> None:
     """
     board = BareBoard(4 << 20)
     engine = JitEngine(board)
+    engine.hot_after = 1
     board.memory.write(CODE, assemble(source, CODE))
     engine.set_state(long_mode_state(board, CODE))
     block = engine.translation_of(CODE)
@@ -349,3 +353,27 @@ def test_loop_with_loads_and_stores_across_pages() -> None:
     assert stop.kind is StopKind.HALTED
     assert jit.board.stats.get("jit", "blocks translated") <= 4
     assert jit.board.memory.read(0x301000, 8) != bytes(8)  # crossed into the next page
+
+
+def test_tiering_interprets_cold_code_and_translates_hot_loops() -> None:
+    """With tiering (the engine's default hot_after), the code before and after LOOP's
+    1000 iterations runs once and is interpreted; the loop is translated once it is hot;
+    the result is the interpreter's to the instruction."""
+    from pyvmm.engines.jit.engine import HOT_AFTER
+
+    code = assemble(LOOP, CODE)
+    _, interp, istop = _run(InterpreterEngine, code)
+    board = BareBoard(4 << 20)
+    jit = JitEngine(board)
+    assert jit.hot_after == HOT_AFTER > 1
+    board.memory.write(CODE, code)
+    jit.set_state(long_mode_state(board, CODE))
+    stop = jit.run(timeout=20)
+    assert stop.kind is istop.kind is StopKind.HALTED
+    assert jit.get_state().gprs == interp.get_state().gprs
+    assert jit.instructions == interp.instructions
+    stats = board.stats
+    assert 1 <= stats.get("jit", "blocks translated") <= 3
+    assert stats.get("jit", "block executions") >= 900
+    # The first (cold) passes and the straight-line code around the loop: interpreted.
+    assert stats.get("jit", "fallback steps") >= 3 + HOT_AFTER - 1

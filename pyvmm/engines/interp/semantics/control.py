@@ -117,7 +117,7 @@ def _call(b: Insn) -> Handler:
         if b.code_bits == 64 and (target + _CANON) >> 48 & 0xFFFF:
             return b.compile(_goto(b, target))
         return b.compile(f"""
-cpu.push({b.const(b.next_ip)}, {size})
+{b.push(b.const(b.next_ip), size)}
 cpu.rip = {b.const(target)}
 """)
     if kind in (OpKind.FAR_BRANCH16, OpKind.FAR_BRANCH32):
@@ -128,7 +128,7 @@ cpu.rip = {b.const(target)}
     return b.compile(f"""
 t = {b.get(0)} & {b.const(_ip_mask_for(b, size))}
 {_canonical_check(b, "t")}
-cpu.push({b.const(b.next_ip)}, {size})
+{b.push(b.const(b.next_ip), size)}
 cpu.rip = t
 """)
 
@@ -144,13 +144,13 @@ def _ret(b: Insn) -> Handler:
     if size == 8:
         return b.compile(f"""
 sp = regs[4]
-t = cpu.pop(8)
+{b.pop("t", 8)}
 if (t + {_CANON}) >> 48 & 0xFFFF:
     regs[4] = sp
     raise CpuFault({GP}, 0)
 cpu.rip = t{adjust}
 """)
-    return b.compile(f"cpu.rip = cpu.pop({size}){adjust}")
+    return b.compile(f"{b.pop('cpu.rip', size)}{adjust}")
 
 
 @semantic(Mnemonic.RETF)

@@ -38,11 +38,11 @@ def _push(b: Insn) -> Handler:
         return b.compile(f"cpu.push(cpu.seg_sel[{SEGREG[b.ins.op_register(0)]}], {size})\n"
                          f"{b.next}")
     if b.is_imm(0):
-        return b.compile(f"cpu.push({b.const(b.imm(0, size))}, {size})\n{b.next}")
+        return b.compile(f"{b.push(b.const(b.imm(0, size)), size)}\n{b.next}")
     if b.is_reg(0) and b.reg(0)[0] == 4 and b.cpu.is_8086:
         # The 8086 pushes SP as it is *after* the decrement.
         return b.compile(f"cpu.push((regs[4] - 2) & 0xFFFF, 2)\n{b.next}")
-    return b.compile(f"cpu.push({b.get(0)}, {size})\n{b.next}")
+    return b.compile(f"{b.push(b.get(0), size)}\n{b.next}")
 
 
 @semantic(Mnemonic.POP)
@@ -85,7 +85,7 @@ except CpuFault:
     raise
 {b.next}
 """)
-    return b.compile(f"v = cpu.pop({size})\n{b.set(0, 'v')}\n{b.next}")
+    return b.compile(f"{b.pop('v', size)}\n{b.set(0, 'v')}\n{b.next}")
 
 
 @semantic(Mnemonic.PUSHA, Mnemonic.PUSHAD)
