@@ -363,8 +363,9 @@ def _restore_memory(board: PcBoard, regions: list[RegionImage], board_state: dic
     layout = [(r.name, r.gpa, r.size, r.readonly) for r in board.memory.regions]
     wanted = [(r.name, r.gpa, r.size, r.readonly) for r in regions]
     if sorted(layout) != sorted(wanted):
-        raise SnapshotError("snapshot memory layout does not match the board: "
-                            f"{sorted(wanted)} vs {sorted(layout)}")
+        # The manifest's ram_size and its memory list disagree: an edited file.
+        raise _damaged("memory", f"the regions {sorted(wanted)} do not make the board's "
+                                 f"layout {sorted(layout)} (ram_size {board.ram_size})")
     by_name = {r.name: r for r in board.memory.regions}
     for image in regions:
         region = by_name[image.name]

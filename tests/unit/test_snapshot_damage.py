@@ -102,6 +102,8 @@ SEMANTIC_EDITS = {
     "pending vector 300": (lambda m: m["cpu"].__setitem__("pending_interrupt", 300),
                            "cpu.pending_interrupt"),
     "ram size 3": (lambda m: m.__setitem__("ram_size", 3), "ram_size"),
+    # Found by tests.fuzz snapshot-edits: a valid size that the memory list does not match.
+    "ram size 8 MiB, memory of 4": (lambda m: m.__setitem__("ram_size", 8 << 20), "memory"),
     # Found by `python -m tests.fuzz --only snapshot-edits`: a key is named in the message.
     "field named newline": (device("debug-exit", "\n", None), "debug-exit.'\\n'"),
     "clock field named CR": (lambda m: m["board"]["clock"].__setitem__("a\rb", 1),
