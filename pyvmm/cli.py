@@ -214,6 +214,10 @@ def _add_irqchip_option(run: argparse.ArgumentParser) -> None:
                           "KVM's in-kernel i8259 pair, I/O APIC, local APIC and PIT "
                           "(KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2), no exits for them; their "
                           "state goes in and out of snapshots like the board's")
+    run.add_argument("--no-ioeventfd", action="store_true",
+                     help="kvm only: every virtio queue notification is a VM exit served in "
+                          "Python (QEMU's ioeventfd=off). Default: KVM_IOEVENTFD signals the "
+                          "device's I/O thread inside KVM, without an exit")
 
 
 def _add_reset_options(run: argparse.ArgumentParser) -> None:
@@ -431,12 +435,15 @@ def build_parser() -> argparse.ArgumentParser:
                "  pyvmm compare --engines interp,kvm --json out.json --plot out.png "
                "--append work=5 demo\n"
                "  pyvmm compare --engines kvm,kvm:kernel demo\n"
+               "  pyvmm compare --engines kvm,kvm:no-ioeventfd --kernel K --drive file=D\n"
                "  pyvmm compare --engines kvm --append work=2 --append 'work=2 pv' demo"
                "   (emulated devices vs para-virtual, side by side)\n")
     _add_guest_options(compare, with_engine=False, append_many=True)
     compare.add_argument("--engines", metavar="LIST", default=None,
                          help="comma-separated engines (default: all, interp first); "
-                              "kvm:kernel is kvm with --irqchip kernel")
+                              "kvm:kernel is kvm with --irqchip kernel, kvm:no-ioeventfd "
+                              "(and kvm:kernel:no-ioeventfd) kvm with --no-ioeventfd")
+    _add_device_options(compare)
     compare.add_argument("--json", metavar="FILE", help="also write the results as JSON "
                          "(schema: docs/compare-schema.json); - for stdout")
     compare.add_argument("--plot", metavar="FILE.png", help="draw time and exits per engine")
@@ -540,14 +547,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         snapshot = Snapshot.load(args.restore)
         vm = restore_snapshot(snapshot, requested_engine, serial_output=serial,
-                              debugcon_output=debugcon, irqchip=args.irqchip)
+                              debugcon_output=debugcon, irqchip=args.irqchip,
+                              ioeventfd=not args.no_ioeventfd)
         print(f"pyvmm: {vm.name} restored {snapshot.describe()}; resuming under "
               f"{vm.engine_name}", file=sys.stderr)
     else:
         vm = VirtualMachine(engine=args.engine, ram_size=args.memory, serial_output=serial,
                             debugcon_output=debugcon, unmapped=args.unmapped,
                             virtio=tuple(args.drive + args.device), irqchip=args.irqchip,
-                            reboot_timeout=args.reboot_timeout)
+                            reboot_timeout=args.reboot_timeout,
+                            ioeventfd=not args.no_ioeventfd)
     vm.no_reboot = args.no_reboot
     try:
         if spec is not None:
@@ -768,7 +777,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError("--engines names no engine")
     runs = compare.compare(spec, engines, args.memory, args.timeout,
                            progress=lambda line: print(line, file=sys.stderr, flush=True),
-                           unmapped=args.unmapped, cmdlines=appends)
+                           unmapped=args.unmapped, cmdlines=appends,
+                           virtio=tuple(args.drive + args.device))
     # With --json -, stdout is the JSON document alone; the table goes to stderr.
     table_stream = sys.stderr if args.json == "-" else sys.stdout
     print(compare.format_table(spec, runs), file=table_stream)

@@ -68,22 +68,26 @@ class EngineRun:
 
 
 # A column: an engine, or an engine with options ("kvm:kernel" is kvm with
-# --irqchip kernel, KVM's in-kernel interrupt controllers and PIT).
-COLUMNS: dict[str, tuple[str, dict[str, str]]] = {
+# --irqchip kernel, KVM's in-kernel interrupt controllers and PIT;
+# ":no-ioeventfd" is --no-ioeventfd, every virtio notification a VM exit).
+COLUMNS: dict[str, tuple[str, dict[str, Any]]] = {
     **{name: (name, {}) for name in ENGINES},
     "kvm:kernel": ("kvm", {"irqchip": "kernel"}),
+    "kvm:no-ioeventfd": ("kvm", {"ioeventfd": False}),
+    "kvm:kernel:no-ioeventfd": ("kvm", {"irqchip": "kernel", "ioeventfd": False}),
 }
 
 
 def run_engine(engine: str, spec: ImageSpec, ram_size: int, timeout: float | None,
-               unmapped: str = "stop") -> EngineRun:
+               unmapped: str = "stop", virtio: tuple = ()) -> EngineRun:
     name, options = COLUMNS.get(engine, (engine, {}))
     available, reason = engine_availability(name)
     if not available:
         return EngineRun(engine, False, reason, cmdline=spec.cmdline)
     capture = OutputCapture()
     vm = VirtualMachine(engine=name, ram_size=ram_size, serial_output=capture,
-                        debugcon_output=capture, name=engine, unmapped=unmapped, **options)
+                        debugcon_output=capture, name=engine, unmapped=unmapped,
+                        virtio=virtio, **options)
     try:
         vm.load(spec)
         stop = vm.run(timeout)
@@ -106,7 +110,7 @@ def column_label(engine: str, cmdline: str, several: bool) -> str:
 
 def compare(spec: ImageSpec, engines: list[str], ram_size: int, timeout: float | None,
             progress=None, unmapped: str = "stop",
-            cmdlines: list[str] | None = None) -> list[EngineRun]:
+            cmdlines: list[str] | None = None, virtio: tuple = ()) -> list[EngineRun]:
     """Run `spec` under each engine, once per command line (default: the
     spec's own); columns are engine-major, so one engine's runs sit together."""
     lines = cmdlines if cmdlines else [spec.cmdline]
@@ -118,7 +122,8 @@ def compare(spec: ImageSpec, engines: list[str], ram_size: int, timeout: float |
         if progress:
             progress(f"compare: running {spec.label or spec.path} under {label} "
                      f"({index}/{len(pairs)})...")
-        run = run_engine(engine, replace(spec, cmdline=line), ram_size, timeout, unmapped)
+        run = run_engine(engine, replace(spec, cmdline=line), ram_size, timeout, unmapped,
+                         virtio)
         run.label = label
         if progress:  # the table's measurement, not a second clock around it
             verdict = (f"{run.wall_seconds:.2f} s, {run.stop}" if run.available

@@ -102,7 +102,7 @@ class VirtualMachine:
                  host_timer: HostTimerService | None = None,
                  unmapped: str = "stop", virtio: tuple[VirtioSpec, ...] = (),
                  irqchip: str = "user", no_reboot: bool = False,
-                 reboot_timeout: int | None = None) -> None:
+                 reboot_timeout: int | None = None, ioeventfd: bool = True) -> None:
         self.name = name
         cls = engine_class(engine)
         available, reason = cls.availability()
@@ -119,9 +119,13 @@ class VirtualMachine:
         if irqchip != "user" and engine != "kvm":
             raise ConfigError(f"--irqchip {irqchip} is KVM's (the in-kernel interrupt "
                               f"controllers); the {engine} engine has only the board's")
+        if not ioeventfd and engine != "kvm":
+            raise ConfigError(f"--no-ioeventfd is KVM's (KVM_IOEVENTFD); the {engine} engine "
+                              "serves every notification where the guest makes it")
         self.irqchip = irqchip
-        self.engine: Engine = cls(self.board, irqchip=irqchip) if engine == "kvm" \
-            else cls(self.board)
+        self.ioeventfd = ioeventfd  # kvm only: False is --no-ioeventfd
+        self.engine: Engine = cls(self.board, irqchip=irqchip, ioeventfd=ioeventfd) \
+            if engine == "kvm" else cls(self.board)
         self.stop_reason: StopReason | None = None
         # Kept for snapshots (pyvmm/snapshot.py): what a restored VM is built with.
         self.image: ImageSpec | None = None

@@ -703,6 +703,11 @@ class PcBoard:
                 if (image := getattr(self.devices[f"virtio{index}"].device, "image", None))
                 is not None]
 
+    def virtio_transports(self) -> list[tuple[str, object]]:
+        """(row name, transport) of every virtio device (VirtioPci or VirtioMmio)."""
+        return [(name, self.devices[name]) for name in
+                (f"virtio{index}" for index in range(len(self.virtio_specs)))]
+
     def flush_disks(self) -> None:
         """fsync every virtio-blk image (before a snapshot)."""
         for image in self._disks():

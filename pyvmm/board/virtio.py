@@ -116,7 +116,7 @@ def _mmio_row(name: str, spec: VirtioSpec, index: int) -> DeviceRow:
     base, irq = slot(index)
 
     def build(board: PcBoard, lines: list) -> VirtioMmio:
-        return VirtioMmio(KINDS[spec.kind](board, spec), *lines)
+        return VirtioMmio(KINDS[spec.kind](board, spec), *lines, base=base)
 
     return DeviceRow(name, name, build, mmio=(Range(base, WINDOW, f"virtio-{spec.kind}"),),
                      irqs=(irq,))

@@ -104,6 +104,7 @@ class VirtioBlock(VirtioDevice):
     device_id = DEVICE_BLOCK
     name = "virtio-blk"
     queue_sizes = (QUEUE_SIZE,)
+    iothread_safe = True  # the image file and guest memory only
 
     def __init__(self, memory: GuestMemory, image: RawImage, serial: str = "pyvmm-disk",
                  stats: Stats | None = None) -> None:

@@ -12,6 +12,7 @@ work until it is reset.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from pyvmm.devices.virtio.queue import QueueError, SplitQueue
@@ -38,6 +39,9 @@ class VirtioDevice:
     name = "virtio"
     queue_sizes: tuple[int, ...] = ()
     device_features = 0  # the type's own feature bits (COMMON_FEATURES are added)
+    # Whether an engine may serve this type's queues on an I/O thread
+    # (iothread.py): its `serve` touches only guest memory and its own backend.
+    iothread_safe = False
 
     def __init__(self, memory: GuestMemory, stats: Stats | None = None) -> None:
         self.memory = memory
@@ -47,6 +51,12 @@ class VirtioDevice:
         # Set by the transport: raise the interrupt with these status bits, for
         # this queue (None: a configuration change).
         self.interrupt: Callable[[int, int | None], None] = lambda bits, queue: None
+        # Who serves a queue notification: `notify` inline (the default), or an
+        # I/O thread's hand-off (iothread.IoThread).  Transports call `queue_notify`.
+        self.notifier: Callable[[int], None] = self.notify
+        # Held by the transport's register accesses and while a queue is served, so
+        # that an I/O thread and the vCPU thread never see each other's half-done work.
+        self.lock = threading.RLock()
         self.reset()
 
     # -- lifecycle ---------------------------------------------------------------
@@ -103,8 +113,12 @@ class VirtioDevice:
             return
         queue.ready = True
 
+    def queue_notify(self, index: int) -> None:
+        """The driver wrote queue `index`'s notification register (§4.1.4.4, §4.2.2)."""
+        self.notifier(index)
+
     def notify(self, index: int) -> None:
-        """The driver notified queue `index` (QueueNotify, §4.2.2)."""
+        """Serve queue `index` now, on the calling thread (under `lock`)."""
         self.stats.count("virtio", f"{self.name} notifications")
         if not self.running or not 0 <= index < len(self.queues):
             return

@@ -12,6 +12,8 @@ Linux finds a virtio-mmio device from the kernel command line,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyvmm.devices.virtio.device import VirtioDevice
 from pyvmm.machine.interrupts import IrqLine
 
@@ -63,13 +65,26 @@ def kernel_cmdline_fragment(base: int, irq: int) -> str:
     return f"virtio_mmio.device={WINDOW:#x}@{base:#x}:{irq}"
 
 
-class VirtioMmio:
-    """A virtio device behind the virtio-mmio register window."""
+def run_now(action: Callable[[], None]) -> None:
+    """A transport's `post_line` while its device is served on the vCPU thread."""
+    action()
 
-    def __init__(self, device: VirtioDevice, irq: IrqLine) -> None:
+
+class VirtioMmio:
+    """A virtio device behind the virtio-mmio register window at `base`.
+
+    Register accesses hold the device's lock (an I/O thread may be serving a
+    queue).  InterruptStatus changes at once; the line follows through
+    `post_line`, which an engine serving the device on an I/O thread points at
+    the vCPU thread (the board's lines are that thread's).
+    """
+
+    def __init__(self, device: VirtioDevice, irq: IrqLine, base: int = 0) -> None:
         self.device = device
         self.irq = irq
+        self.base = base
         self.stats = device.stats
+        self.post_line: Callable[[Callable[[], None]], None] = run_now
         device.interrupt = self._raise
         self.reset_transport()
 
@@ -82,7 +97,17 @@ class VirtioMmio:
 
     def _raise(self, bits: int, queue: int | None = None) -> None:
         self.interrupt_status |= bits
-        self.irq.set(True)
+        self.post_line(self._drive_line)
+
+    def _drive_line(self) -> None:
+        """The level-triggered line: high while InterruptStatus is not 0."""
+        self.irq.set(bool(self.interrupt_status))
+
+    def notify_points(self) -> list[tuple[int, int, int | None, int]]:
+        """(address, width, value the write must carry or None, queue) of each
+        queue's notification: QueueNotify, 32-bit, the queue index (§4.2.2)."""
+        return [(self.base + QUEUE_NOTIFY, 4, index, index)
+                for index in range(len(self.device.queues))]
 
     def _queue(self):  # noqa: ANN202
         queues = self.device.queues
@@ -90,6 +115,14 @@ class VirtioMmio:
 
     # -- registers ---------------------------------------------------------------
     def mmio_read(self, offset: int, size: int) -> int:
+        with self.device.lock:
+            return self._read(offset, size)
+
+    def mmio_write(self, offset: int, size: int, value: int) -> None:
+        with self.device.lock:
+            self._write(offset, size, value)
+
+    def _read(self, offset: int, size: int) -> int:
         device = self.device
         if offset >= CONFIG:
             return device.config_read(offset - CONFIG, size)
@@ -123,7 +156,7 @@ class VirtioMmio:
         self.stats.count("virtio", "mmio read of a write-only or reserved register")
         return 0
 
-    def mmio_write(self, offset: int, size: int, value: int) -> None:
+    def _write(self, offset: int, size: int, value: int) -> None:
         device = self.device
         if offset >= CONFIG:
             device.config_write(offset - CONFIG, size, value)
@@ -154,7 +187,7 @@ class VirtioMmio:
                 elif not value & 1:
                     queue.ready = False
         elif offset == QUEUE_NOTIFY:
-            device.notify(value & 0xFFFF)
+            device.queue_notify(value & 0xFFFF)
         elif offset == INTERRUPT_ACK:
             self.interrupt_status &= ~value
             if not self.interrupt_status:

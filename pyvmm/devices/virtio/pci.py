@@ -26,6 +26,14 @@ NO_VECTOR (§4.1.5.1.2).  Interrupts (§4.1.5.3, §4.1.5.4): with MSI-X
 enabled, the queue's or the configuration vector is signalled (nothing for
 NO_VECTOR) and the ISR is not set; with it disabled, the ISR bit is set and
 INTx asserted.
+
+Every register access holds the device's lock (an I/O thread may be serving
+a queue).  The ISR changes at once; INTA# follows through `post_line` and an
+MSI-X message is sent through `post_msi`, which an engine serving the device
+on an I/O thread points at the vCPU thread, or leaves direct where its
+message delivery is thread-safe (KVM_SIGNAL_MSI).  `on_notify_moved` is
+called when BAR 4 moves, so that an engine can move its notification
+listeners (KVM_IOEVENTFD) with it.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from pyvmm.devices.pci.config import (
     PciFunction,
 )
 from pyvmm.devices.virtio.device import VirtioDevice
+from pyvmm.devices.virtio.mmio import run_now
 from pyvmm.devices.virtio.spec import (
     DEVICE_BLOCK,
     DEVICE_CONSOLE,
@@ -160,6 +169,9 @@ class VirtioPci(PciFunction):
             (MSIX_TABLE_OFFSET, MSIX_BLOCK, self.msix.table_read, self.msix.table_write),
             (MSIX_PBA_OFFSET, MSIX_BLOCK, self.msix.pba_read, self.msix.pba_write),
         )
+        self.post_line: Callable[[Callable[[], None]], None] = run_now
+        self.post_msi: Callable[[Callable[[], None]], None] = run_now
+        self.on_notify_moved: Callable[[], None] | None = None
         device.interrupt = self._raise
         self.reset_transport()
 
@@ -181,10 +193,28 @@ class VirtioPci(PciFunction):
         if self.msix.enabled:
             vector = self.config_vector if queue is None else self.queue_vectors[queue]
             if vector != NO_VECTOR:
-                self.msix.signal(vector)
+                self.post_msi(lambda: self.msix.signal(vector))
             return
         self.isr |= bits & (INTERRUPT_USED_BUFFER | INTERRUPT_CONFIG_CHANGE)
-        self.update_intx()
+        self.post_line(self.update_intx)
+
+    def notify_points(self) -> list[tuple[int, int, int | None, int]]:
+        """(address, width, value the write must carry or None, queue) of each
+        queue's notification while BAR 4 is decoded: queue n at notify offset
+        n * NOTIFY_OFF_MULTIPLIER, a 16-bit write of its index (§4.1.4.4,
+        §4.1.5.2); nothing while the BAR is not decoded."""
+        base = self.bar_address(BAR_INDEX)
+        if base is None:
+            return []
+        start = base + LAYOUT[NOTIFY_CFG][0]
+        return [(start + NOTIFY_OFF_MULTIPLIER * index, 2, None, index)
+                for index in range(len(self.device.queues))]
+
+    def update_bars(self) -> None:
+        before = self.decoded_bars().get(BAR_INDEX)
+        super().update_bars()
+        if self.decoded_bars().get(BAR_INDEX) != before and self.on_notify_moved is not None:
+            self.on_notify_moved()
 
     def update_intx(self) -> None:
         """INTA# follows the ISR unless MSI-X is on or Interrupt Disable is set."""
@@ -196,10 +226,15 @@ class VirtioPci(PciFunction):
 
     # -- configuration space --------------------------------------------------------------
     def config_read(self, offset: int, size: int) -> int:
-        data = self.pci_cfg + PCI_CFG_DATA
-        if offset < data + 4 and data < offset + size:
-            self._pci_cfg_access(write=False)
-        return super().config_read(offset, size)
+        with self.device.lock:
+            data = self.pci_cfg + PCI_CFG_DATA
+            if offset < data + 4 and data < offset + size:
+                self._pci_cfg_access(write=False)
+            return super().config_read(offset, size)
+
+    def config_write(self, offset: int, size: int, value: int) -> None:
+        with self.device.lock:
+            super().config_write(offset, size, value)
 
     def config_written(self, offset: int, size: int) -> None:
         end = offset + size
@@ -234,17 +269,19 @@ class VirtioPci(PciFunction):
         return None
 
     def mmio_read(self, offset: int, size: int) -> int:
-        found = self._block(offset, size)
-        if found is None:
-            return 0
-        relative, read, _ = found
-        return read(relative, size)
+        with self.device.lock:
+            found = self._block(offset, size)
+            if found is None:
+                return 0
+            relative, read, _ = found
+            return read(relative, size)
 
     def mmio_write(self, offset: int, size: int, value: int) -> None:
-        found = self._block(offset, size)
-        if found is not None:
-            relative, _, write = found
-            write(relative, size, value & ((1 << (8 * size)) - 1))
+        with self.device.lock:
+            found = self._block(offset, size)
+            if found is not None:
+                relative, _, write = found
+                write(relative, size, value & ((1 << (8 * size)) - 1))
 
     def _isr_read(self, offset: int, size: int) -> int:
         value = self.isr if offset == 0 else 0
@@ -263,7 +300,7 @@ class VirtioPci(PciFunction):
         if offset % NOTIFY_OFF_MULTIPLIER or size not in (2, 4):
             self._count("notification not a 16/32-bit write at a queue's address")
             return
-        self.device.notify(offset // NOTIFY_OFF_MULTIPLIER)
+        self.device.queue_notify(offset // NOTIFY_OFF_MULTIPLIER)
 
     # -- common configuration --------------------------------------------------------------
     def _field(self, offset: int, size: int) -> str | None:

@@ -18,6 +18,7 @@ class VirtioRng(VirtioDevice):
     device_id = DEVICE_ENTROPY
     name = "virtio-rng"
     queue_sizes = (64,)
+    iothread_safe = True  # os.urandom and guest memory only
 
     def serve(self, index: int, queue: SplitQueue) -> None:
         while (chain := queue.pop()) is not None:

@@ -21,6 +21,7 @@ from pyvmm.engines.base import Engine
 from pyvmm.engines.kvm import ioctls as k
 from pyvmm.engines.kvm import irqchip, kick
 from pyvmm.engines.kvm import vm as kvm_vm
+from pyvmm.engines.kvm.ioeventfd import VirtioOffload
 from pyvmm.engines.kvm.registers import KvmCpuAccess
 from pyvmm.engines.kvm.tsc import TscDeadlineMsr
 from pyvmm.engines.kvm.vcpu import KvmVcpu, host_ns
@@ -52,11 +53,13 @@ class KvmEngine(Engine):
 
     IRQCHIPS = ("user", "kernel")
 
-    def __init__(self, board: Board, irqchip: str = "user") -> None:
+    def __init__(self, board: Board, irqchip: str = "user", ioeventfd: bool = True) -> None:
         super().__init__(board)
         if irqchip not in self.IRQCHIPS:
             raise ConfigError(f"--irqchip {irqchip!r}: expected user or kernel")
         self.irqchip = irqchip
+        self.ioeventfd = ioeventfd  # False: --no-ioeventfd, every notification an exit
+        self._offload: VirtioOffload | None = None  # virtio's I/O threads (ioeventfd.py)
         ok, reason = self.availability()
         if not ok:
             raise EngineUnavailable(reason)
@@ -119,6 +122,9 @@ class KvmEngine(Engine):
         if service is None:  # a hypervisor of one: the facility serves this VM alone
             service = self._own_timer = HostTimerService()
         self._waker = vcpu.waker = service.channel(vcpu.kick, board.stats, f"vm{board.vm_id}")
+        self._offload = VirtioOffload(
+            self.vm.fd, board, ioeventfd=self.ioeventfd and self.vm.check(k.KVM_CAP_IOEVENTFD),
+            msi_direct=isinstance(getattr(board, "msi_target", None), irqchip.KvmMsi))
 
     def _on_new_deadline(self, deadline_ns: int) -> None:
         """VirtualClock hook: a timer earlier than all others was armed (any thread)."""
@@ -141,7 +147,11 @@ class KvmEngine(Engine):
         return self._live_vcpu().get_state()
 
     def run(self, timeout: float | None = None) -> StopReason:
-        return self._live_vcpu().run(timeout)
+        try:
+            return self._live_vcpu().run(timeout)
+        finally:
+            if self._offload is not None:  # a stopped VM has no device work in flight
+                self._offload.quiesce()
 
     def save_devices(self, board_state: dict) -> None:
         if self._chips is not None:
@@ -174,6 +184,9 @@ class KvmEngine(Engine):
 
     # -- teardown -------------------------------------------------------------
     def close(self) -> None:
+        if self._offload is not None:
+            self._offload.close()
+            self._offload = None
         if self._waker is not None:
             self._waker.stop()
             self._waker = None

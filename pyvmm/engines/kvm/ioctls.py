@@ -390,6 +390,31 @@ class kvm_msi(ctypes.Structure):  # noqa: N801
                 ("devid", _U32), ("pad", _U8 * 12)]
 
 
+class kvm_ioeventfd(ctypes.Structure):  # noqa: N801
+    """KVM_IOEVENTFD: a guest write of `len` bytes at `addr` (matching `datamatch`
+    with FLAG_DATAMATCH) signals eventfd `fd` instead of exiting."""
+
+    _fields_ = [("datamatch", _U64), ("addr", _U64), ("len", _U32), ("fd", ctypes.c_int32),
+                ("flags", _U32), ("pad", _U8 * 36)]
+
+
+KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0
+KVM_IOEVENTFD_FLAG_PIO = 1 << 1
+KVM_IOEVENTFD_FLAG_DEASSIGN = 1 << 2
+
+
+class kvm_irqfd(ctypes.Structure):  # noqa: N801
+    """KVM_IRQFD: a write to eventfd `fd` raises GSI `gsi` (edge; with FLAG_RESAMPLE
+    level, lowered at the EOI and `resamplefd` signalled)."""
+
+    _fields_ = [("fd", _U32), ("gsi", _U32), ("flags", _U32), ("resamplefd", _U32),
+                ("pad", _U8 * 16)]
+
+
+KVM_IRQFD_FLAG_DEASSIGN = 1 << 0
+KVM_IRQFD_FLAG_RESAMPLE = 1 << 1
+
+
 class kvm_enable_cap(ctypes.Structure):  # noqa: N801
     _fields_ = [("cap", ctypes.c_uint32), ("flags", ctypes.c_uint32),
                 ("args", ctypes.c_uint64 * 4), ("pad", ctypes.c_uint8 * 64)]
@@ -625,6 +650,8 @@ KVM_GET_IRQCHIP = _iowr(0x62, kvm_irqchip)
 KVM_SET_IRQCHIP = _ior(0x63, kvm_irqchip)  # (sic: the kernel declares it _IOR)
 KVM_GET_PIT2 = _ior(0x9F, kvm_pit_state2)
 KVM_SET_PIT2 = _iow(0xA0, kvm_pit_state2)
+KVM_IRQFD = _iow(0x76, kvm_irqfd)
+KVM_IOEVENTFD = _iow(0x79, kvm_ioeventfd)
 KVM_SIGNAL_MSI = _iow(0xA5, kvm_msi)  # > 0 delivered, 0 blocked by the guest
 KVM_GET_MP_STATE = _ior(0x98, kvm_mp_state)  # vCPU ioctls (in-kernel irqchip)
 KVM_SET_MP_STATE = _iow(0x99, kvm_mp_state)
@@ -653,6 +680,8 @@ KVM_CAP_IMMEDIATE_EXIT = 136
 KVM_CAP_PIT2 = 33
 KVM_CAP_PIT_STATE2 = 35
 KVM_CAP_IRQ_ROUTING = 25
+KVM_CAP_IRQFD = 32
+KVM_CAP_IOEVENTFD = 36
 KVM_CAP_TSC_DEADLINE_TIMER = 72
 KVM_CAP_SIGNAL_MSI = 77
 KVM_CAP_X86_USER_SPACE_MSR = 188
