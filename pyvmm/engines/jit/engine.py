@@ -324,13 +324,15 @@ class JitEngine(InterpreterEngine):
                         budget -= 1
                         steps += 1
                     break
-                except BlockExit:
+                except BlockExit as signal:
                     # Self-modifying code: the rest of the block may be stale.
+                    signal.__traceback__ = None  # shared instance: each raise adds to it (_replay)
                     budget -= state.done + 1
                     in_block = False
                     executions += 1
                     smc[0] = False
-        except EndBatch:  # the instruction completed; the run loop must look around now
+        except EndBatch as signal:  # the instruction completed; the run loop must look around
+            signal.__traceback__ = None  # shared instance: each raise adds to it (_replay)
             budget -= state.done + 1 if in_block else 1
             if in_block:
                 executions += 1

@@ -11,7 +11,9 @@ import iced_x86
 import pytest
 
 from pyvmm.engines.interp.engine import InterpreterEngine
+from pyvmm.engines.interp.signals import END_BATCH
 from pyvmm.engines.jit.engine import JitEngine
+from pyvmm.engines.jit.translate import BLOCK_EXIT
 from pyvmm.machine.stop import StopKind
 from tests.conformance.machine import BareBoard
 from tests.unit.interp.guest import HAVE_NASM, assemble, long_mode_state, set_gate
@@ -377,3 +379,34 @@ def test_tiering_interprets_cold_code_and_translates_hot_loops() -> None:
     assert stats.get("jit", "block executions") >= 900
     # The first (cold) passes and the straight-line code around the loop: interpreted.
     assert stats.get("jit", "fallback steps") >= 3 + HOT_AFTER - 1
+
+
+def _traceback_depth(signal: BaseException) -> int:
+    depth, tb = 0, signal.__traceback__
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    return depth
+
+
+def test_shared_signals_do_not_keep_old_frames_alive() -> None:
+    # END_BATCH (after every OUT) and BLOCK_EXIT (a store into its own block) are
+    # shared instances; each raise of an instance adds the frames it unwinds to its
+    # __traceback__, so the engines must drop it or every old frame (and its
+    # locals) stays alive: a jit Linux boot was at 568 MiB RSS after 30 s that way
+    # (109 MiB without the leak).
+    source = """
+    mov rcx, 2000
+.again:
+    out 0x80, al
+    mov byte [rel .patch + 1], cl
+.patch:
+    mov eax, 0
+    dec rcx
+    jnz .again
+    hlt
+    """
+    _, jit, stop = _both(source)
+    assert stop.kind is StopKind.HALTED
+    assert jit.board.stats.get("jit", "invalidations") >= 16  # then SMC_LIMIT interprets it
+    assert _traceback_depth(END_BATCH) <= 8
+    assert _traceback_depth(BLOCK_EXIT) <= 8
