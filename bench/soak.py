@@ -8,7 +8,9 @@ size (VmRSS, /proc/self/status) every `--interval` seconds.
 
 It reports:
 - RSS over time and its least-squares slope (KiB per minute), over the whole
-  run and after the first round (warm-up: code caches, imports);
+  run, after the first round and over the second half of the run (warm-up:
+  code caches, imports and the allocator's arenas fill over the first tens of
+  seconds, so only the late slope says whether memory keeps growing);
 - host-timer wake-ups per VM (HostTimerService expiries delivered to it), in
   total and per second of the VM's run;
 - guest console lines expected vs received, per VM: the expected count is the
@@ -198,14 +200,18 @@ def report(result: SoakResult) -> str:
     rss = [r for _, r in result.samples]
     first_round_end = result.wakeups[0][0] if result.wakeups else 0.0
     warm = [(t, r) for t, r in result.samples if t >= first_round_end]
+    late = [(t, r) for t, r in result.samples if t >= result.elapsed_seconds / 2]
     whole, after = slope_kib_per_minute(result.samples), slope_kib_per_minute(warm)
+    second_half = slope_kib_per_minute(late)
     lines = [
         f"soak: {result.vms} VMs per round, {result.rounds} rounds, "
         f"{result.elapsed_seconds / 60:.2f} min ({len(result.records)} VM runs)",
         f"RSS: start {rss[0] / 1024:.1f} MiB, peak {max(rss) / 1024:.1f} MiB, "
         f"end {rss[-1] / 1024:.1f} MiB; slope "
         f"{'n/a' if whole is None else f'{whole:+.1f}'} KiB/min overall, "
-        f"{'n/a' if after is None else f'{after:+.1f}'} KiB/min after round 1",
+        f"{'n/a' if after is None else f'{after:+.1f}'} KiB/min after round 1, "
+        f"{'n/a' if second_half is None else f'{second_half:+.1f}'} KiB/min over the "
+        "second half",
         f"console lines: expected {sum(r.lines_expected for r in result.records)}, "
         f"received {sum(r.lines_received for r in result.records)}, lost "
         f"{result.lost_lines}, extra {result.extra_lines}",
