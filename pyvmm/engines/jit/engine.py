@@ -48,6 +48,12 @@ SMC_LIMIT = 32
 # boot code runs a handful of times; see docs/PERFORMANCE.md, "Linux boot".  1 =
 # translate on first sight (the translator's own tests and the differential tester).
 HOT_AFTER = 8
+# Parked translations (see _Context) kept per code offset, and in all: a guest that
+# runs ever new processes at the same virtual addresses on other frames, or code at
+# ever new addresses, must not grow the cache without limit.  Past the total the
+# parked blocks are forgotten (they are only a cache: a miss translates again).
+PARKED_PER_OFFSET = 8
+PARKED_LIMIT = 1 << 16
 
 
 class _Record:
@@ -75,12 +81,25 @@ class _Context:
         self.live: dict[int, tuple] = {}
         self.records: dict[int, _Record] = {}
         self.parked: dict[int, list[_Record]] = {}
+        self.parked_total = 0  # records in `parked`, alive or dropped since
         self.heat: dict[int, int] = {}  # offset -> times reached before it is translated
 
     def park(self) -> None:
+        parked = self.parked
         for rip, record in self.records.items():
             if record.alive:
-                self.parked.setdefault(rip, []).append(record)
+                old = parked.get(rip)
+                if old is None:
+                    parked[rip] = [record]
+                    self.parked_total += 1
+                else:  # the newest alive ones, this one last
+                    kept = [r for r in old if r.alive][1 - PARKED_PER_OFFSET:]
+                    kept.append(record)
+                    self.parked_total += len(kept) - len(old)
+                    parked[rip] = kept
+        if self.parked_total > PARKED_LIMIT:
+            parked.clear()
+            self.parked_total = 0
         self.records.clear()
         self.live.clear()
         self.heat.clear()
@@ -204,6 +223,7 @@ class JitEngine(InterpreterEngine):
                 same = False
             if same:
                 records.remove(record)
+                self.context.parked_total -= 1
                 self.context.live[rip] = record.entry
                 self.context.records[rip] = record
                 self.unparked += 1

@@ -12,7 +12,7 @@ import pytest
 
 from pyvmm.engines.interp.engine import InterpreterEngine
 from pyvmm.engines.interp.signals import END_BATCH
-from pyvmm.engines.jit.engine import JitEngine
+from pyvmm.engines.jit.engine import PARKED_PER_OFFSET, JitEngine, _Context, _Record
 from pyvmm.engines.jit.translate import BLOCK_EXIT
 from pyvmm.machine.stop import StopKind
 from tests.conformance.machine import BareBoard
@@ -410,3 +410,21 @@ def test_shared_signals_do_not_keep_old_frames_alive() -> None:
     assert jit.board.stats.get("jit", "invalidations") >= 16  # then SMC_LIMIT interprets it
     assert _traceback_depth(END_BATCH) <= 8
     assert _traceback_depth(BLOCK_EXIT) <= 8
+
+
+def test_parked_translations_stay_bounded(monkeypatch) -> None:
+    # Every address-space switch parks the live blocks; a guest whose processes keep
+    # mapping other frames at the same addresses must not grow the parked lists.
+    context = _Context()
+    for _ in range(100):
+        context.records = {rip: _Record((None, 0), frozenset()) for rip in range(3)}
+        context.park()
+    assert {len(records) for records in context.parked.values()} == {PARKED_PER_OFFSET}
+    assert context.parked_total == 3 * PARKED_PER_OFFSET
+    # ... nor can code at ever new addresses: past the limit the parked blocks go.
+    monkeypatch.setattr("pyvmm.engines.jit.engine.PARKED_LIMIT", 50)
+    for generation in range(10):
+        context.records = {rip: _Record((None, 0), frozenset())
+                           for rip in range(generation * 10, generation * 10 + 10)}
+        context.park()
+        assert context.parked_total == sum(map(len, context.parked.values())) <= 50
