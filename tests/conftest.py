@@ -8,6 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests assert behaviour, never speed: hypothesis's default 200 ms deadline
+# per example can fail them on a busy machine.
+settings.register_profile("pyvmm", deadline=None)
+settings.load_profile("pyvmm")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
