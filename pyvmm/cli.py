@@ -175,15 +175,34 @@ DEVICE_NAMES: dict[str, tuple[str, str]] = {
 }
 
 
-def parse_device(text: str):  # noqa: ANN201 - a VirtioSpec
+def parse_device(text: str):  # noqa: ANN201 - a VirtioSpec, or a NIC before its netdev
     from pyvmm.board.virtio import VirtioSpec
+    from pyvmm.errors import ConfigError
+    from pyvmm.net.netdev import NIC_MODELS, parse_nic_text
 
     name = text.split(",", 1)[0]
+    if name in NIC_MODELS:
+        try:
+            return parse_nic_text(text)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
     if name not in DEVICE_NAMES:
-        raise argparse.ArgumentTypeError(f"unknown device {name!r} (pyvmm has "
-                                         f"{', '.join(DEVICE_NAMES)}; disks: --drive)")
+        raise argparse.ArgumentTypeError(
+            f"unknown device {name!r} (pyvmm has {', '.join([*DEVICE_NAMES, *NIC_MODELS])}; "
+            "disks: --drive)")
     kind, transport = DEVICE_NAMES[name]
     return VirtioSpec(kind, transport=transport)
+
+
+def _config_type(parse):  # noqa: ANN001, ANN202 - a netdev.py parser as an argparse type
+    from pyvmm.errors import ConfigError
+
+    def parse_option(text: str):  # noqa: ANN202
+        try:
+            return parse(text)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return parse_option
 
 
 def _add_device_options(run: argparse.ArgumentParser) -> None:
@@ -204,7 +223,23 @@ def _add_device_options(run: argparse.ArgumentParser) -> None:
                        default=[], help="virtio-rng-pci (host entropy; virtio-rng is the "
                        "same) or virtio-serial-pci (hvc0 on the serial output; also "
                        "virtio-console, virtconsole); virtio-rng-device and "
-                       "virtio-serial-device are the virtio-mmio ones")
+                       "virtio-serial-device are the virtio-mmio ones; "
+                       "virtio-net-pci,netdev=ID[,mac=MAC] a NIC (virtio-net-device: on "
+                       "virtio-mmio; default MAC 52:54:00:VV:VV:NN from the VM's id and "
+                       "the NIC's index)")
+    from pyvmm.net.netdev import parse_netdev, parse_nic
+
+    group.add_argument("--netdev", metavar="TYPE,id=ID,...", type=_config_type(parse_netdev),
+                       action="append", default=[],
+                       help="a NIC's backend: tap,id=ID,ifname=NAME (a host TAP interface; "
+                            "creating one needs CAP_NET_ADMIN) or switch,id=ID,name=NAME (a "
+                            "learning Ethernet switch of this process: the VMs of one "
+                            "hypervisor naming the same switch are on one LAN)")
+    group.add_argument("--nic", metavar="TYPE,...", type=_config_type(parse_nic),
+                       action="append", default=[],
+                       help="a netdev and its NIC in one: tap,ifname=NAME[,model=virtio]"
+                            "[,mac=MAC] or switch,name=NAME[,...] (model=virtio: "
+                            "virtio-net-pci; model=virtio-net-device: virtio-mmio)")
 
 
 def _add_irqchip_option(run: argparse.ArgumentParser) -> None:
@@ -284,14 +319,14 @@ def _pause_point(args: argparse.Namespace) -> tuple[float | None, int | None]:
         if args.guest is not None or args.append is not None \
                 or any(getattr(args, option.key) for option in IMAGE_OPTIONS):
             raise ConfigError("--restore resumes a saved VM: give no GUEST, image or --append")
-        if args.drive or args.device:
+        if args.drive or args.device or args.netdev or args.nic:
             raise ConfigError("--restore brings back the saved VM's own devices: give no "
-                              "--drive or --device")
+                              "--drive, --device, --netdev or --nic")
         if args.vms > 1:
             raise ConfigError("--restore runs one VM; --vms does not apply")
-    if args.vms > 1 and (args.drive or args.device):
-        raise ConfigError("--drive and --device give one VM its devices; --vms does not "
-                          "apply (copies of one VM would share one disk image)")
+    if args.vms > 1 and args.drive:
+        raise ConfigError("--drive gives one VM its disk; --vms does not apply (copies of "
+                          "one VM would share one disk image)")
     if args.vms > 1 and (args.snapshot_to is not None or args.switch_to is not None):
         raise ConfigError("--snapshot-to and --switch-to run one VM; --vms does not apply")
     seconds = args.snapshot_at if args.snapshot_to is not None else args.switch_after
@@ -538,8 +573,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     requested_engine = args.engine
     args.engine = args.engine or DEFAULT_ENGINE
     spec = None if args.restore is not None else resolve_image(args)
+    from pyvmm.board.virtio import virtio_specs
+
+    virtio = virtio_specs(args.drive, args.device, args.netdev, args.nic)
     if args.vms > 1:
-        return cmd_run_many(args, spec)
+        return cmd_run_many(args, spec, virtio)
     serial, serial_is_stdio = open_serial_output(args.serial)
     debugcon, _ = open_serial_output(args.debugcon, "--debugcon")
     if args.restore is not None:
@@ -554,7 +592,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         vm = VirtualMachine(engine=args.engine, ram_size=args.memory, serial_output=serial,
                             debugcon_output=debugcon, unmapped=args.unmapped,
-                            virtio=tuple(args.drive + args.device), irqchip=args.irqchip,
+                            virtio=virtio, irqchip=args.irqchip,
                             reboot_timeout=args.reboot_timeout,
                             ioeventfd=not args.no_ioeventfd)
     vm.no_reboot = args.no_reboot
@@ -708,13 +746,17 @@ def _run_to_pause_point(vm, seconds: float | None, instructions: int | None,  # 
     return reason, reason.kind is StopKind.TIMEOUT and (timeout is None or seconds <= timeout)
 
 
-def cmd_run_many(args: argparse.Namespace, spec) -> int:  # noqa: ANN001 - ImageSpec
-    """`pyvmm run --vms N`: N copies of one guest under one hypervisor."""
+def cmd_run_many(args: argparse.Namespace, spec, virtio: tuple = ()) -> int:  # noqa: ANN001
+    """`pyvmm run --vms N`: N copies of one guest (an ImageSpec) under one hypervisor;
+    each copy has the same virtio devices, its NICs on the same switches."""
     from pyvmm.errors import ConfigError
     from pyvmm.hypervisor import MAX_COUNT, VmConfig, run_and_report
 
     if args.vms > MAX_COUNT:
         raise ConfigError(f"--vms: at most {MAX_COUNT} VMs")
+    if any(spec.options.get("netdev") == "tap" for spec in virtio):
+        raise ConfigError("a TAP netdev is one VM's; --vms copies would share it (use "
+                          "--netdev switch)")
     configs = []
     for index in range(1, args.vms + 1):
         name = f"vm{index}"
@@ -724,7 +766,7 @@ def cmd_run_many(args: argparse.Namespace, spec) -> int:  # noqa: ANN001 - Image
                        else f"{console}.{name}")
         configs.append(VmConfig(name=name, image=spec, engine=args.engine,
                                 ram_size=args.memory, console=console, timeout=args.timeout,
-                                unmapped=args.unmapped))
+                                unmapped=args.unmapped, virtio=virtio))
     return run_and_report(configs, stats=args.stats)
 
 

@@ -38,6 +38,7 @@ from typing import BinaryIO, TextIO
 
 from pyvmm import units
 from pyvmm.board.pc import MIB
+from pyvmm.board.virtio import VirtioSpec, virtio_specs
 from pyvmm.boot.registry import IMAGE_OPTIONS
 from pyvmm.engines.base import Engine
 from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES
@@ -45,6 +46,8 @@ from pyvmm.errors import ConfigError
 from pyvmm.machine.clock import ClockSource
 from pyvmm.machine.host_timer import MAX_RUN_SECONDS, MAX_WAIT_SECONDS, HostTimerService
 from pyvmm.machine.stop import StopKind, StopReason
+from pyvmm.net.netdev import parse_netdev, parse_nic, parse_nic_text
+from pyvmm.net.network import Network
 from pyvmm.vm import ImageSpec, VirtualMachine
 
 DEFAULT_SLICE_SECONDS = 0.02  # an interpreter VM's turn in the round-robin
@@ -151,6 +154,7 @@ class VmConfig:
     timeout: float | None = None  # host seconds from the start of the run
     output_limit: int | None = DEFAULT_OUTPUT_LIMIT
     unmapped: str = "stop"  # physical accesses to nothing: "stop" the VM or "ignore"
+    virtio: tuple[VirtioSpec, ...] = ()  # its NICs, on the hypervisor's switches
 
 
 @dataclass
@@ -242,6 +246,7 @@ class Hypervisor:
         if slice_seconds <= 0:
             raise ConfigError("the scheduler's time slice must be positive")
         self.switch = switch
+        self.network = Network()  # the virtio NICs' switches, by name (pyvmm/net)
         self.slice_seconds = slice_seconds
         self.stdout = stdout if stdout is not None else sys.stdout.buffer
         self.stdout_lock = threading.Lock()
@@ -281,7 +286,8 @@ class Hypervisor:
                                 serial_output=console,  # type: ignore[arg-type]
                                 debugcon_output=console,  # type: ignore[arg-type]
                                 name=config.name, vm_id=vm_id, switch=self.switch,
-                                host_timer=self.host_timer, unmapped=config.unmapped)
+                                host_timer=self.host_timer, unmapped=config.unmapped,
+                                virtio=config.virtio, network=self.network)
         except BaseException:
             console.close()
             raise
@@ -496,7 +502,8 @@ class Hypervisor:
 
 # -- configuration files ------------------------------------------------------------
 _VM_KEYS = {"name", "guest", "append", "engine", "memory", "console", "timeout",
-            "output_limit", "count", "unmapped", *(option.key for option in IMAGE_OPTIONS)}
+            "output_limit", "count", "unmapped", "netdev", "device", "nic",
+            *(option.key for option in IMAGE_OPTIONS)}
 _HYPERVISOR_KEYS = {"timeout", "slice_ms", "output_limit", "engine", "memory", "unmapped"}
 
 
@@ -539,6 +546,28 @@ def _image_of(entry: dict, base: Path, where: str) -> ImageSpec:
     return ImageSpec(kind, path, append, label=path.name)
 
 
+def _strings(entry: dict, key: str, where: str) -> list[str]:
+    value = entry.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: {key} must be a string or a list of strings")
+    return value
+
+
+def _nics_of(entry: dict, where: str) -> tuple[VirtioSpec, ...]:
+    """netdev = [...], device = [...] (NICs), nic = [...]: the command line's strings."""
+    try:
+        specs = virtio_specs([], [parse_nic_text(t) for t in _strings(entry, "device", where)],
+                             [parse_netdev(t) for t in _strings(entry, "netdev", where)],
+                             [parse_nic(t) for t in _strings(entry, "nic", where)])
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    if entry.get("count", 1) != 1 and any(s.options.get("netdev") == "tap" for s in specs):
+        raise ConfigError(f"{where}: a TAP is one VM's: count must be 1")
+    return specs
+
+
 def configs_from_toml(text: str, base: Path = Path(".")) -> tuple[list[VmConfig], float]:
     """Parse a hypervisor file (docs/HYPERVISOR.md): the VMs and the time slice.
 
@@ -571,6 +600,7 @@ def configs_from_toml(text: str, base: Path = Path(".")) -> tuple[list[VmConfig]
         if bad:
             raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(bad))}")
         image = _image_of(entry, base, where)
+        nics = _nics_of(entry, where)
         name = str(entry.get("name", image.label or f"vm{index}"))
         engine = str(entry.get("engine", defaults.get("engine", DEFAULT_ENGINE)))
         if engine not in ENGINES:
@@ -598,7 +628,7 @@ def configs_from_toml(text: str, base: Path = Path(".")) -> tuple[list[VmConfig]
                 timeout=None if timeout is None else _number(timeout, f"{where} timeout"),
                 output_limit=None if limit in (0, "none") else parse_size(
                     limit, f"{where} output_limit"),
-                unmapped=unmapped))
+                unmapped=unmapped, virtio=nics))
     files = [c.console for c in configs if c.console.startswith("file:")]
     if len(files) != len(set(files)):
         raise ConfigError("two VMs write their console to the same file (use {name} "

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pyvmm.board.pc import MIB, PcBoard
-from pyvmm.board.virtio import VirtioSpec
+from pyvmm.board.virtio import VirtioSpec, with_default_macs
 from pyvmm.boot.registry import loader as loader_of
 from pyvmm.cpu.state import CpuState
 from pyvmm.engines.base import Engine
@@ -30,6 +30,7 @@ from pyvmm.machine.host_timer import HostTimerService
 from pyvmm.machine.replay import InputLog, InputRecorder, InputReplayer
 from pyvmm.machine.reset import cpu_reset_state, reset_refusal
 from pyvmm.machine.stop import StopKind, StopReason
+from pyvmm.net.network import Network
 
 # Largest image file we read at all (a BIOS may be 16 MiB; kernels are smaller).
 MAX_IMAGE_BYTES = 256 * MIB
@@ -102,7 +103,8 @@ class VirtualMachine:
                  host_timer: HostTimerService | None = None,
                  unmapped: str = "stop", virtio: tuple[VirtioSpec, ...] = (),
                  irqchip: str = "user", no_reboot: bool = False,
-                 reboot_timeout: int | None = None, ioeventfd: bool = True) -> None:
+                 reboot_timeout: int | None = None, ioeventfd: bool = True,
+                 network: Network | None = None) -> None:
         self.name = name
         cls = engine_class(engine)
         available, reason = cls.availability()
@@ -110,7 +112,8 @@ class VirtualMachine:
             raise EngineUnavailable(f"engine {engine!r} is not available: {reason}")
         self.board = PcBoard(ram_size=ram_size, serial_output=serial_output,
                              debugcon_output=debugcon_output, unmapped=unmapped,
-                             virtio=virtio, reboot_timeout=reboot_timeout)
+                             virtio=with_default_macs(virtio, vm_id),
+                             reboot_timeout=reboot_timeout)
         # Before the engine exists: it may register with the host timer.
         self.board.vm_id = vm_id
         self.board.switch = switch
@@ -140,10 +143,41 @@ class VirtualMachine:
         self.board.ports.attach_hooks(self.hooks)
         self.board.mmio.attach_hooks(self.hooks)
         self.engine.set_hooks(self.hooks)
+        # The NICs' backends (pyvmm/net): the hypervisor's network, else this VM's own.
+        self.network = network if network is not None else Network()
+        self._nics: list[tuple[str, object]] = []  # (hop name, VirtioNet)
+        try:
+            self._plug_nics()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def stats(self):
-        return self.board.stats
+        """The board's counters, with each NIC's backend hop (switch port or TAP:
+        counted on other threads, published here) under "net"."""
+        stats = self.board.stats
+        for hop, device in self._nics:
+            backend = device.backend  # type: ignore[attr-defined]
+            rows = getattr(backend, "counter_rows", None)
+            if rows is not None:
+                for key, value in rows().items():
+                    stats.counters["net"][f"{hop}: {key}"] = value
+        return stats
+
+    def _plug_nics(self) -> None:
+        for index, spec in enumerate(self.board.virtio_specs):
+            if spec.kind != "net":
+                continue
+            device = self.board.devices[f"virtio{index}"].device  # type: ignore[attr-defined]
+            hop, backend = self.network.open(spec.options, f"{self.name}.virtio{index}")
+            device.attach(backend, self.board.events.post)
+            self._nics.append((f"virtio{index} {hop}", device))
+
+    def _unplug_nics(self) -> None:
+        for _, device in self._nics:
+            device.detach()  # type: ignore[attr-defined]
+        self._nics.clear()
 
     def load(self, spec: ImageSpec) -> None:
         state = load_image(self.board, spec)
@@ -297,5 +331,7 @@ class VirtualMachine:
             self.hooks.remove(one)
 
     def close(self) -> None:
+        self.stats  # noqa: B018 - the NICs' last counters, before their backends go
+        self._unplug_nics()
         self.engine.close()
         self.board.close()

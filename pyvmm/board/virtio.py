@@ -30,9 +30,11 @@ from pyvmm.devices.virtio.blk import RawImage, VirtioBlock
 from pyvmm.devices.virtio.console import VirtioConsole
 from pyvmm.devices.virtio.device import VirtioDevice
 from pyvmm.devices.virtio.mmio import WINDOW, VirtioMmio, kernel_cmdline_fragment
+from pyvmm.devices.virtio.net import VirtioNet
 from pyvmm.devices.virtio.pci import VirtioPci
 from pyvmm.devices.virtio.rng import VirtioRng
 from pyvmm.errors import ConfigError
+from pyvmm.net.netdev import Netdev, NicRequest, default_mac, parse_mac, resolve_nics
 
 if TYPE_CHECKING:
     from pyvmm.board.pc import PcBoard
@@ -89,12 +91,55 @@ def _console(board: PcBoard, spec: VirtioSpec) -> VirtioDevice:
     return VirtioConsole(board.memory, board.serial_output, board.stats)
 
 
+def _network(board: PcBoard, spec: VirtioSpec) -> VirtioDevice:
+    """A NIC with no backend yet: the VM plugs in the one its options name
+    (pyvmm/net/network.py); until then what it sends is dropped."""
+    if "mac" not in spec.options:
+        raise ConfigError("a virtio-net NIC needs its MAC (with_default_macs)")
+    return VirtioNet(board.memory, parse_mac(spec.options["mac"]), stats=board.stats)
+
+
 # kind -> how to build the device model (the transport is the same for all).
 KINDS: dict[str, Callable[[PcBoard, VirtioSpec], VirtioDevice]] = {
     "blk": _block,
     "rng": _entropy,
     "console": _console,
+    "net": _network,
 }
+
+
+def virtio_specs(drives: list[VirtioSpec], devices: list[VirtioSpec | NicRequest],
+                 netdevs: list[Netdev], nics: list[NicRequest]) -> tuple[VirtioSpec, ...]:
+    """A VM's virtio devices in command-line order (disks, --device, then --nic),
+    each NIC's netdev looked up (pyvmm/net/netdev.py `resolve_nics`)."""
+    requests = [d for d in devices if isinstance(d, NicRequest)] + list(nics)
+    resolved = iter(resolve_nics(list(netdevs), requests))
+    specs = list(drives)
+    for device in devices:
+        if isinstance(device, NicRequest):
+            transport, options = next(resolved)
+            specs.append(VirtioSpec("net", options, transport))
+        else:
+            specs.append(device)
+    specs.extend(VirtioSpec("net", options, transport) for transport, options in resolved)
+    return tuple(specs)
+
+
+def with_default_macs(specs: tuple[VirtioSpec, ...], vm_id: int) -> tuple[VirtioSpec, ...]:
+    """Every NIC without mac= gets the default for its VM and its place among
+    the VM's NICs (pyvmm/net/netdev.py `default_mac`); a MAC given twice is refused."""
+    out, macs = [], set()
+    for spec in specs:
+        if spec.kind == "net":
+            if "mac" not in spec.options:
+                nics = sum(s.kind == "net" for s in out)
+                spec = VirtioSpec(spec.kind, {**spec.options, "mac": default_mac(vm_id, nics)},
+                                  spec.transport)
+            if spec.options["mac"] in macs:
+                raise ConfigError(f"two NICs have mac={spec.options['mac']}")
+            macs.add(spec.options["mac"])
+        out.append(spec)
+    return tuple(out)
 
 
 def slot(index: int) -> tuple[int, int]:

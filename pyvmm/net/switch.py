@@ -23,9 +23,10 @@ MAX_LEARNED = 4096  # MAC table entries; a guest spraying source addresses canno
 
 @dataclass
 class SwitchCounters:
-    sent: int = 0
-    delivered: int = 0
-    dropped: int = 0
+    sent: int = 0  # frames this port sent into the switch
+    delivered: int = 0  # frames the switch queued for this port
+    received: int = 0  # frames the port's NIC took off its queue
+    dropped: int = 0  # frames for this port dropped because its queue was full
 
 
 class SwitchPort:
@@ -44,7 +45,21 @@ class SwitchPort:
 
     def receive(self) -> bytes | None:
         with self.switch.lock:
-            return self.queue.popleft() if self.queue else None
+            if not self.queue:
+                return None
+            self.counters.received += 1
+            return self.queue.popleft()
+
+    def close(self) -> None:
+        self.switch.detach(self)
+
+    def counter_rows(self) -> dict[str, int]:
+        """What --stats shows for this hop (the switch's view of this port)."""
+        c = self.counters
+        return {"frames sent into the switch": c.sent,
+                "frames queued for this port": c.delivered,
+                "frames taken by the NIC": c.received,
+                "frames dropped (port queue full)": c.dropped}
 
 
 class EthernetSwitch:
@@ -62,6 +77,8 @@ class EthernetSwitch:
 
     def detach(self, port: SwitchPort) -> None:
         with self.lock:
+            if port not in self.ports:
+                return
             self.ports.remove(port)
             for mac in [m for m, p in self.table.items() if p is port]:
                 del self.table[mac]

@@ -11,17 +11,30 @@ driver has posted receive buffers; past that, and for frames the posted
 buffers cannot hold, they are dropped and counted — a bounded queue at
 every hop.  Transmitted frames go to the backend (`send(frame)`), which
 must not block.
+
+A backend from pyvmm/net (`attach`) also hands frames in: it calls its
+`notify` from any thread, the NIC posts one drain to the VM's own thread
+(`post`, the board's HostEvents), and the drain takes frames with
+`receive()` while the driver has receive buffers posted; the rest wait in
+the backend's own bounded queue, which drops and counts when full.
+
+Snapshots: the state is plain data (the virtqueues, the link, the backlog
+as hex).  Frames in flight outside the device -- in a switch port's or a
+TAP's queue, or in the host's network stack -- are not saved and are lost
+on a restore, as a real network may lose them; TCP resends them.
 """
 
 from __future__ import annotations
 
 import collections
+import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from pyvmm.devices.virtio.device import VirtioDevice
-from pyvmm.devices.virtio.queue import SplitQueue
+from pyvmm.devices.virtio.queue import QueueError, SplitQueue
 from pyvmm.devices.virtio.spec import DEVICE_NET, INTERRUPT_CONFIG_CHANGE
-from pyvmm.machine.memory import GuestMemory
+from pyvmm.machine.memory import GuestMemory, GuestMemoryError
 from pyvmm.stats import Stats
 
 RECEIVE, TRANSMIT = 0, 1
@@ -45,6 +58,12 @@ class NullBackend:
     def send(self, frame: bytes) -> None:
         return None
 
+    def receive(self) -> bytes | None:
+        return None
+
+    def close(self) -> None:
+        return None
+
 
 class VirtioNet(VirtioDevice):
     device_id = DEVICE_NET
@@ -60,7 +79,51 @@ class VirtioNet(VirtioDevice):
         self.backend = backend if backend is not None else NullBackend()
         self.link_up = True
         self.backlog: collections.deque[bytes] = collections.deque()
+        self._post: Callable[[Callable[[], None]], None] | None = None
+        self._drain_lock = threading.Lock()
+        self._drain_posted = False
         super().__init__(memory, stats)
+
+    # -- the backend ------------------------------------------------------------------
+    def attach(self, backend: NetBackend, post: Callable[[Callable[[], None]], None]) -> None:
+        """Plug in a pyvmm/net backend; `post` runs a callable on the VM's thread."""
+        self.backend = backend
+        self._post = post
+        backend.notify = self._arrived  # type: ignore[attr-defined]
+        self._arrived()  # frames queued before we were listening
+
+    def detach(self) -> None:
+        backend, self.backend, self._post = self.backend, NullBackend(), None
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
+
+    def _arrived(self) -> None:
+        """Any thread: the backend has frames; one drain at a time is posted."""
+        post = self._post
+        with self._drain_lock:
+            if self._drain_posted or post is None:
+                return
+            self._drain_posted = True
+        post(self._drain)
+
+    def _drain(self) -> None:
+        """The VM's thread: fill the posted receive buffers from the backend.
+        Frames that find no buffer wait in the backend's bounded queue."""
+        with self._drain_lock:
+            self._drain_posted = False
+        with self.lock:
+            if not self.running or not self.queues[RECEIVE].ready:
+                return
+            queue = self.queues[RECEIVE]
+            try:
+                self._fill(queue)
+                queue.publish_avail_event()  # §2.7.10: buffers were taken, as after a notify
+            except (QueueError, GuestMemoryError) as error:
+                queue.broken = True
+                self.fail(f"queue {RECEIVE}: {error}")
+                return
+            self.complete_later(RECEIVE)
 
     def config_bytes(self) -> bytes:
         """struct virtio_net_config (§5.1.4): mac, status, max_virtqueue_pairs, mtu."""
@@ -104,7 +167,16 @@ class VirtioNet(VirtioDevice):
 
     def _fill(self, queue: SplitQueue) -> None:
         merge = bool(self.driver_features & F_MRG_RXBUF)
-        while self.backlog:
+        receive = getattr(self.backend, "receive", None)
+        while True:
+            if not self.backlog:  # then the backend's queue, one frame at a time
+                frame = receive() if receive is not None else None
+                if frame is None:
+                    return
+                if not self.link_up or len(frame) > MAX_FRAME:
+                    self.stats.count("virtio-net", "frames dropped (link down or too big)")
+                    continue
+                self.backlog.append(frame)
             packet = bytes(HEADER) + self.backlog[0]
             start = queue.last_avail
             chains = []

@@ -102,7 +102,7 @@ import sys, time, subprocess
 sys.path.insert(0, sys.argv[1])
 from pyvmm.net.tap import TapBackend
 frames = []
-tap = TapBackend("pvtap0", frames.append)
+tap = TapBackend("pvtap0")
 subprocess.run(["ip", "link", "set", "pvtap0", "up"], check=True)
 subprocess.run(["ip", "addr", "add", "10.99.0.1/24", "dev", "pvtap0"], check=True)
 guest_mac = bytes.fromhex("525400123456")
@@ -113,6 +113,8 @@ deadline = time.monotonic() + 10
 while time.monotonic() < deadline:
     tap.send(arp)
     time.sleep(0.2)
+    while (got := tap.receive()) is not None:
+        frames.append(got)
     replies = [f for f in frames if f[12:14] == b"\\x08\\x06" and f[20:22] == b"\\x00\\x02"]
     if replies:
         print("arp reply to", replies[0][0:6].hex(), "from", ".".join(map(str, replies[0][28:32])))
