@@ -519,6 +519,12 @@ def resolve_image(args: argparse.Namespace):
 
     given = [(option, getattr(args, option.key)) for option in IMAGE_OPTIONS
              if getattr(args, option.key) is not None]
+    entry = getattr(args, "linux_entry", None)
+    firmware = None
+    if entry in loader("linux").firmware_entries and getattr(args, "kernel", None):
+        # --kernel with --linux-entry real: a --bios beside it is the firmware it boots through.
+        firmware = getattr(args, "bios", None)
+        given = [(option, path) for option, path in given if option.flag != "--bios"]
     if args.guest is not None:
         if given:
             raise ConfigError("give either a bundled GUEST or an image option, not both")
@@ -538,12 +544,12 @@ def resolve_image(args: argparse.Namespace):
             raise ConfigError(f"--initrd only applies to Linux kernels, and {spec.label} "
                               f"is a {spec.kind}")
         spec.initrd = initrd
-    entry = getattr(args, "linux_entry", None)
     if entry is not None:
         if spec.kind != "linux":
             raise ConfigError(f"--linux-entry only applies to Linux kernels, and {spec.label} "
                               f"is a {spec.kind}")
         spec.linux_entry = entry
+        spec.firmware = firmware
     if args.append is not None and not loader(spec.kind).cmdline:
         raise ConfigError(f"--append only applies to {_kinds_phrase(kinds_taking('cmdline'))}, "
                           f"and {spec.label} is a {spec.kind}")

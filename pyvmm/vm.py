@@ -46,6 +46,7 @@ class ImageSpec:
     label: str = ""
     initrd: Path | None = None  # for kinds whose loader takes one (linux)
     linux_entry: str = "64"  # linux only: one of boot.linux.LINUX_ENTRIES
+    firmware: Path | None = None  # linux, --linux-entry real: the BIOS (--bios)
     _data: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -88,7 +89,8 @@ def load_image(board: PcBoard, spec: ImageSpec) -> CpuState:
         initrd = None
         if row.initrd and spec.initrd is not None:
             initrd = read_user_file(spec.initrd, MAX_IMAGE_BYTES, ImageError)
-        return row.load(board, data, BootInputs(spec.cmdline, initrd, spec.linux_entry))
+        return row.load(board, data, BootInputs(spec.cmdline, initrd, spec.linux_entry,
+                                                spec.firmware))
     except ImageError as error:
         raise ImageError(f"{spec.path}: {error}") from None
 
@@ -213,7 +215,8 @@ class VirtualMachine:
         the reason the VM stopped (the rules: pyvmm/machine/reset.py)."""
         if reason.kind is not StopKind.RESET:
             return reason
-        firmware = self.image is not None and loader_of(self.image.kind).firmware
+        firmware = self.image is not None and \
+            loader_of(self.image.kind).boots_firmware(self.image.linux_entry)
         blocker = None
         if self.irqchip == "kernel":
             blocker = ("under --irqchip kernel the interrupt controllers and the PIT are "

@@ -97,12 +97,19 @@ STARTUP_64_OFFSET = 0x200
 # --linux-entry: how a bzImage is entered.
 ENTRY_64 = "64"
 ENTRY_DECOMPRESSED = "decompressed"
+ENTRY_REAL = "real"
 LINUX_ENTRIES: dict[str, str] = {
     ENTRY_64: "the bzImage's startup_64, which decompresses the kernel in the guest",
     ENTRY_DECOMPRESSED: "pyvmm decompresses the bzImage's payload (gzip, xz, lzma, bzip2) on "
                         "the host and enters the kernel proper at its 64-bit entry, as "
                         "Firecracker boots a vmlinux",
+    ENTRY_REAL: "SeaBIOS (--bios FILE, default /usr/share/seabios/bios-256k.bin) boots "
+                "pyvmm's linuxboot option ROM, which loads the kernel from fw_cfg and enters "
+                "its 16-bit real-mode setup code, as a boot loader does (boot/linux_real.py); "
+                "a reset boots it again",
 }
+# The entries that boot through firmware at the reset vector (a reset re-enters them).
+FIRMWARE_ENTRIES = frozenset({ENTRY_REAL})
 # The header a bare vmlinux gets in its zero page: what boot.rst asks a loader to fill
 # for protocol 2.15, the version the 6.1 kernel's own header carries.
 VMLINUX_PROTOCOL = 0x020F
@@ -384,8 +391,9 @@ def load_linux(board: PcBoard, image: bytes, cmdline: str = "",
     Everything is validated before anything is written to guest memory.
     """
     image = bytes(image)
-    if entry not in LINUX_ENTRIES:
-        raise ConfigError(f"unknown Linux entry {entry!r}: {', '.join(LINUX_ENTRIES)}")
+    if entry not in LINUX_ENTRIES or entry in FIRMWARE_ENTRIES:
+        raise ConfigError(f"Linux entry {entry!r} is not a direct one: "
+                          f"{', '.join(sorted(set(LINUX_ENTRIES) - FIRMWARE_ENTRIES))}")
     ram_top = _ram_top(board)
     decompress_end = 0  # where a self-decompressing kernel's working area ends
     if is_vmlinux(image):

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyvmm.boot.linux import FIRMWARE_ENTRIES
 from pyvmm.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ class BootInputs:
     cmdline: str = ""
     initrd: bytes | None = None
     linux_entry: str = "64"  # linux: how a bzImage starts (boot.linux.LINUX_ENTRIES)
+    firmware: Path | None = None  # linux, --linux-entry real: the BIOS (--bios)
 
 
 LoadFunction = Callable[["PcBoard", bytes, BootInputs], "CpuState"]
@@ -42,7 +45,8 @@ class Loader:
 
     `cmdline`/`initrd`: whether --append/--initrd apply.  `firmware`: the
     image is a ROM entered at the reset vector, so a machine reset re-enters
-    it (SDM Vol. 3A §9.1.1); for every other kind a reset stops the VM.
+    it (SDM Vol. 3A §9.1.1); `firmware_entries`: the --linux-entry values
+    that boot through firmware too.  For every other image a reset stops the VM.
     """
 
     kind: str
@@ -50,6 +54,11 @@ class Loader:
     cmdline: bool = False
     initrd: bool = False
     firmware: bool = False
+    firmware_entries: frozenset[str] = frozenset()
+
+    def boots_firmware(self, linux_entry: str) -> bool:
+        """Whether the VM starts at the reset vector, so that a reset re-enters it."""
+        return self.firmware or linux_entry in self.firmware_entries
 
 
 def _multiboot(board: PcBoard, data: bytes, inputs: BootInputs) -> CpuState:
@@ -63,6 +72,10 @@ def _linux(board: PcBoard, data: bytes, inputs: BootInputs) -> CpuState:
 
     # The virtio-mmio devices are announced on the command line (virtio_mmio.device=).
     cmdline = " ".join(part for part in (inputs.cmdline, board.virtio_cmdline()) if part)
+    if inputs.linux_entry in FIRMWARE_ENTRIES:
+        from pyvmm.boot.linux_real import load_linux_real
+
+        return load_linux_real(board, data, cmdline, inputs.initrd, inputs.firmware)
     return load_linux(board, data, cmdline, inputs.initrd, inputs.linux_entry)
 
 
@@ -80,7 +93,7 @@ def _bios(board: PcBoard, data: bytes, inputs: BootInputs) -> CpuState:
 
 LOADERS: dict[str, Loader] = {row.kind: row for row in (
     Loader("multiboot", _multiboot, cmdline=True),
-    Loader("linux", _linux, cmdline=True, initrd=True),
+    Loader("linux", _linux, cmdline=True, initrd=True, firmware_entries=FIRMWARE_ENTRIES),
     Loader("boot-sector", _boot_sector),
     Loader("bios", _bios, firmware=True),
 )}
@@ -113,12 +126,14 @@ class ImageOption:
 
 IMAGE_OPTIONS: tuple[ImageOption, ...] = (
     ImageOption("--kernel", "multiboot",
-                "a Linux bzImage (boot protocol 2.10+, entered in 64-bit mode), a Linux "
+                "a Linux bzImage (boot protocol 2.10+, entered in 64-bit mode or, with "
+                "--linux-entry real, through SeaBIOS and its real-mode setup code), a Linux "
                 "vmlinux (ELF64) or a multiboot v1 kernel (ELF32, ELF64 or a.out kludge)",
                 detect=_kernel_kind),
     ImageOption("--boot-sector", "boot-sector",
                 "a 512-byte boot sector, run at 0000:7C00 in real mode"),
-    ImageOption("--bios", "bios", "a flat BIOS ROM, entered at the reset vector"),
+    ImageOption("--bios", "bios", "a flat BIOS ROM, entered at the reset vector (beside "
+                "--kernel with --linux-entry real: the BIOS the kernel boots through)"),
 )
 
 

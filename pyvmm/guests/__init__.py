@@ -24,6 +24,9 @@ EXIT_SUCCESS_STATUS = (EXIT_SUCCESS_VALUE << 1) | 1
 EXIT_FAILURE_STATUS = (EXIT_FAILURE_VALUE << 1) | 1
 
 _IMAGE_DIR = Path(__file__).resolve().parent
+# Built with the guests but not a guest: the option ROM that --linux-entry real
+# boots through SeaBIOS (guests/linuxboot/, pyvmm/boot/linux_real.py).
+LINUXBOOT_ROM = _IMAGE_DIR / "linuxboot.bin"
 
 
 @dataclass(frozen=True)
