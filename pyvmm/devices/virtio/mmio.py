@@ -96,8 +96,10 @@ class VirtioMmio:
         self.irq.set(False)
 
     def _raise(self, bits: int, queue: int | None = None) -> None:
+        was = self.interrupt_status
         self.interrupt_status |= bits
-        self.post_line(self._drive_line)
+        if not was:  # else the line is high already, or about to be by the last post
+            self.post_line(self._drive_line)
 
     def _drive_line(self) -> None:
         """The level-triggered line: high while InterruptStatus is not 0."""

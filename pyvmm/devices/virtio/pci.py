@@ -195,8 +195,10 @@ class VirtioPci(PciFunction):
             if vector != NO_VECTOR:
                 self.post_msi(lambda: self.msix.signal(vector))
             return
+        was = self.isr
         self.isr |= bits & (INTERRUPT_USED_BUFFER | INTERRUPT_CONFIG_CHANGE)
-        self.post_line(self.update_intx)
+        if not was:  # else INTA# is asserted already, or about to be by the last post
+            self.post_line(self.update_intx)
 
     def notify_points(self) -> list[tuple[int, int, int | None, int]]:
         """(address, width, value the write must carry or None, queue) of each
