@@ -28,7 +28,7 @@ from pyvmm.board.irq_routing import (
     pirq_gsi,
 )
 from pyvmm.board.table import DeviceRow, Range
-from pyvmm.board.virtio import VirtioSpec, cmdline_fragments, virtio_rows
+from pyvmm.board.virtio import VIRTIO_MMIO_BASE, VirtioSpec, cmdline_fragments, virtio_rows
 from pyvmm.cpu.cpuid import cpuid_lookup, interpreter_cpuid_table, with_apic_status
 from pyvmm.devices import hpet
 from pyvmm.devices.cmos import REG_CENTURY, CmosRtc
@@ -96,6 +96,10 @@ LOW_RAM_END = 0xA0000
 HIGH_RAM_START = 0x100000
 MIN_RAM = 2 * MIB
 MAX_RAM = 3 * 1024 * MIB  # below the 32-bit PCI/ROM hole
+# The part of that hole the host bridge forwards to PCI, where BARs are placed
+# (by SeaBIOS, or by Linux from the DSDT's _CRS): from the top of the largest
+# RAM up to the virtio-mmio windows, which sit below the I/O APIC.
+PCI_MMIO_WINDOW = (MAX_RAM, VIRTIO_MMIO_BASE - 1)
 
 # Port assignments (IBM PC/AT Technical Reference; QEMU's pc machine agrees).
 PORT_PIC_MASTER = 0x20
@@ -613,7 +617,9 @@ class PcBoard:
             s5_sleep_type=SLP_TYP_S5, reset=io_register(PORT_KBD_COMMAND, 1),
             reset_value=KBD_RESET_VALUE, century_cmos_index=REG_CENTURY, has_i8042=True,
             hpet_address=hpet.DEFAULT_BASE, hpet_block_id=hpet.CAPABILITIES & 0xFFFFFFFF,
-            hpet_min_tick=hpet.MIN_PERIODIC_TICKS, pci_interrupts=self._pci_interrupts())
+            hpet_min_tick=hpet.MIN_PERIODIC_TICKS, pci_interrupts=self._pci_interrupts(),
+            pci_config_ports=(PORT_CONFIG_ADDRESS, CONFIG_PORTS),
+            pci_mmio_window=PCI_MMIO_WINDOW)
 
     def _pci_interrupts(self) -> tuple[PciInterrupt, ...]:
         """Each (device, INTx pin) of the table's PCI functions, and the GSI its PIRQ

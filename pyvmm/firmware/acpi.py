@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass, field
 
 from pyvmm.firmware import aml
+from pyvmm.firmware import resources as res
 from pyvmm.firmware.description import (
     POLARITY_HIGH,
     TRIGGER_LEVEL,
@@ -172,13 +173,40 @@ def build_facs() -> bytes:
                        bytes(3), 0, bytes(24))
 
 
+def build_prt(desc: PlatformDescription) -> bytes:
+    """_PRT (§6.2.13): one {Address, Pin, Source, Source Index} package per PCI
+    INTx pin in use; Address is the device number in the high word with 0xFFFF
+    (any function) in the low one; Source 0 makes Source Index the GSI."""
+    return aml.name("_PRT", aml.package(*(
+        aml.package(aml.integer(pci.device << 16 | 0xFFFF), aml.integer(pci.pin),
+                    aml.integer(0), aml.integer(pci.gsi))
+        for pci in desc.pci_interrupts)))
+
+
+def build_crs(desc: PlatformDescription) -> bytes:
+    """PCI0's _CRS (§6.2.2): the windows the host bridge forwards — buses 0-255,
+    every I/O port but its own configuration ports (which it consumes), and the
+    memory window where BARs go.  Linux places unassigned BARs only inside these
+    windows (without a _CRS it needs `pci=nocrs`)."""
+    if desc.pci_mmio_window is None:
+        return b""
+    config, count = desc.pci_config_ports
+    return aml.name("_CRS", res.template(
+        res.word_space(res.SPACE_BUS, 0, 0xFF),
+        res.io_port(config, count),
+        res.word_space(res.SPACE_IO, 0, config - 1, res.IO_RANGE_ENTIRE),
+        res.word_space(res.SPACE_IO, config + count, 0xFFFF, res.IO_RANGE_ENTIRE),
+        res.dword_memory(*desc.pci_mmio_window)))
+
+
 def build_dsdt(desc: PlatformDescription) -> bytes:
     r"""A minimal DSDT (§5.2.11.1): \_SB.PCI0, the PCI host bridge (PNP0A03,
     §6.1.5 _HID / §6.1.1 _ADR), and \_S5 (§7.4.2.5): the SLP_TYP values PM1a/PM1b
     take for soft off."""
     body = (aml.scope("\\_SB", aml.device(
                 "PCI0", aml.name("_HID", aml.eisa_id("PNP0A03")),
-                aml.name("_ADR", aml.integer(0)), aml.name("_UID", aml.integer(0))))
+                aml.name("_ADR", aml.integer(0)), aml.name("_UID", aml.integer(0)),
+                build_crs(desc), build_prt(desc) if desc.pci_interrupts else b""))
             + aml.name("\\_S5", aml.package(aml.integer(desc.s5_sleep_type),
                                             aml.integer(desc.s5_sleep_type),
                                             aml.integer(0), aml.integer(0))))

@@ -1,7 +1,7 @@
 """A small AML encoder (ACPI 6.4 §20 "ACPI Machine Language Specification").
 
 Only what pyvmm's DSDT needs: names (§20.2.2), integers and strings
-(§20.2.3), packages, Name, Scope and Device (§20.2.5), and EisaId's
+(§20.2.3), buffers and packages, Name, Scope and Device (§20.2.5), and EisaId's
 compressed EISA identifier (§19.6.35).  Each function returns the encoded
 bytes of one term; a term list is their concatenation.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 ZERO_OP, ONE_OP, ONES_OP = 0x00, 0x01, 0xFF
 BYTE_PREFIX, WORD_PREFIX, DWORD_PREFIX, STRING_PREFIX, QWORD_PREFIX = (
     0x0A, 0x0B, 0x0C, 0x0D, 0x0E)
-NAME_OP, SCOPE_OP, PACKAGE_OP = 0x08, 0x10, 0x12
+NAME_OP, SCOPE_OP, BUFFER_OP, PACKAGE_OP = 0x08, 0x10, 0x11, 0x12
 EXT_OP_PREFIX, DEVICE_OP = 0x5B, 0x82
 ROOT_CHAR, PARENT_PREFIX = ord("\\"), ord("^")
 DUAL_NAME_PREFIX, MULTI_NAME_PREFIX, NULL_NAME = 0x2E, 0x2F, 0x00
@@ -91,6 +91,12 @@ def eisa_id(text: str) -> bytes:
 def name(path: str, data: bytes) -> bytes:
     """DefName := NameOp NameString DataRefObject (§20.2.5.1)."""
     return bytes([NAME_OP]) + name_string(path) + data
+
+
+def buffer(data: bytes) -> bytes:
+    """DefBuffer := BufferOp PkgLength BufferSize ByteList (§20.2.5.4)."""
+    body = integer(len(data)) + data
+    return bytes([BUFFER_OP]) + pkg_length(len(body)) + body
 
 
 def package(*elements: bytes) -> bytes:

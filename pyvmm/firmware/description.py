@@ -81,3 +81,5 @@ class PlatformDescription:
     hpet_block_id: int  # the low dword of the HPET's capabilities register
     hpet_min_tick: int
     pci_interrupts: tuple[PciInterrupt, ...] = ()  # the bus-0 functions with an INTx pin
+    pci_config_ports: tuple[int, int] = (0, 0)  # (base, count): configuration mechanism #1
+    pci_mmio_window: tuple[int, int] | None = None  # [first, last] the host bridge forwards
