@@ -36,11 +36,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.results import replace_marked
+from bench.runners import QEMU, child_unavailable, runner_list
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "guests" / "virtio_kernel" / "blk_bench.c"
 LINKER_SCRIPT = ROOT / "tests" / "guests" / "c_kernel" / "kernel.ld"
-QEMU = "qemu-system-x86_64"
 RAM_MIB = 64
 DISK_SECTORS = 65536  # 32 MiB
 RUNNERS = ("kvm", "kvm:no-ioeventfd", "kvm:kernel", "jit", "qemu-tcg", "qemu-kvm")
@@ -76,21 +76,17 @@ def build(out: Path, requests: int, size: int, sequential: bool) -> Path:
 
 def command(runner: str, kernel: Path, disk: Path) -> list[str] | str:
     """The child's command line, or why the runner cannot run here."""
-    kvm_ok = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    unavailable = child_unavailable(runner)
+    if unavailable is not None:
+        return unavailable
     if runner.startswith("qemu-"):
         accel = runner.split("-", 1)[1]
-        if shutil.which(QEMU) is None:
-            return f"{QEMU} not installed"
-        if accel == "kvm" and not kvm_ok:
-            return "no usable /dev/kvm"
         return [QEMU, "-accel", accel, "-m", str(RAM_MIB), "-kernel", str(kernel),
                 "-nodefaults", "-display", "none", "-monitor", "none", "-serial", "none",
                 "-debugcon", "stdio", "-drive", f"file={disk},if=none,id=d0,format=raw",
                 "-device", "virtio-blk-pci,drive=d0,disable-legacy=on",
                 "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-no-reboot"]
     engine, _, option = runner.partition(":")
-    if engine == "kvm" and not kvm_ok:
-        return "no usable /dev/kvm"
     extra = {"": [], "no-ioeventfd": ["--no-ioeventfd"], "kernel": ["--irqchip", "kernel"]}
     return [sys.executable, "-m", "pyvmm", "run", "--engine", engine, *extra[option],
             "--kernel", str(kernel), "-m", f"{RAM_MIB}M", "--drive", f"file={disk},if=virtio",
@@ -178,10 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--doc", type=Path, help="rewrite the blk table in this file")
     args = parser.parse_args(argv)
-    runners = [name.strip() for name in args.runners.split(",") if name.strip()]
-    unknown = [name for name in runners if name not in RUNNERS]
-    if unknown:
-        parser.error(f"unknown runner(s) {', '.join(unknown)} (choose from {', '.join(RUNNERS)})")
+    runners = runner_list(parser, args.runners, RUNNERS)
     if shutil.which("gcc") is None or shutil.which("ld") is None:
         parser.error("gcc and ld build the guest")
     results = []

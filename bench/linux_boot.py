@@ -21,7 +21,6 @@ import json
 import os
 import re
 import selectors
-import shutil
 import subprocess
 import sys
 import time
@@ -29,9 +28,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.results import replace_marked
+from bench.runners import QEMU, child_unavailable, runner_list
 from pyvmm.guests import linux_build
 
-QEMU = "qemu-system-x86_64"
 RAM_MIB = 128
 RUNNERS = ("interp", "jit", "kvm", "qemu-tcg", "qemu-kvm")
 DOC_BEGIN = "<!-- linux-boot:begin -->"
@@ -51,18 +50,14 @@ class BootResult:
 
 def _command(runner: str, guest: linux_build.LinuxGuest, cmdline: str) -> list[str] | str:
     """The child's command line, or a reason the runner cannot run here."""
-    kvm_ok = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    unavailable = child_unavailable(runner)
+    if unavailable is not None:
+        return unavailable
     if runner.startswith("qemu-"):
         accel = runner.split("-", 1)[1]
-        if shutil.which(QEMU) is None:
-            return f"{QEMU} not installed"
-        if accel == "kvm" and not kvm_ok:
-            return "no usable /dev/kvm"
         return [QEMU, "-accel", accel, "-cpu", "qemu64", "-m", str(RAM_MIB), "-kernel",
                 str(guest.kernel), "-initrd", str(guest.initramfs), "-append", cmdline,
                 "-serial", "stdio", "-display", "none", "-no-reboot", "-monitor", "none"]
-    if runner == "kvm" and not kvm_ok:
-        return "no usable /dev/kvm"
     return [sys.executable, "-m", "pyvmm", "run", "--engine", runner, "--kernel",
             str(guest.kernel), "--initrd", str(guest.initramfs), "--append", cmdline,
             "-m", f"{RAM_MIB}M", "--serial", "stdio", "--stats"]
@@ -142,10 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--doc", type=Path, help="rewrite the linux-boot table in this file")
     args = parser.parse_args(argv)
-    runners = [name.strip() for name in args.engines.split(",") if name.strip()]
-    unknown = [name for name in runners if name not in RUNNERS]
-    if unknown:
-        parser.error(f"unknown runner(s) {', '.join(unknown)} (choose from {', '.join(RUNNERS)})")
+    runners = runner_list(parser, args.engines, RUNNERS)
     guest = linux_build.build()
     cmdline = f"{args.append} pyvmm_run=true"
     results = []

@@ -9,6 +9,7 @@ the suite skips it with that reason.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -100,6 +101,29 @@ def kvm_usable() -> tuple[bool, str]:
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False, "/dev/kvm is not readable and writable by this user"
     return True, ""
+
+
+def child_unavailable(runner: str) -> str | None:
+    """Why a runner started as a child process ("kvm", "kvm:OPTION", "qemu-tcg",
+    "qemu-kvm") cannot run on this host, or None when it can."""
+    base = runner.partition(":")[0]
+    if base.startswith("qemu-") and shutil.which(QEMU) is None:
+        return f"{QEMU} not installed"
+    if base == "kvm" or base.endswith("-kvm"):
+        ok, reason = kvm_usable()
+        if not ok:
+            return reason
+    return None
+
+
+def runner_list(parser: argparse.ArgumentParser, text: str, known: tuple[str, ...] | list[str],
+                ) -> list[str]:
+    """The comma-separated runners of an option, in order; an unknown one is a usage error."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        parser.error(f"unknown runner(s) {', '.join(unknown)} (choose from {', '.join(known)})")
+    return names
 
 
 class QemuRunner:

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import selectors
-import shutil
 import subprocess
 import sys
 import time
@@ -28,8 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.results import replace_marked
+from bench.runners import QEMU, child_unavailable, runner_list
 
-QEMU = "qemu-system-x86_64"
 SEABIOS = Path("/usr/share/seabios/bios-256k.bin")
 RAM_MIB = 64
 RUNNERS = ("interp", "jit", "kvm", "qemu-tcg", "qemu-kvm")
@@ -48,18 +47,14 @@ class BootResult:
 
 def command(runner: str, bios: Path) -> list[str] | str:
     """The child's command line, or why the runner cannot run here."""
-    kvm_ok = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    unavailable = child_unavailable(runner)
+    if unavailable is not None:
+        return unavailable
     if runner.startswith("qemu-"):
         accel = runner.split("-", 1)[1]
-        if shutil.which(QEMU) is None:
-            return f"{QEMU} not installed"
-        if accel == "kvm" and not kvm_ok:
-            return "no usable /dev/kvm"
         return [QEMU, "-accel", accel, "-bios", str(bios), "-m", str(RAM_MIB), "-nodefaults",
                 "-machine", "graphics=off", "-serial", "stdio", "-display", "none",
                 "-monitor", "none", "-no-reboot"]
-    if runner == "kvm" and not kvm_ok:
-        return "no usable /dev/kvm"
     return [sys.executable, "-m", "pyvmm", "run", "--engine", runner, "--bios", str(bios),
             "-m", f"{RAM_MIB}M", "--serial", "stdio", "--debugcon", "none"]
 
@@ -139,10 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--doc", type=Path, help="rewrite the seabios-boot table in this file")
     args = parser.parse_args(argv)
-    runners = [name.strip() for name in args.engines.split(",") if name.strip()]
-    unknown = [name for name in runners if name not in RUNNERS]
-    if unknown:
-        parser.error(f"unknown runner(s) {', '.join(unknown)} (choose from {', '.join(RUNNERS)})")
+    runners = runner_list(parser, args.engines, RUNNERS)
     if not args.bios.is_file():
         parser.error(f"{args.bios} is absent (Debian package seabios)")
     results = []
