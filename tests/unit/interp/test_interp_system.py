@@ -157,6 +157,39 @@ hlt""", 0x1000, 16))
     assert g[RDX] == ((0x12345678 << 4) + 0x800 + 0x10000) & 0xFFFFFFFF
 
 
+@pytest.mark.parametrize("engine_class", [InterpreterEngine, JitEngine])
+def test_lgdt_lidt_base_width_follows_the_operand_size(engine_class: type) -> None:
+    """SDM Vol. 2A "LGDT/LIDT": with a 16-bit operand size only the low 24 bits of
+    the 4-byte base load; with a 32-bit one (66h in real mode) all 32.  SGDT/SIDT
+    store the full 32-bit base (SDM Vol. 2B "SGDT")."""
+    board = BareBoard(4 << 20)
+    engine = engine_class(board)
+    if engine_class is JitEngine:
+        engine.hot_after = 1
+    board.memory.write(0x1000, assemble("""
+lgdt [0x500]
+sgdt [0x600]
+o32 lgdt [0x500]
+sgdt [0x610]
+lidt [0x508]
+sidt [0x620]
+o32 lidt [0x508]
+sidt [0x630]
+cli
+hlt""", 0x1000, 16))
+    board.memory.write(0x500, bytes.fromhex("ff0f" "2002ffff" "ffff" "ff03" "78563412"))
+    state = CpuState()
+    state.rip = 0x1000
+    state.gprs[RSP] = 0x8000
+    engine.set_state(state)
+    assert engine.run(timeout=5).kind is StopKind.HALTED
+    read = board.memory.read_u32
+    assert board.memory.read_u16(0x600) == 0x0FFF and read(0x602) == 0x00FF0220
+    assert board.memory.read_u16(0x610) == 0x0FFF and read(0x612) == 0xFFFF0220
+    assert board.memory.read_u16(0x620) == 0x03FF and read(0x622) == 0x00345678
+    assert board.memory.read_u16(0x630) == 0x03FF and read(0x632) == 0x12345678
+
+
 # -- descriptor-table and control/debug registers (SDM Vol. 2B) ----------------------------
 
 def test_smsw_lmsw_clts_sgdt_sidt_str_mov_dr() -> None:

@@ -5,7 +5,7 @@ CPUID, RDTSC, RDMSR/WRMSR, SYSCALL/SYSRET, SWAPGS, INVLPG, cache control, UD2
 
 from __future__ import annotations
 
-from iced_x86 import Mnemonic, Register
+from iced_x86 import Code, Mnemonic, Register
 
 from pyvmm.cpu.state import (
     CR0_PE,
@@ -129,15 +129,22 @@ def _table_access(b: Insn) -> tuple[int, int, Callable]:  # type: ignore[name-de
     return b.seg(), b.addr_mask, b.address()
 
 
+# iced-x86 names the 16-bit operand-size forms of LGDT/LIDT apart (66h in 32-bit
+# code, none in 16-bit code).
+_LOAD_TABLE_OPERAND16 = frozenset((Code.LGDT_M1632_16, Code.LIDT_M1632_16))
+
+
 @semantic(Mnemonic.LGDT, Mnemonic.LIDT)
 def _lgdt(b: Insn) -> Handler:
+    """SDM Vol. 2A "LGDT/LIDT": a 16-bit limit, then the base: 8 bytes in 64-bit
+    mode; otherwise 4, of which a 16-bit operand size keeps only the low 24 bits."""
     cpu = b.cpu
     seg, mask, address = _table_access(b)
-    base_size = 8 if b.code_bits == 64 else 4
-    base_mask = 0xFFFFFFFFFFFFFFFF if b.code_bits == 64 else (
-        0xFFFFFFFF if b.size(0) != 6 or b.ins.memory_size and b.code_bits == 32 else 0xFFFFFF)
-    if b.code_bits == 16 and not _has_66(b):
-        base_mask = 0xFFFFFF  # 16-bit operand size loads a 24-bit base (SDM "LGDT")
+    if b.code_bits == 64:
+        base_size, base_mask = 8, 0xFFFFFFFFFFFFFFFF
+    else:
+        base_size = 4
+        base_mask = 0xFFFFFF if b.ins.code in _LOAD_TABLE_OPERAND16 else 0xFFFFFFFF
     gdt = b.mnemonic == Mnemonic.LGDT
     next_ip = b.next_ip
 
@@ -152,10 +159,6 @@ def _lgdt(b: Insn) -> Handler:
             cpu.idtr = TableRegister(base, limit)
         cpu.rip = next_ip
     return lgdt
-
-
-def _has_66(b: Insn) -> bool:
-    return 0x66 in b.raw[:b.raw.find(0x0F) if 0x0F in b.raw else 0]
 
 
 @semantic(Mnemonic.SGDT, Mnemonic.SIDT)
