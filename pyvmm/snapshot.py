@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pyvmm import __version__
 from pyvmm.board.pc import MAX_RAM, MIN_RAM, UNMAPPED_POLICIES, PcBoard
+from pyvmm.boot.linux import ENTRY_64, LINUX_ENTRIES
 from pyvmm.boot.registry import LOADERS
 from pyvmm.cpu.state import CpuState
-from pyvmm.errors import PyvmmError
+from pyvmm.errors import ImageError, PyvmmError
 from pyvmm.files import read_user_file
 from pyvmm.schema import (
     U64,
@@ -101,7 +102,7 @@ class Snapshot:
     cpu: CpuState
     board: dict
     regions: list[RegionImage]
-    image: dict | None = None  # {"kind", "path", "cmdline", "label"} of the booted image
+    image: dict | None = None  # the booted image: _IMAGE's fields
     unmapped: str = "stop"
     stats: dict | None = None
     pyvmm_version: str = __version__
@@ -229,9 +230,13 @@ def _digest(manifest: dict, members: list[tuple[str, bytes]]) -> str:
 _REGION = Record({"name": Str(64), "gpa": U64, "size": Int(1, MAX_RAM + 2 * MAX_ROM_BYTES),
                   "readonly": Bool(), "member": Str(128)})
 # The kind a snapshot records is a row of the loader table (pyvmm/boot/registry.py).
+# The image's files are recorded by path: a board restored from a snapshot gets
+# from them what its memory does not hold (the fw_cfg kernel items of
+# --linux-entry real, which a reset boots again: vm.republish_image).
 _IMAGE = Record({"kind": Choice(frozenset(LOADERS)), "path": Str(), "cmdline": Str(),
-                 "label": Str()},
-                optional=frozenset({"cmdline", "label"}))
+                 "label": Str(), "initrd": Str(), "linux_entry": Choice(frozenset(LINUX_ENTRIES)),
+                 "firmware": Str()},
+                optional=frozenset({"cmdline", "label", "initrd", "linux_entry", "firmware"}))
 # The manifest's own fields; the CPU, board and stats sections are checked by
 # their owners' schemas (CPU_STATE, the devices' set_state, STATS_STATE).
 MANIFEST_STATE = Record({
@@ -338,7 +343,11 @@ def take_snapshot(vm: VirtualMachine) -> Snapshot:
     image = None
     if vm.image is not None:
         image = {"kind": vm.image.kind, "path": str(vm.image.path),
-                 "cmdline": vm.image.cmdline, "label": vm.image.label}
+                 "cmdline": vm.image.cmdline, "label": vm.image.label,
+                 "linux_entry": vm.image.linux_entry}
+        for name in ("initrd", "firmware"):
+            if getattr(vm.image, name) is not None:
+                image[name] = str(getattr(vm.image, name))
     vm.board.flush_disks()  # what the snapshot's disks hold is on the host's disk
     extra = {"virtio": [spec.to_json() for spec in vm.board.virtio_specs]} \
         if vm.board.virtio_specs else {}
@@ -384,7 +393,7 @@ def restore_snapshot(snapshot: Snapshot, engine: str | None = None, *,
     """
     from pyvmm.board.virtio import VirtioSpec
     from pyvmm.errors import ConfigError
-    from pyvmm.vm import ImageSpec, VirtualMachine
+    from pyvmm.vm import ImageSpec, VirtualMachine, republish_image
 
     listed = snapshot.extra.get("virtio", [])
     try:
@@ -413,8 +422,17 @@ def restore_snapshot(snapshot: Snapshot, engine: str | None = None, *,
         _restore_stats(vm.board, snapshot.stats)
         if snapshot.image:
             image = snapshot.image
+            optional_path = {name: Path(image[name]) for name in ("initrd", "firmware")
+                             if name in image}
             vm.image = ImageSpec(image["kind"], Path(image["path"]), image.get("cmdline", ""),
-                                 image.get("label", ""))
+                                 image.get("label", ""),
+                                 linux_entry=image.get("linux_entry", ENTRY_64), **optional_path)
+            try:
+                republish_image(vm.board, vm.image)
+            except ImageError as error:
+                raise SnapshotError(f"the VM boots its kernel again through the firmware "
+                                    f"at each reset (--linux-entry {vm.image.linux_entry}), "
+                                    f"from files that cannot be read now: {error}") from None
     except BaseException:
         vm.close()
         raise

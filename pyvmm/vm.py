@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 from pyvmm.board.pc import MIB, PcBoard
 from pyvmm.board.virtio import VirtioSpec, with_default_macs
+from pyvmm.boot.registry import BootInputs
 from pyvmm.boot.registry import loader as loader_of
 from pyvmm.cpu.state import CpuState
 from pyvmm.engines.base import Engine
@@ -79,18 +80,32 @@ class ImageSpec:
         return data
 
 
+def _boot_inputs(spec: ImageSpec) -> BootInputs:
+    initrd = None
+    if loader_of(spec.kind).initrd and spec.initrd is not None:
+        initrd = read_user_file(spec.initrd, MAX_IMAGE_BYTES, ImageError)
+    return BootInputs(spec.cmdline, initrd, spec.linux_entry, spec.firmware)
+
+
 def load_image(board: PcBoard, spec: ImageSpec) -> CpuState:
     """Put the image into the board's memory; return the CPU's entry state."""
-    from pyvmm.boot.registry import BootInputs, loader
-
-    row = loader(spec.kind)
+    row = loader_of(spec.kind)
     data = spec.read()
     try:
-        initrd = None
-        if row.initrd and spec.initrd is not None:
-            initrd = read_user_file(spec.initrd, MAX_IMAGE_BYTES, ImageError)
-        return row.load(board, data, BootInputs(spec.cmdline, initrd, spec.linux_entry,
-                                                spec.firmware))
+        return row.load(board, data, _boot_inputs(spec))
+    except ImageError as error:
+        raise ImageError(f"{spec.path}: {error}") from None
+
+
+def republish_image(board: PcBoard, spec: ImageSpec) -> None:
+    """On a board restored from a snapshot of a VM that boots its kernel through
+    firmware (--linux-entry real): the fw_cfg items the firmware loads it from
+    at a reset, read from the image's files again (the loader table's `republish`)."""
+    row = loader_of(spec.kind)
+    if row.republish is None or spec.linux_entry not in row.firmware_entries:
+        return
+    try:
+        row.republish(board, spec.read(), _boot_inputs(spec))
     except ImageError as error:
         raise ImageError(f"{spec.path}: {error}") from None
 

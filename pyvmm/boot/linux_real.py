@@ -195,3 +195,11 @@ def load_linux_real(board: PcBoard, image: bytes, cmdline: str = "",
     publish(board.devices["fw_cfg"], layout, rom)
     return state
 
+
+def publish_kernel(board: PcBoard, image: bytes, cmdline: str = "",
+                   initrd: bytes | None = None) -> None:
+    """Only the fw_cfg items: for a board restored from a snapshot, whose memory
+    (the BIOS included) the snapshot holds but whose fw_cfg items it does not,
+    so that a reset boots the kernel again."""
+    publish(board.devices["fw_cfg"], real_mode_layout(image, _ram_top(board), cmdline, initrd),
+            linuxboot_rom())

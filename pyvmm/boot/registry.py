@@ -37,6 +37,7 @@ class BootInputs:
 
 
 LoadFunction = Callable[["PcBoard", bytes, BootInputs], "CpuState"]
+RepublishFunction = Callable[["PcBoard", bytes, BootInputs], None]
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class Loader:
     image is a ROM entered at the reset vector, so a machine reset re-enters
     it (SDM Vol. 3A §9.1.1); `firmware_entries`: the --linux-entry values
     that boot through firmware too.  For every other image a reset stops the VM.
+    `republish`, for the `firmware_entries`: what a board restored from a
+    snapshot needs from the image besides the memory the snapshot holds (the
+    fw_cfg items the firmware loads the kernel from at each reset).
     """
 
     kind: str
@@ -55,6 +59,7 @@ class Loader:
     initrd: bool = False
     firmware: bool = False
     firmware_entries: frozenset[str] = frozenset()
+    republish: RepublishFunction | None = None
 
     def boots_firmware(self, linux_entry: str) -> bool:
         """Whether the VM starts at the reset vector, so that a reset re-enters it."""
@@ -67,16 +72,26 @@ def _multiboot(board: PcBoard, data: bytes, inputs: BootInputs) -> CpuState:
     return load_multiboot(board, data, inputs.cmdline)
 
 
+def _linux_cmdline(board: PcBoard, inputs: BootInputs) -> str:
+    # The virtio-mmio devices are announced on the command line (virtio_mmio.device=).
+    return " ".join(part for part in (inputs.cmdline, board.virtio_cmdline()) if part)
+
+
 def _linux(board: PcBoard, data: bytes, inputs: BootInputs) -> CpuState:
     from pyvmm.boot.linux import load_linux
 
-    # The virtio-mmio devices are announced on the command line (virtio_mmio.device=).
-    cmdline = " ".join(part for part in (inputs.cmdline, board.virtio_cmdline()) if part)
+    cmdline = _linux_cmdline(board, inputs)
     if inputs.linux_entry in FIRMWARE_ENTRIES:
         from pyvmm.boot.linux_real import load_linux_real
 
         return load_linux_real(board, data, cmdline, inputs.initrd, inputs.firmware)
     return load_linux(board, data, cmdline, inputs.initrd, inputs.linux_entry)
+
+
+def _linux_republish(board: PcBoard, data: bytes, inputs: BootInputs) -> None:
+    from pyvmm.boot.linux_real import publish_kernel
+
+    publish_kernel(board, data, _linux_cmdline(board, inputs), inputs.initrd)
 
 
 def _boot_sector(board: PcBoard, data: bytes, inputs: BootInputs) -> CpuState:
@@ -93,7 +108,8 @@ def _bios(board: PcBoard, data: bytes, inputs: BootInputs) -> CpuState:
 
 LOADERS: dict[str, Loader] = {row.kind: row for row in (
     Loader("multiboot", _multiboot, cmdline=True),
-    Loader("linux", _linux, cmdline=True, initrd=True, firmware_entries=FIRMWARE_ENTRIES),
+    Loader("linux", _linux, cmdline=True, initrd=True, firmware_entries=FIRMWARE_ENTRIES,
+           republish=_linux_republish),
     Loader("boot-sector", _boot_sector),
     Loader("bios", _bios, firmware=True),
 )}

@@ -91,6 +91,26 @@ def test_a_reset_boots_the_kernel_again(engine: str, tiny) -> None:
     assert out.index("resetting the machine") < out.index("booted again after the reset")
 
 
+def test_a_snapshot_taken_in_seabios_boots_the_kernel_and_reboots_it(tiny, tmp_path: Path) -> None:
+    """A snapshot records how the kernel is entered: a VM restored while SeaBIOS is
+    still in its POST loads the kernel from fw_cfg (items the snapshot's memory does
+    not hold, published again from the recorded files), and its reset boots it again."""
+    image, initrd = tiny
+    snap = tmp_path / "seabios.snap"
+    saved = _run("jit", "--kernel", str(image), "--initrd", str(initrd), "--append", "reset",
+                 "--debugcon", "none", "--snapshot-to", str(snap),
+                 "--snapshot-after-instructions", "2000000", timeout=600)
+    assert saved.returncode == 0, saved.stderr.decode()[-2000:]
+    assert b"cmdline:" not in saved.stdout  # paused before the ROM ran
+    done = subprocess.run([sys.executable, "-m", "pyvmm", "run", "--restore", str(snap),
+                           "--engine", "interp", "--debugcon", "none", "--timeout", "600"],
+                          cwd=ROOT, capture_output=True, timeout=900, stdin=subprocess.DEVNULL)
+    out = done.stdout.decode("latin-1")
+    assert done.returncode == 33, out[-2000:] + done.stderr.decode("latin-1")[-2000:]
+    assert out.count("cmdline: reset\n") == 2, out
+    assert out.index("resetting the machine") < out.index("booted again after the reset")
+
+
 def test_no_reboot_stops_at_the_reset(tiny) -> None:
     image, initrd = tiny
     done = _run("jit", "--kernel", str(image), "--initrd", str(initrd), "--append", "reset",
