@@ -513,57 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_image(args: argparse.Namespace):
-    from pyvmm.boot.registry import IMAGE_OPTIONS, kinds_taking, loader
-    from pyvmm.errors import ConfigError
-    from pyvmm.vm import ImageSpec
+    """The ImageSpec the image options ask for (pyvmm/image_request.py)."""
+    from pyvmm.boot.registry import IMAGE_OPTIONS
+    from pyvmm.image_request import image_spec
 
-    given = [(option, getattr(args, option.key)) for option in IMAGE_OPTIONS
-             if getattr(args, option.key) is not None]
-    entry = getattr(args, "linux_entry", None)
-    firmware = None
-    if entry in loader("linux").firmware_entries and getattr(args, "kernel", None):
-        # --kernel with --linux-entry real: a --bios beside it is the firmware it boots through.
-        firmware = getattr(args, "bios", None)
-        given = [(option, path) for option, path in given if option.flag != "--bios"]
-    if args.guest is not None:
-        if given:
-            raise ConfigError("give either a bundled GUEST or an image option, not both")
-        spec = ImageSpec.bundled(args.guest, args.append or "")
-    elif len(given) != 1:
-        flags = ", ".join(option.flag for option in IMAGE_OPTIONS)
-        raise ConfigError(f"give exactly one of {flags}, or a "
-                          "bundled GUEST (see pyvmm guests)")
-    else:
-        option, path = given[0]
-        spec = ImageSpec(option.kind, path, args.append or "", label=str(path))
-        if option.detect is not None:
-            spec.kind = option.detect(spec.read(), str(path))
-    initrd = getattr(args, "initrd", None)
-    if initrd is not None:
-        if not loader(spec.kind).initrd:
-            raise ConfigError(f"--initrd only applies to Linux kernels, and {spec.label} "
-                              f"is a {spec.kind}")
-        spec.initrd = initrd
-    if entry is not None:
-        if spec.kind != "linux":
-            raise ConfigError(f"--linux-entry only applies to Linux kernels, and {spec.label} "
-                              f"is a {spec.kind}")
-        spec.linux_entry = entry
-        spec.firmware = firmware
-    if args.append is not None and not loader(spec.kind).cmdline:
-        raise ConfigError(f"--append only applies to {_kinds_phrase(kinds_taking('cmdline'))}, "
-                          f"and {spec.label} is a {spec.kind}")
-    spec.read()  # a bad image is reported before any engine is set up
-    return spec
-
-
-# How the error messages name the kinds that take --append.
-_KIND_PLURALS = {"multiboot": "multiboot kernels", "linux": "Linux bzImages"}
-
-
-def _kinds_phrase(kinds: tuple[str, ...]) -> str:
-    names = [_KIND_PLURALS.get(kind, f"{kind} images") for kind in kinds]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    files = {option.key: getattr(args, option.key) for option in IMAGE_OPTIONS
+             if getattr(args, option.key) is not None}
+    return image_spec(files, args.guest, args.append, getattr(args, "initrd", None),
+                      getattr(args, "linux_entry", None))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -42,7 +42,8 @@ from pyvmm.board.virtio import VirtioSpec, virtio_specs
 from pyvmm.boot.registry import IMAGE_OPTIONS
 from pyvmm.engines.base import Engine
 from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES
-from pyvmm.errors import ConfigError
+from pyvmm.errors import ConfigError, ImageError
+from pyvmm.image_request import image_spec
 from pyvmm.machine.clock import ClockSource
 from pyvmm.machine.host_timer import MAX_RUN_SECONDS, MAX_WAIT_SECONDS, HostTimerService
 from pyvmm.machine.stop import StopKind, StopReason
@@ -501,7 +502,8 @@ class Hypervisor:
 
 
 # -- configuration files ------------------------------------------------------------
-_VM_KEYS = {"name", "guest", "append", "engine", "memory", "console", "timeout",
+_VM_KEYS = {"name", "guest", "append", "initrd", "linux_entry", "engine", "memory",
+            "console", "timeout",
             "output_limit", "count", "unmapped", "netdev", "device", "nic",
             *(option.key for option in IMAGE_OPTIONS)}
 _HYPERVISOR_KEYS = {"timeout", "slice_ms", "output_limit", "engine", "memory", "unmapped"}
@@ -530,20 +532,24 @@ def _number(value: object, what: str) -> float:
 
 
 def _image_of(entry: dict, base: Path, where: str) -> ImageSpec:
-    kinds = [(option.key, option.kind) for option in IMAGE_OPTIONS if option.key in entry]
-    keys = [option.key for option in IMAGE_OPTIONS]
-    append = str(entry.get("append", ""))
-    if "guest" in entry:
-        if kinds:
-            raise ConfigError(f"{where}: give either guest or one of {'/'.join(keys)}")
-        return ImageSpec.bundled(str(entry["guest"]), append)
-    if len(kinds) != 1:
-        raise ConfigError(f"{where}: give exactly one of guest, {', '.join(keys)}")
-    key, kind = kinds[0]
-    path = Path(str(entry[key]))
-    if not path.is_absolute():
-        path = base / path
-    return ImageSpec(kind, path, append, label=path.name)
+    """The same image keys, checks and kind detection as the command line's
+    options (pyvmm/image_request.py); relative paths are the file's directory's."""
+    def path_of(key: str) -> Path:
+        path = Path(str(entry[key]))
+        return path if path.is_absolute() else base / path
+
+    files = {option.key: path_of(option.key) for option in IMAGE_OPTIONS if option.key in entry}
+    try:
+        spec = image_spec(files, str(entry["guest"]) if "guest" in entry else None,
+                          str(entry["append"]) if "append" in entry else None,
+                          path_of("initrd") if "initrd" in entry else None,
+                          str(entry["linux_entry"]) if "linux_entry" in entry else None,
+                          name=str, guest_name="guest")
+    except (ConfigError, ImageError) as error:
+        raise type(error)(f"{where}: {error}") from None
+    if "guest" not in entry:
+        spec.label = spec.path.name
+    return spec
 
 
 def _strings(entry: dict, key: str, where: str) -> list[str]:

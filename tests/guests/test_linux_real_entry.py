@@ -111,6 +111,24 @@ def test_a_snapshot_taken_in_seabios_boots_the_kernel_and_reboots_it(tiny, tmp_p
     assert out.index("resetting the machine") < out.index("booted again after the reset")
 
 
+def test_a_hypervisor_file_boots_the_kernel_through_its_real_mode_entry(tiny,
+                                                                       tmp_path: Path) -> None:
+    """The TOML keys are the options' names: kernel (a bzImage, detected as with
+    --kernel), initrd, append, linux_entry."""
+    image, initrd = tiny
+    config = tmp_path / "real.toml"
+    config.write_text(f'[[vm]]\nname = "tiny"\nengine = "jit"\ntimeout = 600\n'
+                      f'kernel = "{image}"\ninitrd = "{initrd}"\nappend = "{CMDLINE}"\n'
+                      f'linux_entry = "real"\n')
+    done = subprocess.run([sys.executable, "-m", "pyvmm", "hypervisor", str(config)], cwd=ROOT,
+                          capture_output=True, timeout=900, stdin=subprocess.DEVNULL)
+    out = done.stdout.decode("latin-1")
+    assert done.returncode == 33, out[-2000:] + done.stderr.decode("latin-1")[-2000:]
+    assert f"[tiny] cmdline: {CMDLINE}\n" in out, out[-2000:]
+    assert f"[tiny] initrd: {INITRD[:16].decode()}\n" in out, out[-2000:]
+    assert "[tiny] real-entry checks passed" in out, out[-2000:]
+
+
 def test_no_reboot_stops_at_the_reset(tiny) -> None:
     image, initrd = tiny
     done = _run("jit", "--kernel", str(image), "--initrd", str(initrd), "--append", "reset",

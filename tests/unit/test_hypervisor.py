@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pyvmm.errors import ConfigError
+from pyvmm.errors import ConfigError, ImageError
+from pyvmm.guests import guest_path
 from pyvmm.hypervisor import (
     Hypervisor,
     VmConfig,
@@ -92,7 +93,8 @@ def test_report_has_one_row_per_vm_with_every_column():
 
 # -- configuration files -------------------------------------------------------------
 def test_toml_mix_of_guests_engines_and_memory(tmp_path):
-    (tmp_path / "k.elf").write_bytes(b"")
+    # A file is read (and its kind detected) when the configuration is: a multiboot kernel.
+    (tmp_path / "k.elf").write_bytes(guest_path("demo").read_bytes())
     configs, slice_seconds = configs_from_toml("""
 [hypervisor]
 timeout = 30
@@ -150,10 +152,18 @@ unmapped = "ignore"
     ("[[vm]]\nguest = 'demo'\ntimeout = inf\n", "positive number up to"),
     ("[[vm]]\nguest = 'demo'\ntimeout = nan\n", "positive number up to"),
     ("[[vm]]\nguest = 'demo'\ntimeout = 1e12\n", "positive number up to"),
+    ("[[vm]]\nguest = 'demo'\ninitrd = 'x'\n", "initrd only applies to Linux kernels"),
+    ("[[vm]]\nguest = 'demo'\nlinux_entry = 'real'\n", "linux_entry only applies to Linux"),
+    ("[[vm]]\nguest = 'demo'\nlinux_entry = 'fast'\n", "linux_entry 'fast': expected one of"),
 ])
 def test_toml_errors_are_one_line_config_errors(text, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
         configs_from_toml(text, tmp_path)
+
+
+def test_an_unreadable_image_is_reported_when_the_file_is_read(tmp_path):
+    with pytest.raises(ImageError, match=r"\[\[vm\]\] #2: .*absent.bin: no such file"):
+        configs_from_toml("[[vm]]\nguest = 'demo'\n[[vm]]\nkernel = 'absent.bin'\n", tmp_path)
 
 
 def test_example_file_parses():

@@ -36,8 +36,11 @@ def test_cli_image_options_come_from_the_table():
 
 
 def test_hypervisor_keys_come_from_the_table(tmp_path):
+    from pyvmm.guests import guest_path
     from pyvmm.hypervisor import configs_from_toml
 
+    # The file is read when the configuration is; a multiboot kernel is a --kernel's.
+    (tmp_path / "x.img").write_bytes(guest_path("demo").read_bytes())
     for option in IMAGE_OPTIONS:
         configs, _ = configs_from_toml(f'[[vm]]\n{option.key} = "x.img"\n', tmp_path)
         assert configs[0].image.kind == option.kind
