@@ -232,18 +232,17 @@ class VirtualMachine:
             return reason
         firmware = self.image is not None and \
             loader_of(self.image.kind).boots_firmware(self.image.linux_entry)
-        blocker = None
-        if self.irqchip == "kernel":
-            blocker = ("under --irqchip kernel the interrupt controllers and the PIT are "
-                       "KVM's, which pyvmm does not reset; run with --irqchip user")
         refusal = reset_refusal(firmware=firmware, no_reboot=self.no_reboot,
-                                image=self.image.kind if self.image else None, blocker=blocker)
+                                image=self.image.kind if self.image else None)
         if refusal is not None:
             return StopReason(StopKind.RESET, f"{reason.message}; {refusal}")
         hard = self.board.reset_hard
         state = self.engine.get_state()
         if hard:
             self.board.reset()
+            # The chips an engine runs itself (KVM's, --irqchip kernel) take the
+            # board models' power-on state too.
+            self.engine.load_devices(self.board.get_state())
         else:
             self.board.init_cpu()
         self.engine.set_state(cpu_reset_state(state, hard))

@@ -50,16 +50,12 @@ def cpu_reset_state(previous: CpuState, hard: bool) -> CpuState:
                    apic_base=previous.apic_base)
 
 
-def reset_refusal(firmware: bool, no_reboot: bool, image: str | None,
-                  blocker: str | None = None) -> str | None:
-    """Why a reset stops the VM instead of restarting it; None: it restarts.
-    `blocker`: why this engine cannot reset the machine, if it cannot."""
+def reset_refusal(firmware: bool, no_reboot: bool, image: str | None) -> str | None:
+    """Why a reset stops the VM instead of restarting it; None: it restarts."""
     if no_reboot:
         return "--no-reboot: the VM stops instead of restarting"
     if not firmware:
         what = f"a {image} image" if image else "the image"
         return (f"{what} loaded directly (no BIOS) has no firmware at the reset vector "
                 "to restart, so the VM stops")
-    if blocker is not None:
-        return blocker
     return None

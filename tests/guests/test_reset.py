@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from pyvmm.compare import COLUMNS
 from pyvmm.guests import EXIT_SUCCESS_STATUS
 from pyvmm.machine.stop import StopKind
 from tests.conftest import requires_kvm, run_pyvmm
@@ -86,8 +87,10 @@ def build_rom(tmp_path: Path, method: str) -> Path:
 def run_rom(engine: str, rom: Path, **options) -> tuple[bytes, object, int]:
     from pyvmm.vm import ImageSpec, VirtualMachine
 
+    name, column = COLUMNS.get(engine, (engine, {}))  # kvm:kernel is kvm --irqchip kernel
     serial = io.BytesIO()
-    vm = VirtualMachine(engine=engine, ram_size=4 << 20, serial_output=serial, **options)
+    vm = VirtualMachine(engine=name, ram_size=4 << 20, serial_output=serial,
+                        **column, **options)
     try:
         vm.load(ImageSpec("bios", rom))
         reason = vm.run(timeout=120)
@@ -96,7 +99,8 @@ def run_rom(engine: str, rom: Path, **options) -> tuple[bytes, object, int]:
         vm.close()
 
 
-ENGINES = ["interp", "jit", pytest.param("kvm", marks=requires_kvm)]
+ENGINES = ["interp", "jit", pytest.param("kvm", marks=requires_kvm),
+           pytest.param("kvm:kernel", marks=requires_kvm)]
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -77,9 +77,12 @@ def _cli(tmp_path: Path, *options: str, timeout: float = 300) -> subprocess.Comp
 
 
 @requires_kvm
-def test_seabios_reboots_under_kvm(tmp_path):
-    """Through the CLI; read until the second banner line, then killed (it reboots forever)."""
-    argv = [sys.executable, "-m", "pyvmm", "run", "--engine", "kvm", "--bios", str(SEABIOS),
+@pytest.mark.parametrize("irqchip", ["kernel", "user"])
+def test_seabios_reboots_under_kvm(tmp_path, irqchip):
+    """Through the CLI; read until the second banner line, then killed (it reboots forever).
+    --irqchip kernel: KVM's PIC, I/O APIC, LAPIC and PIT are put back to power-on too."""
+    argv = [sys.executable, "-m", "pyvmm", "run", "--engine", "kvm", "--irqchip", irqchip,
+            "--bios", str(SEABIOS),
             "-m", "64M", "--reboot-timeout", "0", "--timeout", "600",
             "--debugcon", f"file:{tmp_path / 'debugcon.log'}"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
