@@ -243,12 +243,17 @@ def _add_device_options(run: argparse.ArgumentParser) -> None:
 
 
 def _add_irqchip_option(run: argparse.ArgumentParser) -> None:
-    run.add_argument("--irqchip", choices=("user", "kernel"), default="user",
-                     help="kvm only: where the interrupt controllers and the PIT are. user "
-                          "(default): the board's, in Python, each access a VM exit; kernel: "
-                          "KVM's in-kernel i8259 pair, I/O APIC, local APIC and PIT "
-                          "(KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2), no exits for them; their "
-                          "state goes in and out of snapshots like the board's")
+    run.add_argument("--irqchip", choices=("user", "kernel"), default=None,
+                     help="kvm only: where the interrupt controllers are. kernel (kvm's "
+                          "default): KVM's in-kernel i8259 pair, I/O APIC and local APIC "
+                          "(KVM_CREATE_IRQCHIP), no exits for them, the PIT the board's on "
+                          "the board's clock (see --kvm-pit); user: the board's, in Python, "
+                          "each access a VM exit. Either way their state goes in and out of "
+                          "snapshots like the board's")
+    run.add_argument("--kvm-pit", action="store_true",
+                     help="kvm --irqchip kernel only: KVM's in-kernel PIT (KVM_CREATE_PIT2), "
+                          "no exits for it, but it counts host time, so a timer-counting "
+                          "guest's output depends on the host's load")
     run.add_argument("--no-ioeventfd", action="store_true",
                      help="kvm only: every virtio queue notification is a VM exit served in "
                           "Python (QEMU's ioeventfd=off). Default: KVM_IOEVENTFD signals the "
@@ -549,7 +554,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         snapshot = Snapshot.load(args.restore)
         vm = restore_snapshot(snapshot, requested_engine, serial_output=serial,
                               debugcon_output=debugcon, irqchip=args.irqchip,
-                              ioeventfd=not args.no_ioeventfd)
+                              ioeventfd=not args.no_ioeventfd, kvm_pit=args.kvm_pit)
         print(f"pyvmm: {vm.name} restored {snapshot.describe()}; resuming under "
               f"{vm.engine_name}", file=sys.stderr)
     else:
@@ -557,7 +562,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                             debugcon_output=debugcon, unmapped=args.unmapped,
                             virtio=virtio, irqchip=args.irqchip,
                             reboot_timeout=args.reboot_timeout,
-                            ioeventfd=not args.no_ioeventfd)
+                            ioeventfd=not args.no_ioeventfd, kvm_pit=args.kvm_pit)
     vm.no_reboot = args.no_reboot
     try:
         if spec is not None:

@@ -68,11 +68,13 @@ class EngineRun:
 
 
 # A column: an engine, or an engine with options ("kvm:kernel" is kvm with
-# --irqchip kernel, KVM's in-kernel interrupt controllers and PIT;
+# --irqchip kernel, KVM's in-kernel interrupt controllers; "kvm:kvm-pit" adds
+# --kvm-pit, KVM's PIT;
 # ":no-ioeventfd" is --no-ioeventfd, every virtio notification a VM exit).
 COLUMNS: dict[str, tuple[str, dict[str, Any]]] = {
     **{name: (name, {}) for name in ENGINES},
     "kvm:kernel": ("kvm", {"irqchip": "kernel"}),
+    "kvm:kvm-pit": ("kvm", {"irqchip": "kernel", "kvm_pit": True}),
     "kvm:no-ioeventfd": ("kvm", {"ioeventfd": False}),
     "kvm:kernel:no-ioeventfd": ("kvm", {"irqchip": "kernel", "ioeventfd": False}),
 }

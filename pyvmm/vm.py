@@ -119,9 +119,9 @@ class VirtualMachine:
                  vm_id: int = 0, switch: object | None = None,
                  host_timer: HostTimerService | None = None,
                  unmapped: str = "stop", virtio: tuple[VirtioSpec, ...] = (),
-                 irqchip: str = "user", no_reboot: bool = False,
+                 irqchip: str | None = None, no_reboot: bool = False,
                  reboot_timeout: int | None = None, ioeventfd: bool = True,
-                 network: Network | None = None) -> None:
+                 network: Network | None = None, kvm_pit: bool = False) -> None:
         self.name = name
         cls = engine_class(engine)
         available, reason = cls.availability()
@@ -136,15 +136,19 @@ class VirtualMachine:
         self.board.switch = switch
         self.board.host_timer = host_timer
         self.engine_name = engine
-        if irqchip != "user" and engine != "kvm":
+        if irqchip not in (None, "user") and engine != "kvm":
             raise ConfigError(f"--irqchip {irqchip} is KVM's (the in-kernel interrupt "
                               f"controllers); the {engine} engine has only the board's")
+        if kvm_pit and engine != "kvm":
+            raise ConfigError(f"--kvm-pit is KVM's (KVM_CREATE_PIT2); the {engine} engine "
+                              "has only the board's PIT")
         if not ioeventfd and engine != "kvm":
             raise ConfigError(f"--no-ioeventfd is KVM's (KVM_IOEVENTFD); the {engine} engine "
                               "serves every notification where the guest makes it")
-        self.irqchip = irqchip
         self.ioeventfd = ioeventfd  # kvm only: False is --no-ioeventfd
-        self.engine: Engine = cls(self.board, irqchip=irqchip, ioeventfd=ioeventfd) \
+        # irqchip None: the engine's default (kvm: KvmEngine's).
+        chip = {} if irqchip is None else {"irqchip": irqchip}
+        self.engine: Engine = cls(self.board, ioeventfd=ioeventfd, kvm_pit=kvm_pit, **chip) \
             if engine == "kvm" else cls(self.board)
         self.stop_reason: StopReason | None = None
         # Kept for snapshots (pyvmm/snapshot.py): what a restored VM is built with.

@@ -144,6 +144,17 @@ class VirtualClock:
             self._idle_ns += self._idle_elapsed()
             self._idle_since = None
 
+    def idle_for(self, ns: int) -> None:
+        """The guest was halted for `ns` of real time the engine could not bracket
+        with idle_begin/idle_end (KVM's in-kernel HLT, inside KVM_RUN): it passes for
+        the guest as halted time does, up to the earliest timer deadline."""
+        if self.source is not ClockSource.VCPU or self._vcpu_clock is None or ns <= 0:
+            return
+        limit = self.next_deadline()
+        if limit is not None:
+            ns = min(ns, max(0, limit - self.now_ns()))
+        self._idle_ns += ns
+
     def _idle_elapsed(self) -> int:
         assert self._idle_since is not None
         elapsed = time.monotonic_ns() - self._idle_since

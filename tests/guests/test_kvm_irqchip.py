@@ -40,9 +40,9 @@ def _exits(stderr: bytes) -> dict[str, int]:
 
 
 @needs_kvm
-def test_demo_under_the_in_kernel_irqchip_matches_the_board_s():
+def test_demo_under_the_in_kernel_irqchip_and_pit_matches_the_board_s():
     user = _run("--engine", "kvm", "--irqchip", "user", "demo", "--stats")
-    kernel = _run("--engine", "kvm", "--irqchip", "kernel", "demo", "--stats")
+    kernel = _run("--engine", "kvm", "--irqchip", "kernel", "--kvm-pit", "demo", "--stats")
     assert user.returncode == kernel.returncode == 33, kernel.stderr
     text = kernel.stdout.decode()
     ticks, switches = map(int, re.search(r"ticks=(\d+) switches=(\d+)", text).groups())
@@ -55,6 +55,24 @@ def test_demo_under_the_in_kernel_irqchip_matches_the_board_s():
     assert user_exits.get("hlt", 0) > 0 and "hlt" not in kernel_exits, kernel.stderr
     assert "irq-window-open" not in kernel_exits and "intr" not in kernel_exits
     assert kernel_exits["io"] < user_exits["io"]  # no i8259 EOIs, no PIT programming
+
+
+@needs_kvm
+def test_demo_under_the_in_kernel_irqchip_with_the_board_s_pit_is_the_board_s_output():
+    """Without --kvm-pit the PIT is the board's, on the board's clock: the vCPU is
+    kicked out of its in-kernel HLT at the PIT's deadline ("intr" exits) and the time
+    it waited (halt_wait_ns) passes for the guest, so the output is --irqchip user's
+    byte for byte, while the i8259 and HLT stay in KVM."""
+    user = _run("--engine", "kvm", "--irqchip", "user", "demo", "--stats")
+    kernel = _run("--engine", "kvm", "--irqchip", "kernel", "demo", "--stats")
+    assert user.returncode == kernel.returncode == 33, kernel.stderr
+    assert kernel.stdout == user.stdout == expected_demo_output(20).encode()
+    user_exits, kernel_exits = _exits(user.stderr), _exits(kernel.stderr)
+    assert user_exits.get("hlt", 0) > 0 and "hlt" not in kernel_exits, kernel.stderr
+    assert "irq-window-open" not in kernel_exits and kernel_exits.get("intr", 0) > 0
+    assert kernel_exits["io"] < user_exits["io"]  # no i8259 EOIs; the PIT's still exit
+    pit_accesses = re.search(rb"\n  pit +(\d+)\n", kernel.stderr)
+    assert pit_accesses and int(pit_accesses.group(1)) > 0, kernel.stderr  # the board's
 
 
 # Where the snapshot is taken under kvm (hardware breakpoints, KVM_SET_GUEST_DEBUG),

@@ -120,3 +120,21 @@ def test_a_timer_armed_during_a_halt_ends_it_there():
     clock.idle_end()
     assert clock.now_ns() - start <= 5 * MS + time.thread_time_ns() - cpu_start
     clock.vcpu_stopped()
+
+
+def test_halted_time_reported_afterwards_passes_up_to_the_next_deadline():
+    """idle_for: a halt measured by KVM (halt_wait_ns, --irqchip kernel) passes for the
+    guest, capped at the timer that ends it; with no timer armed, in full."""
+    clock = VirtualClock(ClockSource.VCPU)
+    clock.idle_for(50 * MS)  # paused: time stands still
+    assert clock.now_ns() == 0
+    clock.vcpu_started()
+    before = clock.now_ns()
+    clock.idle_for(30 * MS)
+    assert 30 * MS <= clock.now_ns() - before < 40 * MS
+    clock.set_timer(clock.now_ns() + 20 * MS, lambda: None)
+    deadline = clock.next_deadline()
+    clock.idle_for(10**9)  # the host woke the vCPU late: the halt ended at the timer
+    assert clock.now_ns() - deadline < 5 * MS and clock.now_ns() >= deadline
+    assert clock.run_due() == 1
+    clock.vcpu_stopped()

@@ -5,9 +5,12 @@
 and connects them to the board's clock, host events and the host timer
 service.  With `--irqchip user` devices and the interrupt controllers stay in
 Python, so each port access, MMIO access and interrupt is a VM exit; with
-`--irqchip kernel` (irqchip.py) KVM's PIC, I/O APIC, LAPIC and PIT replace the
-board's, and their state moves in and out of snapshots through `save_devices`
-and `load_devices`.
+`--irqchip kernel` (irqchip.py, the default) KVM's PIC, I/O APIC and LAPIC
+replace the board's (its PIT too with `--kvm-pit`), and their state moves in
+and out of snapshots through `save_devices` and `load_devices`.  The board's
+PIT then counts on the board's clock, as under `--irqchip user`: the vCPU is
+kicked out of KVM_RUN at its next deadline and the time its HLT waited in KVM
+passes for the guest (stats.py), so timer-driven output is the interpreter's.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pyvmm.engines.kvm import irqchip, kick
 from pyvmm.engines.kvm import vm as kvm_vm
 from pyvmm.engines.kvm.ioeventfd import VirtioOffload
 from pyvmm.engines.kvm.registers import KvmCpuAccess
+from pyvmm.engines.kvm.stats import HaltWait
 from pyvmm.engines.kvm.tsc import TscDeadlineMsr
 from pyvmm.engines.kvm.vcpu import KvmVcpu, host_ns
 from pyvmm.engines.kvm.vm import KvmVm
@@ -53,11 +57,15 @@ class KvmEngine(Engine):
 
     IRQCHIPS = ("user", "kernel")
 
-    def __init__(self, board: Board, irqchip: str = "user", ioeventfd: bool = True) -> None:
+    def __init__(self, board: Board, irqchip: str = "user", ioeventfd: bool = True,
+                 kvm_pit: bool = False) -> None:
         super().__init__(board)
         if irqchip not in self.IRQCHIPS:
             raise ConfigError(f"--irqchip {irqchip!r}: expected user or kernel")
+        if kvm_pit and irqchip != "kernel":
+            raise ConfigError("--kvm-pit is KVM's in-kernel PIT: it needs --irqchip kernel")
         self.irqchip = irqchip
+        self.kvm_pit = kvm_pit  # --kvm-pit: KVM's PIT (host time) instead of the board's
         self.ioeventfd = ioeventfd  # False: --no-ioeventfd, every notification an exit
         self._offload: VirtioOffload | None = None  # virtio's I/O threads (ioeventfd.py)
         ok, reason = self.availability()
@@ -84,8 +92,10 @@ class KvmEngine(Engine):
             if wiring is None:
                 raise ConfigError("--irqchip kernel needs a board with interrupt wiring")
             if not self.vm.check(k.KVM_CAP_IRQCHIP):
-                raise EngineUnavailable("this KVM has no in-kernel irqchip (KVM_CAP_IRQCHIP)")
-            pic_sink, ioapic_sink = irqchip.create(self.vm.fd, wiring)
+                raise EngineUnavailable("this KVM has no in-kernel irqchip (KVM_CAP_IRQCHIP): "
+                                        "run with --irqchip user")
+            pic_sink, ioapic_sink = irqchip.create(self.vm.fd, wiring, self.kvm_pit)
+            self.vm.disable_halt_polling()
             tsc_deadline = self.vm.check(k.KVM_CAP_TSC_DEADLINE_TIMER)
         else:
             # The board's local APIC owns IA32_APIC_BASE (relocation, global enable) and
@@ -98,12 +108,18 @@ class KvmEngine(Engine):
                                    tsc_deadline=tsc_deadline)
         if self.irqchip == "kernel":
             vcpu.kernel_irqchip = True
+            vcpu.halt_wait = HaltWait.open(vcpu.fd)
+            if vcpu.halt_wait is None and not self.kvm_pit:
+                raise EngineUnavailable(
+                    "this KVM does not report the vCPU's halt_wait_ns (KVM_GET_STATS_FD), "
+                    "which the board's PIT under --irqchip kernel needs: run with "
+                    "--irqchip user or --kvm-pit")
             wiring.retarget(pic_sink, ioapic_sink)  # the board's lines now end in KVM
             self._wiring = wiring
             if hasattr(board, "msi_target") and self.vm.check(k.KVM_CAP_SIGNAL_MSI):
                 board.msi_target = irqchip.KvmMsi(self.vm.fd)  # MSIs to KVM's LAPICs
             self._chips = irqchip.KernelChips(self.vm.fd, vcpu.fd, board.clock.now_ns,
-                                              vcpu.guest_tsc, vcpu.tsc_khz())
+                                              vcpu.guest_tsc, vcpu.tsc_khz(), self.kvm_pit)
         elif tsc_deadline:
             lapics[0].read_tsc = board.clock.now_ns
             vcpu.msr_devices = {
@@ -167,7 +183,7 @@ class KvmEngine(Engine):
         for lapic in getattr(self.board, "lapics", ()):
             lapic.stop_timer()
         pit = getattr(self.board, "pit", None)
-        if pit is not None:
+        if pit is not None and self.kvm_pit:
             pit.stop_timers()
 
     def set_guest_debug(self, single_step: bool, breakpoints: Sequence[int] = ()) -> None:

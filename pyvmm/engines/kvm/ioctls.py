@@ -420,6 +420,22 @@ class kvm_enable_cap(ctypes.Structure):  # noqa: N801
                 ("args", ctypes.c_uint64 * 4), ("pad", ctypes.c_uint8 * 64)]
 
 
+class kvm_stats_header(ctypes.Structure):  # noqa: N801
+    """The head of a binary statistics file (KVM API, KVM_GET_STATS_FD)."""
+
+    _fields_ = [("flags", ctypes.c_uint32), ("name_size", ctypes.c_uint32),
+                ("num_desc", ctypes.c_uint32), ("id_offset", ctypes.c_uint32),
+                ("desc_offset", ctypes.c_uint32), ("data_offset", ctypes.c_uint32)]
+
+
+class kvm_stats_desc(ctypes.Structure):  # noqa: N801
+    """One statistic's descriptor; `name_size` bytes of its name follow it."""
+
+    _fields_ = [("flags", ctypes.c_uint32), ("exponent", ctypes.c_int16),
+                ("size", ctypes.c_uint16), ("offset", ctypes.c_uint32),
+                ("bucket_size", ctypes.c_uint32)]
+
+
 class kvm_msr_filter_range(ctypes.Structure):  # noqa: N801
     """`nmsrs` MSRs from `base`; bit clear in `bitmap` = the access is filtered."""
 
@@ -660,6 +676,7 @@ KVM_SET_LAPIC = _iow(0x8F, kvm_lapic_state)
 KVM_ENABLE_CAP = _iow(0xA3, kvm_enable_cap)
 KVM_GET_TSC_KHZ = _io(0xA3)  # vCPU ioctl: the guest TSC frequency in kHz
 KVM_X86_SET_MSR_FILTER = _iow(0xC6, kvm_msr_filter)
+KVM_GET_STATS_FD = _io(0xCE)  # VM or vCPU ioctl: a read-only binary statistics fd
 KVM_GET_VCPU_EVENTS = _ior(0x9F, kvm_vcpu_events)
 KVM_SET_VCPU_EVENTS = _iow(0xA0, kvm_vcpu_events)
 KVM_GET_DEBUGREGS = _ior(0xA1, kvm_debugregs)
@@ -686,6 +703,8 @@ KVM_CAP_TSC_DEADLINE_TIMER = 72
 KVM_CAP_SIGNAL_MSI = 77
 KVM_CAP_X86_USER_SPACE_MSR = 188
 KVM_CAP_X86_MSR_FILTER = 189
+KVM_CAP_HALT_POLL = 182  # KVM_ENABLE_CAP args[0]: the VM's maximum halt-polling ns
+KVM_CAP_BINARY_STATS_FD = 203
 
 # kvm_userspace_memory_region.flags.
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0

@@ -1,11 +1,11 @@
-"""`--irqchip kernel`: KVM's in-kernel i8259 pair, I/O APIC, local APIC and PIT.
+"""`--irqchip kernel`: KVM's in-kernel i8259 pair, I/O APIC and local APIC (and PIT).
 
 KVM_CREATE_IRQCHIP puts the PIC pair, the I/O APIC and one local APIC per
-vCPU in the host kernel, KVM_CREATE_PIT2 the 8254 (KVM API,
-Documentation/virt/kvm/api.rst).  Their port and MMIO accesses, EOIs, HLT
-and interrupt delivery never leave the kernel; the Python devices that
-remain (the UART, the RTC, the HPET, virtio, ...) raise their lines with
-KVM_IRQ_LINE.
+vCPU in the host kernel, and with `--kvm-pit` KVM_CREATE_PIT2 the 8254 (KVM
+API, Documentation/virt/kvm/api.rst).  Their port and MMIO accesses, EOIs,
+HLT and interrupt delivery never leave the kernel; the Python devices that
+remain (the board's PIT without --kvm-pit, the UART, the RTC, the HPET,
+virtio, ...) raise their lines with KVM_IRQ_LINE.
 
 The board's wires keep their shape (pyvmm/board/gsi.py): each i8259 input
 and each I/O APIC pin becomes one KVM GSI of its own, so a wire that reaches
@@ -15,7 +15,7 @@ i8259 input, or an HPET route to an I/O APIC pin, reaches only that one:
     KVM GSI 48 + n -> i8259 input n         (PIC_INPUT_GSI)
     KVM GSI 24 + p -> I/O APIC pin p        (IOAPIC_PIN_GSI)
     KVM GSI 0      -> i8259 input 0 and the I/O APIC pin of ISA IRQ 0 (pin 2):
-                      the in-kernel PIT's output, as QEMU routes it.
+                      the in-kernel PIT's output, as QEMU routes it (--kvm-pit).
 """
 
 from __future__ import annotations
@@ -50,11 +50,14 @@ def _pic_chip(irq: int) -> tuple[int, int]:
     return (k.KVM_IRQCHIP_PIC_MASTER, irq) if irq < 8 else (k.KVM_IRQCHIP_PIC_SLAVE, irq - 8)
 
 
-def routes(wiring: Wiring) -> list[tuple[int, int, int]]:
-    """(KVM GSI, chip, pin) for every route (KVM_SET_GSI_ROUTING)."""
+def routes(wiring: Wiring, kvm_pit: bool) -> list[tuple[int, int, int]]:
+    """(KVM GSI, chip, pin) for every route (KVM_SET_GSI_ROUTING); `kvm_pit`: with
+    the in-kernel PIT's GSI 0."""
     table = [(PIC_INPUT_GSI + irq, *_pic_chip(irq)) for irq in range(len(wiring.pic_inputs))]
     table += [(IOAPIC_PIN_GSI + pin, k.KVM_IRQCHIP_IOAPIC, pin)
               for pin in range(len(wiring.gsi_inputs))]
+    if not kvm_pit:
+        return table
     table.append((PIT_GSI, *_pic_chip(0)))
     pit_pin = wiring.isa_pin(0)
     if pit_pin is not None:
@@ -93,13 +96,15 @@ class KvmMsi:
         return k.ioctl(self.vm_fd, k.KVM_SIGNAL_MSI, msi, "KVM_SIGNAL_MSI") > 0
 
 
-def create(vm_fd: int, wiring: Wiring) -> tuple[KvmLine, KvmLine]:
-    """The in-kernel chips and routes; (sink for i8259 inputs, sink for I/O APIC pins).
-    Must come before the first KVM_CREATE_VCPU (its local APIC is made with it)."""
+def create(vm_fd: int, wiring: Wiring, kvm_pit: bool) -> tuple[KvmLine, KvmLine]:
+    """The in-kernel chips (`kvm_pit`: KVM's PIT too) and routes; (sink for i8259
+    inputs, sink for I/O APIC pins).  Must come before the first KVM_CREATE_VCPU (its
+    local APIC is made with it)."""
     k.ioctl(vm_fd, k.KVM_CREATE_IRQCHIP, None, "KVM_CREATE_IRQCHIP")
-    k.ioctl(vm_fd, k.KVM_CREATE_PIT2, k.kvm_pit_config(flags=k.KVM_PIT_SPEAKER_DUMMY),
-            "KVM_CREATE_PIT2")
-    table = routes(wiring)
+    if kvm_pit:
+        k.ioctl(vm_fd, k.KVM_CREATE_PIT2, k.kvm_pit_config(flags=k.KVM_PIT_SPEAKER_DUMMY),
+                "KVM_CREATE_PIT2")
+    table = routes(wiring, kvm_pit)
     routing = k.kvm_irq_routing_with(len(table))()
     routing.nr = len(table)
     for entry, (gsi, chip, pin) in zip(routing.entries, table, strict=True):
@@ -114,12 +119,14 @@ class KernelChips:
     shape: devices "pic", "elcr", "ioapic", "pit", "port61" and "lapics"), through
     KVM_GET/SET_IRQCHIP, KVM_GET/SET_PIT2, KVM_GET/SET_LAPIC and the vCPU's
     IA32_APIC_BASE and IA32_TSC_DEADLINE (KVM_GET/SET_MSRS); conversions in
-    chipstate.py.  `now_ns` reads the board clock, `guest_tsc` the vCPU's TSC."""
+    chipstate.py.  `now_ns` reads the board clock, `guest_tsc` the vCPU's TSC;
+    `pit`: KVM runs the PIT (--kvm-pit), else "pit" and "port61" are the board's."""
 
     def __init__(self, vm_fd: int, vcpu_fd: int, now_ns: Callable[[], int],
-                 guest_tsc: Callable[[], int], tsc_khz: int) -> None:
+                 guest_tsc: Callable[[], int], tsc_khz: int, pit: bool) -> None:
         self.vm_fd, self.vcpu_fd = vm_fd, vcpu_fd
         self.now_ns, self.guest_tsc, self.tsc_khz = now_ns, guest_tsc, tsc_khz
+        self.pit = pit
 
     def _chip(self, chip_id: int) -> k.kvm_irqchip:
         chip = k.kvm_irqchip(chip_id=chip_id)
@@ -151,9 +158,11 @@ class KernelChips:
         devices["elcr"] = cs.elcr_from_kvm(master, slave)
         devices["ioapic"] = cs.ioapic_from_kvm(self._chip(k.KVM_IRQCHIP_IOAPIC).chip.ioapic)
         now = self.now_ns()
-        channels, devices["port61"] = cs.pit_from_kvm(self._pit(), now, time.monotonic_ns(),
-                                                      devices["port61"])
-        devices["pit"] = {**devices["pit"], "channels": channels}
+        if self.pit:
+            channels, devices["port61"] = cs.pit_from_kvm(self._pit(), now,
+                                                          time.monotonic_ns(),
+                                                          devices["port61"])
+            devices["pit"] = {**devices["pit"], "channels": channels}
         msrs = self._msrs((MSR_IA32_APIC_BASE, MSR_IA32_TSC_DEADLINE))
         regs = self._lapic()
         deadline = msrs.get(MSR_IA32_TSC_DEADLINE, 0)
@@ -174,9 +183,10 @@ class KernelChips:
         chip = self._chip(k.KVM_IRQCHIP_IOAPIC)
         cs.ioapic_into_kvm(devices["ioapic"], chip.chip.ioapic)
         k.ioctl(self.vm_fd, k.KVM_SET_IRQCHIP, chip, "KVM_SET_IRQCHIP (I/O APIC)")
-        pit = self._pit()
-        cs.pit_into_kvm(devices["pit"]["channels"], devices["port61"], pit)
-        k.ioctl(self.vm_fd, k.KVM_SET_PIT2, pit, "KVM_SET_PIT2")
+        if self.pit:
+            pit = self._pit()
+            cs.pit_into_kvm(devices["pit"]["channels"], devices["port61"], pit)
+            k.ioctl(self.vm_fd, k.KVM_SET_PIT2, pit, "KVM_SET_PIT2")
         lapics = board.get("lapics")
         if not lapics:
             return

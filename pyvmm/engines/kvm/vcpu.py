@@ -24,6 +24,7 @@ from pyvmm.cpu.state import FLAG_IF, MSR_IA32_APIC_BASE, MSR_IA32_TSC, CpuState
 from pyvmm.engines.kvm import complete, kick
 from pyvmm.engines.kvm import ioctls as k
 from pyvmm.engines.kvm import state as conv
+from pyvmm.engines.kvm.stats import HaltWait
 from pyvmm.engines.kvm.vm import KvmVm
 from pyvmm.machine.clock import ClockSource, VirtualClock
 from pyvmm.machine.hooks import HookKind
@@ -91,8 +92,11 @@ class KvmVcpu:
         # MSRs the board's devices own (KVM_EXIT_X86_RDMSR/WRMSR): index -> device with
         # rdmsr(index) -> int and wrmsr(index, value) -> bool; set by the engine.
         self.msr_devices: dict[int, MsrDevice] = {}
-        # --irqchip kernel: KVM's chips deliver interrupts and handle HLT themselves.
+        # --irqchip kernel: KVM's chips deliver interrupts and handle HLT themselves;
+        # the time its HLT waits inside KVM_RUN comes from KVM's statistics (stats.py).
         self.kernel_irqchip = False
+        self.halt_wait: HaltWait | None = None
+        self._halt_wait_ns = 0  # its reading after the last KVM_RUN
         self.fd = vm.create_vcpu(index)
         self.run_map = mmap.mmap(self.fd, vm.vcpu_mmap_size(), mmap.MAP_SHARED,
                                  mmap.PROT_READ | mmap.PROT_WRITE)
@@ -394,7 +398,10 @@ class KvmVcpu:
             self.waker.set_target(target)
             start = time.perf_counter()
             result, err = k.ioctl_raw(self.fd, k.KVM_RUN)
-            stats.guest_seconds = (stats.guest_seconds or 0.0) + time.perf_counter() - start
+            ran = time.perf_counter() - start
+            if self.halt_wait is not None:
+                ran -= self._halted_in_kvm()
+            stats.guest_seconds = (stats.guest_seconds or 0.0) + max(0.0, ran)
             run.immediate_exit = 0
             self.io_pending = False
             if result < 0:
@@ -411,6 +418,18 @@ class KvmVcpu:
             reason = self.handle_exit(run)
             if reason is not None:
                 return reason
+
+    def _halted_in_kvm(self) -> float:
+        """Seconds the last KVM_RUN waited in the guest's HLT (halt_wait_ns): guest
+        time as a halt's under --irqchip user (VirtualClock.idle_for), idle in stats."""
+        assert self.halt_wait is not None
+        total = self.halt_wait.read()
+        waited, self._halt_wait_ns = total - self._halt_wait_ns, total
+        if waited <= 0:
+            return 0.0
+        self.board.clock.idle_for(waited)
+        self.board.stats.idle_seconds += waited / 1e9
+        return waited / 1e9
 
     def _inject(self, run: k.kvm_run) -> None:
         """Hand the PIC's interrupt to KVM when the guest can take it, else ask
@@ -602,6 +621,9 @@ class KvmVcpu:
 
     # -- teardown -------------------------------------------------------------
     def close(self) -> None:
+        if self.halt_wait is not None:
+            self.halt_wait.close()
+            self.halt_wait = None
         self.kvm_run = None  # drop the ctypes view before unmapping
         if self.run_map is not None:
             try:

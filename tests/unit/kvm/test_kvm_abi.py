@@ -8,7 +8,7 @@ from test_kvm_state import _fpu_image
 
 from pyvmm.cpu.state import CpuState
 from pyvmm.engines.kvm import ioctls as k
-from pyvmm.engines.kvm import kick
+from pyvmm.engines.kvm import kick, stats
 from pyvmm.engines.kvm import state as conv
 
 
@@ -30,6 +30,24 @@ def test_struct_layouts_match_the_kernel_abi():
     assert k.kvm_run.exit.offset == 32
     assert k.KVM_GET_SREGS == 0x8138AE83
     assert k.KVM_SET_USER_MEMORY_REGION == 0x4020AE46
+    assert ctypes.sizeof(k.kvm_stats_header) == 24 and ctypes.sizeof(k.kvm_stats_desc) == 16
+    assert k.KVM_GET_STATS_FD == 0xAECE
+
+
+def test_a_statistic_is_found_by_name_past_its_descriptors():
+    """The KVM_GET_STATS_FD layout (api.rst 4.133): header, id string, descriptors of
+    16 bytes plus name_size each, values at data_offset + the descriptor's offset."""
+    name_size = 48
+    descs = [(b"halt_successful_poll", 0), (b"halt_wait_ns", 8)]
+    desc_offset = 24 + 64
+    data_offset = desc_offset + len(descs) * (16 + name_size)
+    head = k.kvm_stats_header(name_size=name_size, num_desc=len(descs), id_offset=24,
+                              desc_offset=desc_offset, data_offset=data_offset)
+    data = bytearray(bytes(head) + b"kvm-1/vcpu0".ljust(64, b"\0"))
+    for name, offset in descs:
+        data += bytes(k.kvm_stats_desc(size=1, offset=offset)) + name.ljust(name_size, b"\0")
+    assert stats.stat_offset(bytes(data), "halt_wait_ns") == data_offset + 8
+    assert stats.stat_offset(bytes(data), "halt_wait") is None
 
 
 def test_xsave_legacy_region_is_the_fxsave_image():

@@ -190,7 +190,8 @@ def test_a_board_state_goes_through_kvm_s_chips_unchanged() -> None:
     """KVM_SET_IRQCHIP/PIT2/LAPIC then KVM_GET_*: what KVM keeps comes back."""
     from pyvmm.vm import VirtualMachine
 
-    vm = VirtualMachine(engine="kvm", irqchip="kernel", serial_output=io.BytesIO())
+    vm = VirtualMachine(engine="kvm", irqchip="kernel", kvm_pit=True,
+                        serial_output=io.BytesIO())
     try:
         board = vm.board.get_state()
         devices = board["devices"]
