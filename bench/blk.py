@@ -43,7 +43,7 @@ SOURCE = ROOT / "tests" / "guests" / "virtio_kernel" / "blk_bench.c"
 LINKER_SCRIPT = ROOT / "tests" / "guests" / "c_kernel" / "kernel.ld"
 RAM_MIB = 64
 DISK_SECTORS = 65536  # 32 MiB
-RUNNERS = ("kvm", "kvm:no-ioeventfd", "kvm:kernel", "jit", "qemu-tcg", "qemu-kvm")
+RUNNERS = ("kvm", "kvm:no-ioeventfd", "kvm:user", "jit", "qemu-tcg", "qemu-kvm")
 # workload -> (bytes per request, sequential?)
 WORKLOADS = {"seq": (65536, True), "rand": (4096, False)}
 EXITS_LINE = re.compile(rb"^exits: (\d+)$", re.MULTILINE)
@@ -87,7 +87,7 @@ def command(runner: str, kernel: Path, disk: Path) -> list[str] | str:
                 "-device", "virtio-blk-pci,drive=d0,disable-legacy=on",
                 "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-no-reboot"]
     engine, _, option = runner.partition(":")
-    extra = {"": [], "no-ioeventfd": ["--no-ioeventfd"], "kernel": ["--irqchip", "kernel"]}
+    extra = {"": [], "no-ioeventfd": ["--no-ioeventfd"], "user": ["--irqchip", "user"]}
     return [sys.executable, "-m", "pyvmm", "run", "--engine", engine, *extra[option],
             "--kernel", str(kernel), "-m", f"{RAM_MIB}M", "--drive", f"file={disk},if=virtio",
             "--serial", "none", "--stats", "--timeout", "3000"]

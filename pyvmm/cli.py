@@ -474,15 +474,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  pyvmm compare demo\n"
                "  pyvmm compare --engines interp,kvm --json out.json --plot out.png "
                "--append work=5 demo\n"
-               "  pyvmm compare --engines kvm,kvm:kernel demo\n"
+               "  pyvmm compare --engines kvm,kvm:user,kvm:kvm-pit demo\n"
                "  pyvmm compare --engines kvm,kvm:no-ioeventfd --kernel K --drive file=D\n"
                "  pyvmm compare --engines kvm --append work=2 --append 'work=2 pv' demo"
                "   (emulated devices vs para-virtual, side by side)\n")
     _add_guest_options(compare, with_engine=False, append_many=True)
     compare.add_argument("--engines", metavar="LIST", default=None,
                          help="comma-separated engines (default: all, interp first); "
-                              "kvm:kernel is kvm with --irqchip kernel, kvm:no-ioeventfd "
-                              "(and kvm:kernel:no-ioeventfd) kvm with --no-ioeventfd")
+                              "kvm is kvm's default (--irqchip kernel), kvm:user kvm with "
+                              "--irqchip user, kvm:kvm-pit kvm with --kvm-pit, "
+                              "kvm:no-ioeventfd (and kvm:user:no-ioeventfd) kvm with "
+                              "--no-ioeventfd")
     _add_device_options(compare)
     compare.add_argument("--json", metavar="FILE", help="also write the results as JSON "
                          "(schema: docs/compare-schema.json); - for stdout")

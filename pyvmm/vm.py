@@ -304,8 +304,9 @@ class VirtualMachine:
         if kind not in self.engine.hook_kinds and kind not in (HookKind.PORT, HookKind.MMIO):
             served = sorted(k.value for k in self.engine.hook_kinds | {HookKind.PORT,
                                                                          HookKind.MMIO})
+            hint = "--irqchip user, or " if kind in type(self.engine).hook_kinds else ""
             raise ConfigError(f"the {self.engine_name} engine cannot serve {kind.value} "
-                              f"hooks (it serves: {', '.join(served)}); use --engine "
+                              f"hooks (it serves: {', '.join(served)}); use {hint}--engine "
                               "interp or jit")
         return self.hooks.add(kind, callback, begin, end)
 

@@ -19,9 +19,9 @@ ALL_ENGINES = ["interp", "jit", pytest.param("kvm", marks=pytest.mark.skipif(
 COM1 = 0x3F8
 
 
-def _demo(engine: str, work: int = 2) -> tuple[VirtualMachine, io.BytesIO]:
+def _demo(engine: str, work: int = 2, **options: str) -> tuple[VirtualMachine, io.BytesIO]:
     serial = io.BytesIO()
-    vm = VirtualMachine(engine=engine, serial_output=serial)
+    vm = VirtualMachine(engine=engine, serial_output=serial, **options)
     vm.load(ImageSpec.bundled("demo", f"work={work}"))
     return vm, serial
 
@@ -153,7 +153,7 @@ def test_interrupt_hook_sees_system_calls_and_timer_interrupts(engine: str) -> N
 
 @pytest.mark.skipif(kvm_skip_reason() is not None, reason=str(kvm_skip_reason()))
 def test_kvm_serves_exit_and_interrupt_hooks_and_refuses_code_hooks() -> None:
-    vm, _ = _demo("kvm")
+    vm, _ = _demo("kvm", irqchip="user")
     exits: list[str] = []
     injected: list[int] = []
     vm.hook_exit(lambda vm, reason: exits.append(reason))
@@ -168,6 +168,21 @@ def test_kvm_serves_exit_and_interrupt_hooks_and_refuses_code_hooks() -> None:
     assert len(exits) == sum(vm.stats.counters["exits"].values())
     assert "io" in exits
     assert injected and set(injected) <= {0x20, 0x21, 0x24}
+
+
+@pytest.mark.skipif(kvm_skip_reason() is not None, reason=str(kvm_skip_reason()))
+def test_kvm_s_in_kernel_irqchip_refuses_interrupt_hooks_and_serves_exit_hooks() -> None:
+    """--irqchip kernel (the default): KVM's chips deliver every interrupt, so there
+    is none to report; the exits still come back."""
+    vm, _ = _demo("kvm")
+    exits: list[str] = []
+    vm.hook_exit(lambda vm, reason: exits.append(reason))
+    with pytest.raises(ConfigError, match="cannot serve interrupt hooks.*--irqchip user"):
+        vm.hook_interrupt(lambda vm, vector, code: None)
+    reason = vm.run(timeout=120)
+    vm.close()
+    assert reason.exit_code == 33
+    assert len(exits) == sum(vm.stats.counters["exits"].values()) and "io" in exits
 
 
 def _example(*args: str) -> str:

@@ -51,9 +51,11 @@ def test_demo_under_the_in_kernel_irqchip_and_pit_matches_the_board_s():
                                         b_done_first=b_first)
     user_exits, kernel_exits = _exits(user.stderr), _exits(kernel.stderr)
     # The board's PIC injects through interrupt windows and wakes HLT in Python;
-    # KVM's does both in the kernel.
+    # KVM's does both in the kernel.  (Its "intr" exits are the engine's looks,
+    # after 50 ms without an exit, at whether the vCPU halted with IF=0.)
     assert user_exits.get("hlt", 0) > 0 and "hlt" not in kernel_exits, kernel.stderr
-    assert "irq-window-open" not in kernel_exits and "intr" not in kernel_exits
+    assert "irq-window-open" not in kernel_exits
+    assert kernel_exits.get("intr", 0) < user_exits["intr"], kernel.stderr
     assert kernel_exits["io"] < user_exits["io"]  # no i8259 EOIs, no PIT programming
 
 

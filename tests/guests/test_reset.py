@@ -87,7 +87,7 @@ def build_rom(tmp_path: Path, method: str) -> Path:
 def run_rom(engine: str, rom: Path, **options) -> tuple[bytes, object, int]:
     from pyvmm.vm import ImageSpec, VirtualMachine
 
-    name, column = COLUMNS.get(engine, (engine, {}))  # kvm:kernel is kvm --irqchip kernel
+    name, column = COLUMNS.get(engine, (engine, {}))  # kvm:user is kvm --irqchip user
     serial = io.BytesIO()
     vm = VirtualMachine(engine=name, ram_size=4 << 20, serial_output=serial,
                         **column, **options)
@@ -100,7 +100,7 @@ def run_rom(engine: str, rom: Path, **options) -> tuple[bytes, object, int]:
 
 
 ENGINES = ["interp", "jit", pytest.param("kvm", marks=requires_kvm),
-           pytest.param("kvm:kernel", marks=requires_kvm)]
+           pytest.param("kvm:user", marks=requires_kvm)]
 
 
 @pytest.mark.parametrize("engine", ENGINES)

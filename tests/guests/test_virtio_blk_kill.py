@@ -52,7 +52,7 @@ def wait_for_marker(process: subprocess.Popen) -> bytes:
 
 @pytest.mark.parametrize("engine,options", [
     ("interp", []), ("jit", []), ("kvm", []), ("kvm", ["--no-ioeventfd"]),
-    ("kvm", ["--irqchip", "kernel"])])
+    ("kvm", ["--irqchip", "user"])])
 def test_a_flushed_write_survives_sigkill(kernel, engine, options, tmp_path):
     ok, reason = engine_availability(engine)
     if not ok:

@@ -57,7 +57,7 @@ class KvmEngine(Engine):
 
     IRQCHIPS = ("user", "kernel")
 
-    def __init__(self, board: Board, irqchip: str = "user", ioeventfd: bool = True,
+    def __init__(self, board: Board, irqchip: str = "kernel", ioeventfd: bool = True,
                  kvm_pit: bool = False) -> None:
         super().__init__(board)
         if irqchip not in self.IRQCHIPS:
@@ -66,6 +66,8 @@ class KvmEngine(Engine):
             raise ConfigError("--kvm-pit is KVM's in-kernel PIT: it needs --irqchip kernel")
         self.irqchip = irqchip
         self.kvm_pit = kvm_pit  # --kvm-pit: KVM's PIT (host time) instead of the board's
+        if irqchip == "kernel":  # KVM's chips deliver every interrupt: none pass here
+            self.hook_kinds = self.hook_kinds - {HookKind.INTERRUPT}
         self.ioeventfd = ioeventfd  # False: --no-ioeventfd, every notification an exit
         self._offload: VirtioOffload | None = None  # virtio's I/O threads (ioeventfd.py)
         ok, reason = self.availability()

@@ -36,6 +36,11 @@ if TYPE_CHECKING:
     from pyvmm.machine.hooks import HookSet
 
 MAX_RUN_TIMEOUT = 1e9  # seconds; a longer run() timeout means no limit
+# --irqchip kernel: a HLT never exits, so the vCPU is kicked out to look whether it
+# halted with IF=0 (halted for good) after this long without an exit, doubling up
+# to the maximum while it is not.
+HALT_CHECK_MIN_NS = 50_000_000
+HALT_CHECK_MAX_NS = 200_000_000
 
 # kvm_run.system_event.type (KVM API, KVM_EXIT_SYSTEM_EVENT).
 _SYSTEM_EVENT_SHUTDOWN = 1
@@ -97,6 +102,7 @@ class KvmVcpu:
         self.kernel_irqchip = False
         self.halt_wait: HaltWait | None = None
         self._halt_wait_ns = 0  # its reading after the last KVM_RUN
+        self._halt_check_ns = HALT_CHECK_MIN_NS
         self.fd = vm.create_vcpu(index)
         self.run_map = mmap.mmap(self.fd, vm.vcpu_mmap_size(), mmap.MAP_SHARED,
                                  mmap.PROT_READ | mmap.PROT_WRITE)
@@ -313,6 +319,9 @@ class KvmVcpu:
     def _wake_target(self, run_deadline: int | None) -> int | None:
         clock_deadline = self.board.clock.next_deadline()
         target = run_deadline
+        if self.kernel_irqchip:
+            check = time.monotonic_ns() + self._halt_check_ns
+            target = check if target is None else min(target, check)
         if clock_deadline is not None:
             host = host_ns(self.board.clock, clock_deadline)
             target = host if target is None else min(target, host)
@@ -399,9 +408,8 @@ class KvmVcpu:
             start = time.perf_counter()
             result, err = k.ioctl_raw(self.fd, k.KVM_RUN)
             ran = time.perf_counter() - start
-            if self.halt_wait is not None:
-                ran -= self._halted_in_kvm()
-            stats.guest_seconds = (stats.guest_seconds or 0.0) + max(0.0, ran)
+            halted = 0.0 if self.halt_wait is None else self._halted_in_kvm()
+            stats.guest_seconds = (stats.guest_seconds or 0.0) + max(0.0, ran - halted)
             run.immediate_exit = 0
             self.io_pending = False
             if result < 0:
@@ -410,11 +418,17 @@ class KvmVcpu:
                     if self.hooks is not None and self.hooks.by_kind[HookKind.EXIT]:
                         self.hooks.exit("intr")
                     kick.consume_kicks()
+                    if self.kernel_irqchip:
+                        if halted and self._halted_for_good():
+                            return StopReason(StopKind.HALTED, self.where())
+                        self._halt_check_ns = min(2 * self._halt_check_ns,
+                                                  HALT_CHECK_MAX_NS)
                     continue
                 if err == errno.EAGAIN:
                     continue
                 return StopReason(StopKind.INTERNAL_ERROR,
                                   f"KVM_RUN failed: {os.strerror(err)} (errno {err})")
+            self._halt_check_ns = HALT_CHECK_MIN_NS  # the guest is active: look soon
             reason = self.handle_exit(run)
             if reason is not None:
                 return reason
@@ -430,6 +444,14 @@ class KvmVcpu:
         self.board.clock.idle_for(waited)
         self.board.stats.idle_seconds += waited / 1e9
         return waited / 1e9
+
+    def _halted_for_good(self) -> bool:
+        """Under --irqchip kernel, after a KVM_RUN that waited in HLT: is the vCPU
+        still halted with IF=0, which nothing on this PC wakes (SDM Vol. 2A, HLT:
+        NMI, SMI, INIT)?"""
+        mp = k.kvm_mp_state()
+        self.ioctl(k.KVM_GET_MP_STATE, mp, "KVM_GET_MP_STATE")
+        return mp.mp_state == k.KVM_MP_STATE_HALTED and not self._guest_if()
 
     def _inject(self, run: k.kvm_run) -> None:
         """Hand the PIC's interrupt to KVM when the guest can take it, else ask

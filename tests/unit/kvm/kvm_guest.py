@@ -51,10 +51,10 @@ def assemble(source: str) -> bytes:
 class Vm:
     """A board, its debugcon capture and a KVM engine, closed together."""
 
-    def __init__(self) -> None:
+    def __init__(self, irqchip: str = "kernel") -> None:
         self.debugcon = io.BytesIO()
         self.board = PcBoard(ram_size=4 << 20, debugcon_output=self.debugcon)
-        self.engine = KvmEngine(self.board)
+        self.engine = KvmEngine(self.board, irqchip=irqchip)
 
     def close(self) -> None:
         self.engine.close()

@@ -70,14 +70,14 @@ ticks: db 0
 """
 
 
-def test_pit_interrupts_reach_guest_handler(vm):
-    load_real_mode(vm, TIMER_GUEST)
+def test_pit_interrupts_reach_guest_handler(user_vm):
+    load_real_mode(user_vm, TIMER_GUEST)
     start = time.monotonic()
-    reason = vm.engine.run(timeout=10)
+    reason = user_vm.engine.run(timeout=10)
     elapsed = time.monotonic() - start
     assert reason.kind is StopKind.DEBUG_EXIT, reason.describe()
-    assert vm.debugcon.getvalue() == bytes((5,))
-    stats = vm.board.stats
+    assert user_vm.debugcon.getvalue() == bytes((5,))
+    stats = user_vm.board.stats
     assert stats.get("interrupts", "external 0x20") == 5
     assert stats.total("interrupts") == 5
     assert stats.get("exits", "hlt") >= 5
@@ -132,20 +132,21 @@ def test_run_in_non_main_thread_with_default_sigusr1():
     assert result.stdout.split() == ["TIMEOUT", "TIMEOUT"]
 
 
-def test_post_wakes_a_halted_guest(vm):
+def test_post_wakes_a_halted_guest(user_vm):
     from pyvmm.machine.stop import StopReason
 
-    load_real_mode(vm, "sti\nhalt_here: hlt\njmp halt_here\n")
+    load_real_mode(user_vm, "sti\nhalt_here: hlt\njmp halt_here\n")
 
     def poster() -> None:
         time.sleep(0.1)
-        vm.board.events.post(lambda: vm.board.request_stop(StopReason(StopKind.USER_QUIT)))
+        board = user_vm.board
+        board.events.post(lambda: board.request_stop(StopReason(StopKind.USER_QUIT)))
 
     start = time.monotonic()  # before the poster's 0.1 s sleep begins
     thread = threading.Thread(target=poster)
     thread.start()
-    reason = vm.engine.run(timeout=5)
+    reason = user_vm.engine.run(timeout=5)
     thread.join()
     assert reason.kind is StopKind.USER_QUIT
     assert 0.1 <= time.monotonic() - start < 1.0
-    assert vm.board.stats.get("exits", "hlt") == 1
+    assert user_vm.board.stats.get("exits", "hlt") == 1

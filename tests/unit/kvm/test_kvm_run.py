@@ -160,29 +160,46 @@ def test_rom_writes_are_dropped(vm):
     assert vm.board.memory.read(0xFF100, 4) == b"ROM!"
 
 
-def test_cli_hlt_is_halted(vm):
-    load_real_mode(vm, "cli\nhlt\n")
-    reason = vm.engine.run(timeout=5)
+def test_cli_hlt_is_halted(user_vm):
+    load_real_mode(user_vm, "cli\nhlt\n")
+    reason = user_vm.engine.run(timeout=5)
     assert reason.kind is StopKind.HALTED
     assert "real mode" in reason.message
-    assert vm.engine.get_state().halted
-    assert vm.board.stats.get("exits", "hlt") == 1
+    assert user_vm.engine.get_state().halted
+    assert user_vm.board.stats.get("exits", "hlt") == 1
     # Still halted with IF=0: running again stops at once, without a new exit.
+    assert user_vm.engine.run(timeout=5).kind is StopKind.HALTED
+    assert user_vm.board.stats.get("exits", "hlt") == 1
+
+
+def test_cli_hlt_is_halted_under_the_in_kernel_irqchip(vm):
+    """KVM runs the HLT itself (no exit): the vCPU is kicked out to look, and a vCPU
+    halted with IF=0 stops the run as under --irqchip user, soon."""
+    load_real_mode(vm, "cli\nhlt\n")
+    start = time.monotonic()
+    reason = vm.engine.run(timeout=5)
+    assert reason.kind is StopKind.HALTED and "real mode" in reason.message, reason
+    assert time.monotonic() - start < 1.0
+    assert vm.engine.get_state().halted
+    assert vm.board.stats.get("exits", "hlt") == 0
     assert vm.engine.run(timeout=5).kind is StopKind.HALTED
-    assert vm.board.stats.get("exits", "hlt") == 1
-
-
-def test_halted_state_with_if_set_waits_for_an_interrupt(vm):
-    load_real_mode(vm, "jmp $\n")
     state = vm.engine.get_state()
+    state.rflags |= 1 << 9  # IF: now an interrupt could end the halt, so it waits
+    vm.engine.set_state(state)
+    assert vm.engine.run(timeout=0.3).kind is StopKind.TIMEOUT
+
+
+def test_halted_state_with_if_set_waits_for_an_interrupt(user_vm):
+    load_real_mode(user_vm, "jmp $\n")
+    state = user_vm.engine.get_state()
     state.halted = True
     state.rflags |= 1 << 9  # IF
-    vm.engine.set_state(state)
+    user_vm.engine.set_state(state)
     start = time.monotonic()
-    assert vm.engine.run(timeout=0.2).kind is StopKind.TIMEOUT
+    assert user_vm.engine.run(timeout=0.2).kind is StopKind.TIMEOUT
     assert time.monotonic() - start < 1.5
-    assert vm.board.stats.total("exits") == 0  # never entered the guest
-    assert vm.engine.get_state().halted
+    assert user_vm.board.stats.total("exits") == 0  # never entered the guest
+    assert user_vm.engine.get_state().halted
 
 
 def test_emulation_failure_runs_the_instruction_in_the_interpreter(vm):
@@ -287,3 +304,21 @@ def test_timeout_interrupts_ring3_spin(vm):
     # Resumable: a second run times out again, still spinning in place.
     assert vm.engine.run(timeout=0.1).kind is StopKind.TIMEOUT
     assert vm.engine.get_state().rip == 0x10000
+
+
+def test_a_kvm_without_the_in_kernel_irqchip_is_refused_with_the_reason(monkeypatch):
+    """KVM_CAP_IRQCHIP absent (as KVM_CHECK_EXTENSION would answer on such a host):
+    the default --irqchip kernel is refused, naming the capability and the way out."""
+    from pyvmm.board.pc import PcBoard
+    from pyvmm.engines.kvm import KvmEngine
+    from pyvmm.engines.kvm import ioctls as k
+    from pyvmm.engines.kvm.vm import KvmVm
+    from pyvmm.errors import EngineUnavailable
+
+    real_check = KvmVm.check
+    monkeypatch.setattr(KvmVm, "check",
+                        lambda self, cap: cap != k.KVM_CAP_IRQCHIP and real_check(self, cap))
+    board = PcBoard(ram_size=4 << 20)
+    with pytest.raises(EngineUnavailable, match=r"KVM_CAP_IRQCHIP.*--irqchip user"):
+        KvmEngine(board)
+    KvmEngine(board, irqchip="user").close()  # the board's chips need no capability
