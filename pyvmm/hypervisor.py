@@ -156,6 +156,7 @@ class VmConfig:
     output_limit: int | None = DEFAULT_OUTPUT_LIMIT
     unmapped: str = "stop"  # physical accesses to nothing: "stop" the VM or "ignore"
     virtio: tuple[VirtioSpec, ...] = ()  # its NICs, on the hypervisor's switches
+    irqchip: str | None = None  # kvm: "kernel" or "user", as --irqchip; None: the default
 
 
 @dataclass
@@ -288,7 +289,8 @@ class Hypervisor:
                                 debugcon_output=console,  # type: ignore[arg-type]
                                 name=config.name, vm_id=vm_id, switch=self.switch,
                                 host_timer=self.host_timer, unmapped=config.unmapped,
-                                virtio=config.virtio, network=self.network)
+                                virtio=config.virtio, network=self.network,
+                                irqchip=config.irqchip)
         except BaseException:
             console.close()
             raise
@@ -502,11 +504,12 @@ class Hypervisor:
 
 
 # -- configuration files ------------------------------------------------------------
-_VM_KEYS = {"name", "guest", "append", "initrd", "linux_entry", "engine", "memory",
-            "console", "timeout",
+_VM_KEYS = {"name", "guest", "append", "initrd", "linux_entry", "engine", "irqchip",
+            "memory", "console", "timeout",
             "output_limit", "count", "unmapped", "netdev", "device", "nic",
             *(option.key for option in IMAGE_OPTIONS)}
-_HYPERVISOR_KEYS = {"timeout", "slice_ms", "output_limit", "engine", "memory", "unmapped"}
+_HYPERVISOR_KEYS = {"timeout", "slice_ms", "output_limit", "engine", "irqchip", "memory",
+                    "unmapped"}
 
 
 def parse_size(value: object, what: str) -> int:
@@ -620,6 +623,14 @@ def configs_from_toml(text: str, base: Path = Path(".")) -> tuple[list[VmConfig]
         unmapped = str(entry.get("unmapped", defaults.get("unmapped", "stop")))
         if unmapped not in ("stop", "ignore"):
             raise ConfigError(f"{where}: unmapped must be \"stop\" or \"ignore\"")
+        irqchip = entry.get("irqchip")  # [hypervisor]'s applies to the kvm VMs
+        if irqchip is None and engine == "kvm":
+            irqchip = defaults.get("irqchip")
+        if irqchip is not None and irqchip not in ("user", "kernel"):
+            raise ConfigError(f"{where}: irqchip must be \"kernel\" or \"user\"")
+        if irqchip is not None and engine != "kvm":
+            raise ConfigError(f"{where}: irqchip is KVM's (--irqchip); the {engine} engine "
+                              "has only the board's interrupt controllers")
         count = entry.get("count", 1)
         if not isinstance(count, int) or isinstance(count, bool) \
                 or not 1 <= count <= MAX_COUNT:
@@ -634,7 +645,7 @@ def configs_from_toml(text: str, base: Path = Path(".")) -> tuple[list[VmConfig]
                 timeout=None if timeout is None else _number(timeout, f"{where} timeout"),
                 output_limit=None if limit in (0, "none") else parse_size(
                     limit, f"{where} output_limit"),
-                unmapped=unmapped, virtio=nics))
+                unmapped=unmapped, virtio=nics, irqchip=irqchip))
     files = [c.console for c in configs if c.console.startswith("file:")]
     if len(files) != len(set(files)):
         raise ConfigError("two VMs write their console to the same file (use {name} "

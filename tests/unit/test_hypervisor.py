@@ -153,12 +153,39 @@ unmapped = "ignore"
     ("[[vm]]\nguest = 'demo'\ntimeout = nan\n", "positive number up to"),
     ("[[vm]]\nguest = 'demo'\ntimeout = 1e12\n", "positive number up to"),
     ("[[vm]]\nguest = 'demo'\ninitrd = 'x'\n", "initrd only applies to Linux kernels"),
+    ("[[vm]]\nguest = 'demo'\nengine = 'kvm'\nirqchip = 'qemu'\n", "irqchip must be"),
+    ("[[vm]]\nguest = 'demo'\nengine = 'jit'\nirqchip = 'user'\n", "irqchip is KVM's"),
     ("[[vm]]\nguest = 'demo'\nlinux_entry = 'real'\n", "linux_entry only applies to Linux"),
     ("[[vm]]\nguest = 'demo'\nlinux_entry = 'fast'\n", "linux_entry 'fast': expected one of"),
 ])
 def test_toml_errors_are_one_line_config_errors(text, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
         configs_from_toml(text, tmp_path)
+
+
+def test_irqchip_per_vm_and_as_the_kvm_vms_default():
+    configs, _ = configs_from_toml("[hypervisor]\nirqchip = 'user'\n"
+                                   "[[vm]]\nguest = 'demo'\nengine = 'kvm'\n"
+                                   "[[vm]]\nguest = 'demo'\nengine = 'kvm'\nirqchip = 'kernel'\n"
+                                   "[[vm]]\nguest = 'demo'\nengine = 'jit'\n", Path("."))
+    assert [c.irqchip for c in configs] == ["user", "kernel", None]
+
+
+@requires_kvm
+def test_the_demo_under_both_irqchips_in_one_hypervisor():
+    """The board's PIT drives the demo under both (pyvmm/engines/kvm/engine.py),
+    so the two VMs print the same; only their exits differ."""
+    out = io.BytesIO()
+    with Hypervisor(stdout=out) as hv:
+        for chip in ("user", "kernel"):
+            hv.add(VmConfig(chip, ImageSpec.bundled("demo"), engine="kvm", ram_size=8 * MIB,
+                            timeout=120, irqchip=chip))
+        results = hv.run()
+    assert all(r.reason.kind is StopKind.DEBUG_EXIT for r in results), results
+    lines = out.getvalue().decode().splitlines()
+    user = [line.split("] ", 1)[1] for line in lines if line.startswith("[user] ")]
+    kernel = [line.split("] ", 1)[1] for line in lines if line.startswith("[kernel] ")]
+    assert user and user == kernel, (user, kernel)
 
 
 def test_an_unreadable_image_is_reported_when_the_file_is_read(tmp_path):
