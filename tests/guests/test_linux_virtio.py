@@ -39,7 +39,7 @@ needs_e2fsprogs = pytest.mark.skipif(
 
 
 ENGINES = [pytest.param(name, marks=pytest.mark.skipif(reason is not None, reason=str(reason)))
-           for name, reason in ENGINE_SKIPS.items() if name != "interp"]
+           for name, reason in ENGINE_SKIPS.items()]
 
 
 def _ext4_image(source, image, size: str):  # noqa: ANN001, ANN202 - Paths
