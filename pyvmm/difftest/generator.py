@@ -272,6 +272,12 @@ class TestCase:
     guard: bool = False
     fxsave: bytes | None = None  # initial FP/SIMD state (FXSAVE image) when it is compared
     wrap: bool = False  # generated with --wrap
+    compat: bool = False  # 32-bit code the engine runs in compatibility mode (MODE_NAMES)
+
+    @property
+    def mode_name(self) -> str:
+        """The tester's name for the mode: "16", "32", "64" or "compat"."""
+        return "compat" if self.compat else str(self.mode)
 
     @property
     def end_label(self) -> int:
@@ -828,18 +834,29 @@ def Mnemonic_name(mnemonic: int) -> str:  # noqa: N802 - mirrors iced naming
     return _MNEMONIC_NAMES[mnemonic]
 
 
-def case_rng(seed: int, mode: int, index: int) -> random.Random:
-    """The random stream of one case: reproducible from (seed, mode, index) alone."""
+# The tester's modes: name -> (code size in bits, run by the engine in compatibility
+# mode).  The native side runs all 32-bit code in a 32-bit code segment of a 64-bit
+# Linux process, i.e. in compatibility mode (SDM Vol. 3A §5.2.1); the engine runs "32"
+# in legacy protected mode with 32-bit paging and "compat" in IA-32e mode with a code
+# segment of L=0, D=1 (Vol. 3A §9.8.5), so both engine set-ups meet the same CPU.
+MODE_NAMES = {"16": (16, False), "32": (32, False), "64": (64, False), "compat": (32, True)}
+
+
+def case_rng(seed: int, mode: int | str, index: int) -> random.Random:
+    """The random stream of one case: reproducible from (seed, mode name, index) alone."""
     return random.Random(f"pyvmm-difftest:{seed}:{mode}:{index}")
 
 
 def generate_case(mode: int, seed: int, index: int, length: int = 8,
                   families: tuple[str, ...] | None = None, guard: bool = False,
-                  wrap: bool = False) -> TestCase:
+                  wrap: bool = False, compat: bool = False) -> TestCase:
     """Block `index` of `seed` in `mode`; `families` limits the FAMILIES drawn from;
     `guard` puts some memory operands on the unmapped page after the data area; `wrap`
-    makes address arithmetic wrap at the address size (WRAP_CHANCE)."""
-    rng = case_rng(seed, mode, index)
+    makes address arithmetic wrap at the address size (WRAP_CHANCE); `compat` (mode 32
+    only) draws a block of its own for the engine's compatibility mode."""
+    if compat and mode != 32:
+        raise ValueError("compatibility mode runs 32-bit code")
+    rng = case_rng(seed, "compat" if compat else mode, index)
     gen = BlockGenerator(mode, rng, families, guard, wrap)
     gprs, rflags = gen.initial_state()
     body, groups = gen.generate(length)
@@ -847,4 +864,4 @@ def generate_case(mode: int, seed: int, index: int, length: int = 8,
     fxsave = simd.initial_fxsave(rng, body) if simd.touches_simd(body) else None
     return TestCase(mode, seed, index, body, gprs, rflags, data, groups,
                     tuple(r for r in (gen.ptr, gen.idx) if r is not None), families, guard,
-                    fxsave, wrap)
+                    fxsave, wrap, compat)
