@@ -687,7 +687,8 @@ class BlockGenerator:
         is the first byte it could not reach, and a REPE/REPNE compare restores EFLAGS
         (SDM Vol. 2B "REP").  Forward (CLD) the boundary is the unmapped page after the
         data area; backward (STD) the unmapped page below the code area, for an operand
-        that is only read (writes there would hit code).  In 16-bit code it is the data
+        that is only read (writes there would hit code) and is not the block's pointer
+        or index register (later operands would address code).  In 16-bit code it is the data
         segments' limit, 0FFFFH, both ways (offsets wrap: a straddling element #GPs).
         """
         r = self.rng
@@ -698,7 +699,11 @@ class BlockGenerator:
         far = r.randrange(PTR_LO, PTR_HI) + (0 if self.mode == 16 else DATA_BASE)
         si, di = far, far
         on_si = walks_si and (not walks_di or r.random() < 0.5)
-        backward = r.random() < 0.5 and (self.mode == 16 or on_si or reads_di)
+        walked = Register.RSI if on_si else Register.RDI
+        # Backward, the walked register is left pointing at code, which differs between
+        # the sides past the block: not the block's pointer or index register.
+        backward = r.random() < 0.5 and (self.mode == 16 or (on_si or reads_di)
+                                         and walked not in self.reserved)
         if self.mode == 16:
             # An element at 0FFFFH - k (k < size) crosses the limit: reached after q
             # elements; a byte never crosses, it wraps (64 KiB offsets).

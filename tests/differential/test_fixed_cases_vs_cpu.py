@@ -9,13 +9,14 @@ difftest compares (tests.differential: state, memory, exception, CR2):
 - REPE/REPNE CMPS/SCAS faulting after some iterations: EFLAGS are restored to their
   value before the instruction (Vol. 2B "REP/REPE/REPZ/REPNE/REPNZ"), for #PF on the
   unmapped page after the data area and #GP at the 16-bit segment limit.
+- MOVSXD r16, r/m16 reads a word (Vol. 2B "MOVSX/MOVSXD"; AMD reads a doubleword).
 - The blocks of seed 20261208 that showed these classes in `python -m pyvmm.difftest`.
 """
 
 from __future__ import annotations
 
 import pytest
-from iced_x86 import Code, Instruction, Register
+from iced_x86 import Code, Instruction, MemoryOperand, Register
 
 from pyvmm.difftest import generator
 from pyvmm.difftest.compare import compare
@@ -92,6 +93,17 @@ def test_rotate_flags_for_every_count_agree_with_the_cpu(native_runner, engine, 
                                  f"cpu {native.gprs[RBX]:#x} {native.rflags:#x}, "
                                  f"engine {emulated.gprs[RBX]:#x} {emulated.rflags:#x}")
     assert wrong == []
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_movsxd_r16_reads_a_word(native_runner, engine) -> None:
+    # 66 63 /r: a word 2 bytes before the unmapped page loads, 1 byte before it #PFs.
+    data = bytes(DATA_SIZE - 4) + bytes([0x81, 0x82, 0x83, 0x84])
+    cases = [_case("64", [Instruction.create_reg_mem(
+                 Code.MOVSXD_R16_RM16, Register.CX,
+                 MemoryOperand(displ=DATA_BASE + DATA_SIZE - k, displ_size=4))],
+                 {RCX: 0x1111222233334444}, 0, data, k) for k in (1, 2, 3, 4)]
+    assert _disagreements(native_runner, engine, cases) == ([], 1)
 
 
 _COMPARES = {"repe cmpsb": Instruction.create_repe_cmpsb,
