@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError as error:
                 print(f"engine {args.engine!r} is not available: {error}", file=sys.stderr)
                 return 2
-        modes = ("16", "32", "64", "compat") if args.mode == "all" else (args.mode,)
+        modes = tuple(MODE_NAMES) if args.mode == "all" else (args.mode,)
         indices = [args.index] if args.index is not None else range(args.count)
         failed = False
         shown = 0

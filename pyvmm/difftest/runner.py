@@ -101,9 +101,7 @@ def run_cases(runner: NativeRunner, other: SideRunner, mode: int | str, seed: in
     summary = Summary(str(mode))
     for index in indices:
         if families == ("x87",):
-            if compat:
-                raise ValueError("the x87 family runs in 64-bit mode only")
-            case = generate_x87_case(bits, seed, index, length)
+            case = generate_x87_case(bits, seed, index, length)  # 64-bit only: raises else
         else:
             case = generate_case(bits, seed, index, length, families, guard, wrap, compat)
         try:
