@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pyvmm.difftest.generator import FAMILIES
+from pyvmm.difftest.generator import FAMILIES, MODE_NAMES
 from pyvmm.difftest.runner import (
     ENGINES,
     load_engine,
@@ -19,7 +19,9 @@ from pyvmm.oracle.native import NativeRunner, OracleError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pyvmm.difftest", description=__doc__)
-    parser.add_argument("--mode", choices=("16", "32", "64", "all"), default="64")
+    parser.add_argument("--mode", choices=(*MODE_NAMES, "all"), default="64",
+                        help="32: the engine in legacy protected mode; compat: in IA-32e "
+                             "compatibility mode (the native side runs both as compat)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--length", type=int, default=8, help="instruction groups per block")
@@ -53,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError as error:
                 print(f"engine {args.engine!r} is not available: {error}", file=sys.stderr)
                 return 2
-        modes = (16, 32, 64) if args.mode == "all" else (int(args.mode),)
+        modes = tuple(MODE_NAMES) if args.mode == "all" else (args.mode,)
         indices = [args.index] if args.index is not None else range(args.count)
         failed = False
         shown = 0
         for mode in modes:
-            ok, reason = runner.supports(mode)
+            ok, reason = runner.supports(MODE_NAMES[mode][0])
             if not ok:
                 print(f"mode {mode}: skipped: {reason}")
                 continue

@@ -8,6 +8,9 @@ vector is intercepted (StopKind.EXCEPTION, RIP at the faulting instruction).
   64-bit: long mode, 4-level paging (SDM Vol. 3A §4.5) mapping only the code
           and data pages, 4 KiB pages, like the native process.
   32-bit: flat protected mode with 32-bit paging (SDM Vol. 3A §4.3), ditto.
+  compat: 32-bit code in IA-32e compatibility mode (Vol. 3A §5.2.1, §9.8.5): the
+          64-bit set-up (EFER.LMA, 4-level paging) with a flat code segment of
+          L=0, D=1.
   16-bit: protected mode, no paging, 16-bit CS with base CODE_BASE and 16-bit
           DS/ES/SS/FS/GS with base DATA_BASE, limit 0xFFFF (as the LDT segments
           the native runner installs).
@@ -86,12 +89,13 @@ def initial_state(enc: EncodedCase, cr3: int) -> CpuState:
     state.gprs = [g & 0xFFFFFFFFFFFFFFFF for g in case.gprs]
     state.rflags = case.rflags
     state.rip = enc.code_ip
-    if case.mode == 64:
+    if case.mode == 64 or case.compat:
         state.cr0 = CR0_PE | CR0_PG | CR0_ET | CR0_NE | CR0_WP
         state.cr4 = CR4_PAE
         state.efer = EFER_LME | EFER_LMA
         state.cr3 = cr3
-        code = SegmentState.flat64_code(CODE_SEL)
+        code = SegmentState.flat32(CODE_SEL, code=True) if case.compat else \
+            SegmentState.flat64_code(CODE_SEL)
         data = SegmentState.flat32(DATA_SEL, code=False)
     elif case.mode == 32:
         state.cr0 = CR0_PE | CR0_PG | CR0_ET | CR0_NE | CR0_WP
@@ -124,7 +128,7 @@ class EngineSide:
         mem.write(CODE_BASE, enc.engine_code + b"\xcc" * (CODE_SIZE - len(enc.engine_code)))
         mem.write(DATA_BASE, case.data)
         cr3 = 0
-        if case.mode == 64:
+        if case.mode == 64 or case.compat:
             cr3 = write_long_mode_tables(board)
         elif case.mode == 32:
             cr3 = write_32bit_tables(board)

@@ -188,6 +188,8 @@ _STRING_KINDS = {K.ES_RDI, K.SEG_RSI, K.AL, K.AX, K.EAX, K.RAX}
 _NO_SEGMENT_STRINGS = frozenset({M.STOSB, M.STOSW, M.STOSD, M.STOSQ, M.SCASB, M.SCASW,
                                  M.SCASD, M.SCASQ})
 _NO_DESTINATION_STRINGS = frozenset({M.LODSB, M.LODSW, M.LODSD, M.LODSQ})
+_COMPARE_STRINGS = frozenset({M.CMPSB, M.CMPSW, M.CMPSD, M.CMPSQ, M.SCASB, M.SCASW, M.SCASD,
+                              M.SCASQ})
 SUPPORTED_KINDS = (set(_REG_KINDS) | set(_RM_KINDS) | set(_FIXED_KINDS) | set(_IMM_KINDS)
                    | set(_BRANCH_KINDS) | {K.MEM, K.SEG_RBX_AL} | set(simd.VECTOR_KINDS))
 
@@ -272,6 +274,12 @@ class TestCase:
     guard: bool = False
     fxsave: bytes | None = None  # initial FP/SIMD state (FXSAVE image) when it is compared
     wrap: bool = False  # generated with --wrap
+    compat: bool = False  # 32-bit code the engine runs in compatibility mode (MODE_NAMES)
+
+    @property
+    def mode_name(self) -> str:
+        """The tester's name for the mode: "16", "32", "64" or "compat"."""
+        return "compat" if self.compat else str(self.mode)
 
     @property
     def end_label(self) -> int:
@@ -294,7 +302,7 @@ class BlockGenerator:
         self.wrap32 = False
         # guard: some memory operands address the unmapped page after the data area,
         # so the block ends in #PF and its error code (W/R bit) is compared.
-        self.guard = guard and mode != 16  # 16-bit offsets cannot leave the data area
+        self.guard = guard
         self.table = code_table(mode)
         if families:
             unknown = set(families) - set(FAMILIES)
@@ -364,6 +372,9 @@ class BlockGenerator:
         """A memory operand that addresses the data area."""
         r = self.rng
         if self.mode == 16:
+            if self.guard and r.random() < GUARD_CHANCE:
+                # 1..7 bytes below the segment limit: a wider access #GPs (or #SS).
+                return MemoryOperand(displ=0x10000 - r.randrange(1, 8), displ_size=2)
             if self.wrap and r.random() < 0.3:
                 # bx + si + disp16 past 0xFFFF: the 16-bit offset wraps (SDM Vol. 1 §3.7.5).
                 return MemoryOperand(Register.BX, Register.SI, 1,
@@ -668,26 +679,44 @@ class BlockGenerator:
         return out
 
     def string_into_guard(self, instr: Instruction) -> list[Instruction]:
-        """Prelude that makes a string instruction run into the guard page part-way.
+        """Prelude that makes a string instruction run into an inaccessible byte part-way.
 
         The operand it walks (RDI for STOS/SCAS, else RSI or RDI) starts a few elements
-        below the unmapped page, DF is cleared, and a REP count reaches past the page
-        boundary, so the fault comes on a later iteration (or a straddling element):
-        registers keep their progress, CR2 is the page's first byte, and a REPE/REPNE
-        compare restores EFLAGS (SDM Vol. 2B "REP").
+        before the boundary and a REP count reaches past it, so the fault comes on a later
+        iteration (or a straddling element): registers keep their progress, a #PF's CR2
+        is the first byte it could not reach, and a REPE/REPNE compare restores EFLAGS
+        (SDM Vol. 2B "REP").  Forward (CLD) the boundary is the unmapped page after the
+        data area; backward (STD) the unmapped page below the code area, for an operand
+        that is only read (writes there would hit code) and is not the block's pointer
+        or index register (later operands would address code).  In 16-bit code it is the data
+        segments' limit, 0FFFFH, both ways (offsets wrap: a straddling element #GPs).
         """
         r = self.rng
         size = _mem_size(instr)
         walks_si = instr.mnemonic not in _NO_SEGMENT_STRINGS
         walks_di = instr.mnemonic not in _NO_DESTINATION_STRINGS
-        near = GUARD_PAGE - r.randrange(1, 4 * size + 1)
-        far = DATA_BASE + r.randrange(PTR_LO, PTR_HI)
+        reads_di = instr.mnemonic in _COMPARE_STRINGS
+        far = r.randrange(PTR_LO, PTR_HI) + (0 if self.mode == 16 else DATA_BASE)
         si, di = far, far
-        if walks_si and (not walks_di or r.random() < 0.5):
+        on_si = walks_si and (not walks_di or r.random() < 0.5)
+        walked = Register.RSI if on_si else Register.RDI
+        # Backward, the walked register is left pointing at code, which differs between
+        # the sides past the block: not the block's pointer or index register.
+        backward = r.random() < 0.5 and (self.mode == 16 or (on_si or reads_di)
+                                         and walked not in self.reserved)
+        if self.mode == 16:
+            # An element at 0FFFFH - k (k < size) crosses the limit: reached after q
+            # elements; a byte never crosses, it wraps (64 KiB offsets).
+            step = size * r.randrange(0, 4) + (r.randrange(1, size) if size > 1 else 0)
+            near = step if backward else (0x10000 - step) & 0xFFFF
+        else:
+            step = r.randrange(1, 4 * size + 1)
+            near = GUARD_PAGE - step if not backward else CODE_BASE + step - 1
+        if on_si:
             si = near
         else:
             di = near
-        out = [Instruction.create(Code.CLD)]
+        out = [Instruction.create(Code.STD if backward else Code.CLD)]
         if instr.has_rep_prefix or instr.has_repne_prefix:
             out.append(self.mov_imm(Register.RCX, r.randrange(4, 4 + MAX_REP)))
         out.append(self.mov_imm(Register.RSI, si))
@@ -828,18 +857,29 @@ def Mnemonic_name(mnemonic: int) -> str:  # noqa: N802 - mirrors iced naming
     return _MNEMONIC_NAMES[mnemonic]
 
 
-def case_rng(seed: int, mode: int, index: int) -> random.Random:
-    """The random stream of one case: reproducible from (seed, mode, index) alone."""
+# The tester's modes: name -> (code size in bits, run by the engine in compatibility
+# mode).  The native side runs all 32-bit code in a 32-bit code segment of a 64-bit
+# Linux process, i.e. in compatibility mode (SDM Vol. 3A §5.2.1); the engine runs "32"
+# in legacy protected mode with 32-bit paging and "compat" in IA-32e mode with a code
+# segment of L=0, D=1 (Vol. 3A §9.8.5), so both engine set-ups meet the same CPU.
+MODE_NAMES = {"16": (16, False), "32": (32, False), "64": (64, False), "compat": (32, True)}
+
+
+def case_rng(seed: int, mode: int | str, index: int) -> random.Random:
+    """The random stream of one case: reproducible from (seed, mode name, index) alone."""
     return random.Random(f"pyvmm-difftest:{seed}:{mode}:{index}")
 
 
 def generate_case(mode: int, seed: int, index: int, length: int = 8,
                   families: tuple[str, ...] | None = None, guard: bool = False,
-                  wrap: bool = False) -> TestCase:
+                  wrap: bool = False, compat: bool = False) -> TestCase:
     """Block `index` of `seed` in `mode`; `families` limits the FAMILIES drawn from;
     `guard` puts some memory operands on the unmapped page after the data area; `wrap`
-    makes address arithmetic wrap at the address size (WRAP_CHANCE)."""
-    rng = case_rng(seed, mode, index)
+    makes address arithmetic wrap at the address size (WRAP_CHANCE); `compat` (mode 32
+    only) draws a block of its own for the engine's compatibility mode."""
+    if compat and mode != 32:
+        raise ValueError("compatibility mode runs 32-bit code")
+    rng = case_rng(seed, "compat" if compat else mode, index)
     gen = BlockGenerator(mode, rng, families, guard, wrap)
     gprs, rflags = gen.initial_state()
     body, groups = gen.generate(length)
@@ -847,4 +887,4 @@ def generate_case(mode: int, seed: int, index: int, length: int = 8,
     fxsave = simd.initial_fxsave(rng, body) if simd.touches_simd(body) else None
     return TestCase(mode, seed, index, body, gprs, rflags, data, groups,
                     tuple(r for r in (gen.ptr, gen.idx) if r is not None), families, guard,
-                    fxsave, wrap)
+                    fxsave, wrap, compat)

@@ -33,8 +33,8 @@ def initial_state_lines(enc: EncodedCase) -> list[str]:
 
 def format_disagreement(enc: EncodedCase, diffs: list[Difference]) -> str:
     case = enc.case
-    out = [f"=== disagreement: mode {case.mode}, seed {case.seed}, index {case.index}",
-           f"    rerun: python -m pyvmm.difftest --mode {case.mode} --seed {case.seed} "
+    out = [f"=== disagreement: mode {case.mode_name}, seed {case.seed}, index {case.index}",
+           f"    rerun: python -m pyvmm.difftest --mode {case.mode_name} --seed {case.seed} "
            f"--index {case.index} --length {case.groups}"
            + (f" --families {','.join(case.families)}" if case.families else "")
            + (" --guard" if case.guard else "") + (" --wrap" if case.wrap else ""),

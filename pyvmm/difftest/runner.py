@@ -11,7 +11,7 @@ from iced_x86 import Formatter, FormatterSyntax
 
 from pyvmm.difftest.compare import Difference, compare
 from pyvmm.difftest.encode import EncodedCase, EncodeMismatch, encode_case
-from pyvmm.difftest.generator import generate_case
+from pyvmm.difftest.generator import MODE_NAMES, generate_case
 from pyvmm.difftest.native_side import run_native
 from pyvmm.difftest.report import format_disagreement
 from pyvmm.difftest.x87gen import generate_x87_case
@@ -67,7 +67,7 @@ class Disagreement:
 
 @dataclass
 class Summary:
-    mode: int
+    mode: str  # MODE_NAMES key
     total: int = 0
     agree: int = 0
     faulted: int = 0  # blocks that ended in an exception natively (and were compared)
@@ -92,16 +92,18 @@ def make_engine_side(engine_class: type) -> SideRunner:
     return side.run
 
 
-def run_cases(runner: NativeRunner, other: SideRunner, mode: int, seed: int,
+def run_cases(runner: NativeRunner, other: SideRunner, mode: int | str, seed: int,
               indices: Iterable[int], length: int,
               families: tuple[str, ...] | None = None, guard: bool = False,
               wrap: bool = False) -> Summary:
-    summary = Summary(mode)
+    """Blocks `indices` of `seed` in `mode` (bits, or a MODE_NAMES key) on both sides."""
+    bits, compat = MODE_NAMES[str(mode)]
+    summary = Summary(str(mode))
     for index in indices:
         if families == ("x87",):
-            case = generate_x87_case(mode, seed, index, length)
+            case = generate_x87_case(bits, seed, index, length)  # 64-bit only: raises else
         else:
-            case = generate_case(mode, seed, index, length, families, guard, wrap)
+            case = generate_case(bits, seed, index, length, families, guard, wrap, compat)
         try:
             enc = encode_case(case, runner.info.exit_stub)
         except EncodeMismatch:

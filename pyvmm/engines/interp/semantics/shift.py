@@ -11,7 +11,12 @@ Hardware facts relied on (Intel SDM Vol. 2B, "RCL/RCR/ROL/ROR", "SAL/SAR/SHL/SHR
   counts we give the value of the last step of the microcode loop, which is what the
   iterative 8086/80286 implementations leave.  AF is undefined.
 - Rotates change only CF and OF.  RCL/RCR rotate through CF over W+1 bits, so the
-  effective count is count mod 9 / mod 17 for 8/16-bit operands.
+  effective count is count mod 9 / mod 17 for 8/16-bit operands.  A nonzero masked
+  count whose effective rotation is 0 (ROL/ROR of an 8/16-bit operand by a multiple of
+  8/16, RCL/RCR by a multiple of 9/17) leaves OF as it was on the 80386 and later
+  (measured on the host CPU, an Intel family 6; OF is "undefined" there per the SDM);
+  ROL/ROR still set CF from the result.  The 8086/80286 models keep OF from the last
+  step of their microcode loop (the recordings of those chips).
 - 8086 only: D0-D3 /6 is not SAL but the undocumented SETMO/SETMOC, which stores all
   ones (SETMOC only when CL != 0) and sets flags as a logical operation would.
 - SHLD/SHRD (80386+): CF = last bit shifted out of the destination, OF (count 1) =
@@ -78,29 +83,34 @@ cpu.lf_op = 0
 """
 
 
-def _rol(w: int, m: int) -> str:
+def _of(expr: str, keep: bool) -> str:
+    """OF from `expr`, or (`keep`: 80386+) the old OF when the rotation `c` is 0."""
+    return f"({expr} if c else f & 2048)" if keep else expr
+
+
+def _rol(w: int, m: int, keep: bool) -> str:
     return f"""
 c = n & {w - 1}
 r = ((v << c) | (v >> ({w} - c))) & {m:#x}
 SET
 cf = r & 1
 f = cpu.flags if not cpu.lf_op else fl.materialize(cpu)
-cpu.flags = (f & {CLEAR_CF_OF}) | cf | ((((r >> {w - 1}) ^ cf) & 1) << 11)
+cpu.flags = (f & {CLEAR_CF_OF}) | cf | {_of(f"((((r >> {w - 1}) ^ cf) & 1) << 11)", keep)}
 """
 
 
-def _ror(w: int, m: int) -> str:
+def _ror(w: int, m: int, keep: bool) -> str:
     return f"""
 c = n & {w - 1}
 r = ((v >> c) | (v << ({w} - c))) & {m:#x}
 SET
 cf = r >> {w - 1}
 f = cpu.flags if not cpu.lf_op else fl.materialize(cpu)
-cpu.flags = (f & {CLEAR_CF_OF}) | cf | (((cf ^ (r >> {w - 2})) & 1) << 11)
+cpu.flags = (f & {CLEAR_CF_OF}) | cf | {_of(f"(((cf ^ (r >> {w - 2})) & 1) << 11)", keep)}
 """
 
 
-def _rcl(w: int, m: int) -> str:
+def _rcl(w: int, m: int, keep: bool) -> str:
     return f"""
 c = n % {w + 1}
 f = cpu.flags if not cpu.lf_op else fl.materialize(cpu)
@@ -109,11 +119,11 @@ x = ((x << c) | (x >> ({w + 1} - c))) & {(1 << (w + 1)) - 1:#x}
 r = x & {m:#x}
 SET
 cf = x >> {w}
-cpu.flags = (f & {CLEAR_CF_OF}) | cf | ((((r >> {w - 1}) ^ cf) & 1) << 11)
+cpu.flags = (f & {CLEAR_CF_OF}) | cf | {_of(f"((((r >> {w - 1}) ^ cf) & 1) << 11)", keep)}
 """
 
 
-def _rcr(w: int, m: int) -> str:
+def _rcr(w: int, m: int, keep: bool) -> str:
     return f"""
 c = n % {w + 1}
 f = cpu.flags if not cpu.lf_op else fl.materialize(cpu)
@@ -121,7 +131,8 @@ x = ((f & 1) << {w}) | v
 x = ((x >> c) | (x << ({w + 1} - c))) & {(1 << (w + 1)) - 1:#x}
 r = x & {m:#x}
 SET
-cpu.flags = (f & {CLEAR_CF_OF}) | (x >> {w}) | ((((r >> {w - 1}) ^ (r >> {w - 2})) & 1) << 11)
+cpu.flags = ((f & {CLEAR_CF_OF}) | (x >> {w})
+             | {_of(f"((((r >> {w - 1}) ^ (r >> {w - 2})) & 1) << 11)", keep)})
 """
 
 
@@ -139,6 +150,9 @@ _BODIES = {
     Mnemonic.SHL: _shl, Mnemonic.SAL: _shl, Mnemonic.SHR: _shr, Mnemonic.SAR: _sar,
     Mnemonic.ROL: _rol, Mnemonic.ROR: _ror, Mnemonic.RCL: _rcl, Mnemonic.RCR: _rcr,
 }
+
+
+_ROTATES = frozenset({Mnemonic.ROL, Mnemonic.ROR, Mnemonic.RCL, Mnemonic.RCR})
 
 
 def _count_zero(b: Insn) -> Handler:
@@ -184,7 +198,11 @@ def build_shift(b: Insn) -> Handler:
             return _count_zero(b)
     # Read the destination first: a memory operand faults even when the count is 0.
     read = f"v = {b.get(0)}"
-    body = make(w, m).replace("SET", b.set(0, "r")).strip()
+    if b.mnemonic in _ROTATES:  # only 8/16-bit operands have counts that rotate by 0
+        body = make(w, m, not b.cpu.legacy and w <= 16)
+    else:
+        body = make(w, m)
+    body = body.replace("SET", b.set(0, "r")).strip()
     if from_cl:
         text = (f"{read}\nn = regs[{RCX}] & {cmask:#x}\nif n:\n{_indent(body)}\n"
                 f"{_zero_else(b)}{b.next}")
