@@ -175,6 +175,27 @@ def test_underflow_masked_only_if_inexact_sdm_4_9_1_5() -> None:
     assert ftz.bits == 0 and ftz.flags & sf.UE
 
 
+def test_unmasked_overflow_underflow_pe_only_if_unbounded_rounding_inexact() -> None:
+    # SDM Vol. 1 §11.5.2.3-4: no result is delivered; the host CPU raises PE only when
+    # the result rounded with unbounded exponent range is inexact (MULSS/ADDPS, #XM).
+    f32 = lambda bits: sf.unpack(sf.F32, bits)  # noqa: E731
+    no_oe = sf.Env(masks=sf.ALL_FLAGS & ~sf.OE)
+    assert sf.add(no_oe, sf.F32, f32(0x7F000000), f32(0x7F000000)).flags == sf.OE
+    assert sf.add(no_oe, sf.F32, f32(0x7F7FFFFF), f32(0x7F000001)).flags == sf.OE  # 3*2**127
+    assert sf.mul(no_oe, sf.F32, f32(0x7F7FFFFF), f32(0x40000001)).flags == sf.OE | sf.PE
+    no_ue = sf.Env(masks=sf.ALL_FLAGS & ~sf.UE)
+    # a denormal product far below 2**-149 but with 24 significant bits: no PE
+    assert sf.mul(no_ue, sf.F32, f32(0x00400001), f32(0x80000003)).flags == sf.DE | sf.UE
+    assert sf.mul(no_ue, sf.F32, f32(0x0D800001), f32(0x30C00000)).flags == sf.UE | sf.PE
+
+
+def test_divide_by_zero_hides_denormal_operand_sdm_4_9_2() -> None:
+    den, zero = sf.unpack(sf.F32, 0x00400000), sf.unpack(sf.F32, 0)
+    r = sf.div(ENV, sf.F32, den, zero)
+    assert r == (0x7F800000, sf.ZE, False)
+    assert sf.div(ENV, sf.F32, zero, den).flags == sf.DE
+
+
 def test_x87_precision_control_and_bias_adjust() -> None:
     one = sf.unpack(sf.F80, 0x3FFF_8000000000000000)
     three = sf.unpack(sf.F80, 0x4000_C000000000000000)
