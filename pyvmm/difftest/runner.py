@@ -14,7 +14,7 @@ from pyvmm.difftest.encode import EncodedCase, EncodeMismatch, encode_case
 from pyvmm.difftest.generator import generate_case
 from pyvmm.difftest.native_side import run_native
 from pyvmm.difftest.report import format_disagreement
-from pyvmm.difftest.x87gen import generate_x87_case
+from pyvmm.difftest.x87gen import generate_x87_case, unrecorded_pointers
 from pyvmm.oracle.layout import DATA_BASE
 from pyvmm.oracle.native import NativeRunner
 from pyvmm.oracle.result import ExecResult
@@ -97,9 +97,10 @@ def run_cases(runner: NativeRunner, other: SideRunner, mode: int, seed: int,
               families: tuple[str, ...] | None = None, guard: bool = False,
               wrap: bool = False) -> Summary:
     summary = Summary(mode)
+    blank = unrecorded_pointers(runner) if families == ("x87",) else ()
     for index in indices:
         if families == ("x87",):
-            case = generate_x87_case(mode, seed, index, length)
+            case = generate_x87_case(mode, seed, index, length, blank)
         else:
             case = generate_case(mode, seed, index, length, families, guard, wrap)
         try:

@@ -36,6 +36,13 @@ SAVE_OFFSET = 0x2000  # FNSAVE image (108 bytes)
 # the block overwrites both words after FNSAVE; every other byte of the image is compared.
 FCS_OFFSET, FDS_OFFSET = 16, 24
 SELECTOR_FILL = 0x5A5A
+# FOP (offset 18, 11 bits) and FDP (offset 20): the last non-control instruction's opcode
+# and data pointer (§8.1.8-9).  A processor with CPUID.(EAX=07H,ECX=0):EBX[6]
+# (FDP_EXCPTN_ONLY) updates FDP only for an instruction with an unmasked exception, and
+# with the FOP compatibility mode off (§8.1.9.1, IA32_MISC_ENABLE[2], the default) FOP
+# likewise; the engine's P6-class CPU updates both every time.  `unrecorded_pointers`
+# measures the host; the words it leaves alone are overwritten like FCS/FDS.
+FOP_OFFSET, FDP_OFFSET = 18, 20
 
 MNEMONICS = (
     M.FLD, M.FILD, M.FBLD, M.FLDZ, M.FLD1, M.FLDPI, M.FLDL2E, M.FLDL2T, M.FLDLG2, M.FLDLN2,
@@ -179,7 +186,31 @@ def _build(rng: random.Random, code: int) -> Instruction:
     return Instruction.create_reg_reg(code, regs[0], regs[1])
 
 
-def generate_x87_case(mode: int, seed: int, index: int, length: int = 8) -> TestCase:
+def unrecorded_pointers(runner) -> tuple[tuple[int, int], ...]:  # noqa: ANN001
+    """(offset, size) of FOP and FDP in the FNSAVE image when the host CPU leaves them 0
+    after a masked FLD m32fp (see FOP_OFFSET); () when it records both."""
+    from pyvmm.difftest.encode import encode_case
+    from pyvmm.difftest.native_side import run_native
+    data = bytearray(DATA_SIZE)
+    struct.pack_into("<f", data, 0x10, 1.0)
+    body = [Instruction.create(Code.FNINIT), Instruction.create_mem(Code.FLD_M32FP, _mem(0x10)),
+            Instruction.create_mem(Code.FNSAVE_M108BYTE, _mem(SAVE_OFFSET))]
+    for k, ins in enumerate(body):
+        ins.ip = LABEL_BASE[64] + k * LABEL_STEP
+    gprs = [0] * 16
+    gprs[3], gprs[4] = DATA_BASE, DATA_BASE + DATA_SIZE - 0x100
+    case = TestCase(64, 0, 0, body, gprs, 0x2, bytes(data), 1, (Register.RBX,), ("x87",))
+    image = run_native(runner, encode_case(case, runner.info.exit_stub)).data[SAVE_OFFSET:]
+    fop = struct.unpack_from("<H", image, FOP_OFFSET)[0] & 0x7FF
+    fdp = struct.unpack_from("<I", image, FDP_OFFSET)[0]
+    return tuple(field for field, value in (((FOP_OFFSET, 2), fop), ((FDP_OFFSET, 4), fdp))
+                 if value == 0)
+
+
+def generate_x87_case(mode: int, seed: int, index: int, length: int = 8,
+                      blank: tuple[tuple[int, int], ...] = ()) -> TestCase:
+    """Block `index` of `seed`; `blank`: (offset, size) of FNSAVE fields to overwrite
+    besides FCS/FDS (`unrecorded_pointers`)."""
     if mode != 64:
         raise ValueError("the x87 family runs in 64-bit code")
     rng = case_rng(seed, mode, index)
@@ -209,9 +240,9 @@ def generate_x87_case(mode: int, seed: int, index: int, length: int = 8) -> Test
             # FXCH ST(0): C1 := 0
             body.append(Instruction.create_reg_reg(Code.FXCH_ST0_STI, Register.ST0, Register.ST0))
     body.append(Instruction.create_mem(Code.FNSAVE_M108BYTE, _mem(SAVE_OFFSET)))
-    for field in (FCS_OFFSET, FDS_OFFSET):
-        body.append(Instruction.create_mem_u32(Code.MOV_RM16_IMM16, _mem(SAVE_OFFSET + field),
-                                               SELECTOR_FILL))
+    for field, size in ((FCS_OFFSET, 2), (FDS_OFFSET, 2), *blank):
+        mov = Code.MOV_RM16_IMM16 if size == 2 else Code.MOV_RM32_IMM32
+        body.append(Instruction.create_mem_u32(mov, _mem(SAVE_OFFSET + field), SELECTOR_FILL))
     for k, ins in enumerate(body):
         ins.ip = LABEL_BASE[mode] + k * LABEL_STEP
     groups = (len(body) * LABEL_STEP) // LABEL_GROUP + 1
