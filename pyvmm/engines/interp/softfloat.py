@@ -20,12 +20,14 @@ exceptions, §8.5 x87 exception conditions, §11.5 SSE exceptions):
 * OE overflow, decided on the result rounded with unbounded exponent range.
   Masked: infinity or the largest finite number, by rounding mode (§4.9.1.4).
   Unmasked on an x87 register destination (``Env.bias_adjust``): the
-  significand rounded and the exponent divided by 2**24576 (§8.5.3).
+  significand rounded and the exponent divided by 2**24576 (§8.5.3); if
+  that still overflows (FSCALE), a signed infinity, C1 = 1, with PE.
 * UE underflow: tininess is detected after rounding (the result rounded to
   the precision with unbounded exponent range is below 2**emin), as Intel
   processors do.  Masked: UE is reported only if the denormalised result is
   also inexact (§4.9.1.5); with FTZ the result is a signed zero.  Unmasked:
-  UE whenever tiny; on x87 the exponent is multiplied by 2**24576.
+  UE whenever tiny; on x87 the exponent is multiplied by 2**24576, and if
+  that is still tiny (FSCALE), a signed zero with PE (measured on the host).
 * Unmasked OE/UE without ``bias_adjust`` (SSE, §11.5.2.3-4; x87 stores to
   memory): nothing is delivered, and PE is raised only if the rounding with
   unbounded exponent range was inexact, as the host CPU does for SSE.
@@ -235,6 +237,10 @@ def pack(fmt: Format, v: Value) -> int:
     return _pack_finite(fmt, v.sign, v.sig, v.exp)
 
 
+def _exponent_field(fmt: Format, bits: int) -> int:
+    return (bits >> (fmt.width - 1 - fmt.exp_bits)) & fmt.exp_max_field
+
+
 def _pack_finite(fmt: Format, sign: int, m: int, q: int) -> int:
     if m == 0:
         return _pack_fields(fmt, sign, 0, 0)
@@ -321,6 +327,8 @@ def _overflow(env: Env, fmt: Format, sign: int, sig: int, exp: int, p: int,
         if env.bias_adjust:
             r = round_pack(Env(env.rounding, env.precision), fmt, sign, sig,
                            exp - X87_BIAS_ADJUST)
+            if r.flags & OE:  # massive overflow (FSCALE): a signed infinity (§8.5.4)
+                return Result(infinity(fmt, sign), OE | PE, True)
             return Result(r.bits, OE | (r.flags & PE), r.rounded_up)
         # No result is delivered; PE says the unbounded-range rounding was inexact.
         return Result(infinity(fmt, sign), OE | (PE if inexact else 0))
@@ -337,6 +345,8 @@ def _underflow(env: Env, fmt: Format, sign: int, sig: int, exp: int, p: int, e: 
         if env.bias_adjust:
             r = round_pack(Env(env.rounding, env.precision), fmt, sign, sig,
                            exp + X87_BIAS_ADJUST)
+            if not _exponent_field(fmt, r.bits):  # massive underflow (FSCALE): a signed 0
+                return Result(zero(fmt, sign), UE | PE)
             return Result(r.bits, UE | (r.flags & PE), r.rounded_up)
         # No result is delivered; PE says the unbounded-range rounding was inexact.
         return Result(zero(fmt, sign), UE | (PE if inexact else 0))

@@ -210,6 +210,21 @@ def test_x87_precision_control_and_bias_adjust() -> None:
     assert wrapped.bits == ((0x7FFE - 0x3FFF) * 2 + 0x3FFF - sf.X87_BIAS_ADJUST) << 64 | 1 << 63
 
 
+def test_x87_massive_overflow_underflow_after_bias_adjust_sdm_8_5_4() -> None:
+    # FSCALE's range: still out of range after the 2**24576 adjustment.  Measured on the
+    # host: a signed infinity with C1 = 1, or a signed zero, in every rounding mode.
+    for rc in (sf.RN, sf.RD, sf.RU, sf.RZ):
+        over = sf.Env(rounding=rc, masks=sf.ALL_FLAGS & ~sf.OE, bias_adjust=True)
+        assert sf.round_pack(over, sf.F80, 1, 3, 41000) == (
+            sf.infinity(sf.F80, 1), sf.OE | sf.PE, True)
+        under = sf.Env(rounding=rc, masks=sf.ALL_FLAGS & ~sf.UE, bias_adjust=True)
+        assert sf.round_pack(under, sf.F80, 1, 3, -40961) == (sf.zero(sf.F80, 1), sf.UE | sf.PE,
+                                                               False)
+    # 3 * 2**-40957 adjusted is 1.5 * 2**-16380: a normal extended, delivered
+    under = sf.Env(masks=sf.ALL_FLAGS & ~sf.UE, bias_adjust=True)
+    assert sf.round_pack(under, sf.F80, 0, 3, -40957) == (0x0003_C000000000000000, sf.UE, False)
+
+
 def test_nan_propagation_table_4_7() -> None:
     qa = sf.unpack(sf.F80, 0x7FFF_C000000000000001)
     qb = sf.unpack(sf.F80, 0xFFFF_E000000000000000)
