@@ -68,8 +68,9 @@ _COMPARES = _EFLAGS_COMPARES | {M.FCOM, M.FCOMP, M.FCOMPP, M.FUCOM, M.FUCOMP, M.
                                 M.FICOM, M.FICOMP, M.FTST}
 IM, DM = 1, 2  # FCW bits 0, 1: invalid-operation and denormal-operand masks
 # FLD m32fp/m64fp of a denormal with #D unmasked: the SDM (Vol. 1 §8.5.2) leaves TOP and
-# the stack unchanged; the AMD oracle loads the value anyway.  The engine follows the
-# SDM; the family loads only m80fp or a register while DM=0.
+# the stack unchanged; the host CPUs measured (AMD; Intel Xeon, 2026-12-08) load the value
+# anyway.  The engine follows the SDM; the family loads only m80fp or a register while
+# DM=0 (`_codes_for`).
 _FLD_M32_M64 = {Code.FLD_M32FP, Code.FLD_M64FP}
 # Loads are drawn more often so the stack is usually populated.
 _LOADS = (M.FLD, M.FILD, M.FLDZ, M.FLD1, M.FLDPI)
@@ -96,6 +97,13 @@ def _codes() -> dict[int, list[int]]:
 
 
 _CODES = _codes()
+
+
+def _codes_for(m: int, cw: int) -> list[int]:
+    """The encodings of `m` the family draws under control word `cw` (see _FLD_M32_M64)."""
+    if m == M.FLD and not cw & DM:
+        return [c for c in _CODES[m] if c not in _FLD_M32_M64]
+    return _CODES[m]
 
 
 def random_extended(rng: random.Random) -> int:
@@ -223,16 +231,13 @@ def generate_x87_case(mode: int, seed: int, index: int, length: int = 8,
     body = [Instruction.create(Code.FNINIT),
             Instruction.create_mem(Code.FLDCW_M2BYTE, _mem(POOL_SIZE + 2 * slot))]
     for _ in range(rng.randrange(1, 4)):
-        body.append(_build(rng, rng.choice(_CODES[rng.choice(_LOADS)])))
+        body.append(_build(rng, rng.choice(_codes_for(rng.choice(_LOADS), cw))))
     mnemonics = [m for m in MNEMONICS if m in _CODES]
     for _ in range(length * 2):
         m = rng.choice(_LOADS) if rng.random() < 0.25 else rng.choice(mnemonics)
         if m in _COMPARES and cw & (IM | DM) != IM | DM:
             m = M.FLDZ  # unmasked #IA/#D: the compare's result is vendor-specific (above)
-        codes = _CODES[m]
-        if m == M.FLD and not cw & DM:
-            codes = [c for c in codes if c not in _FLD_M32_M64]  # unmasked #D (see above)
-        ins = _build(rng, rng.choice(codes))
+        ins = _build(rng, rng.choice(_codes_for(m, cw)))
         body.append(ins)
         if m == M.FLDCW:
             cw = cws[(ins.memory_displacement - POOL_SIZE) // 2]
