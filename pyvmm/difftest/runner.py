@@ -14,7 +14,7 @@ from pyvmm.difftest.encode import EncodedCase, EncodeMismatch, encode_case
 from pyvmm.difftest.generator import MODE_NAMES, generate_case
 from pyvmm.difftest.native_side import run_native
 from pyvmm.difftest.report import format_disagreement
-from pyvmm.difftest.x87gen import generate_x87_case
+from pyvmm.difftest.x87gen import generate_x87_case, unrecorded_pointers
 from pyvmm.oracle.layout import DATA_BASE
 from pyvmm.oracle.native import NativeRunner
 from pyvmm.oracle.result import ExecResult
@@ -99,9 +99,10 @@ def run_cases(runner: NativeRunner, other: SideRunner, mode: int | str, seed: in
     """Blocks `indices` of `seed` in `mode` (bits, or a MODE_NAMES key) on both sides."""
     bits, compat = MODE_NAMES[str(mode)]
     summary = Summary(str(mode))
+    blank = unrecorded_pointers(runner) if families == ("x87",) else ()
     for index in indices:
         if families == ("x87",):
-            case = generate_x87_case(bits, seed, index, length)  # 64-bit only: raises else
+            case = generate_x87_case(bits, seed, index, length, blank)  # 64-bit only: raises else
         else:
             case = generate_case(bits, seed, index, length, families, guard, wrap, compat)
         try:

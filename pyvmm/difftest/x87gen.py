@@ -36,6 +36,13 @@ SAVE_OFFSET = 0x2000  # FNSAVE image (108 bytes)
 # the block overwrites both words after FNSAVE; every other byte of the image is compared.
 FCS_OFFSET, FDS_OFFSET = 16, 24
 SELECTOR_FILL = 0x5A5A
+# FOP (offset 18, 11 bits) and FDP (offset 20): the last non-control instruction's opcode
+# and data pointer (§8.1.8-9).  A processor with CPUID.(EAX=07H,ECX=0):EBX[6]
+# (FDP_EXCPTN_ONLY) updates FDP only for an instruction with an unmasked exception, and
+# with the FOP compatibility mode off (§8.1.9.1, IA32_MISC_ENABLE[2], the default) FOP
+# likewise; the engine's P6-class CPU updates both every time.  `unrecorded_pointers`
+# measures the host; the words it leaves alone are overwritten like FCS/FDS.
+FOP_OFFSET, FDP_OFFSET = 18, 20
 
 MNEMONICS = (
     M.FLD, M.FILD, M.FBLD, M.FLDZ, M.FLD1, M.FLDPI, M.FLDL2E, M.FLDL2T, M.FLDLG2, M.FLDLN2,
@@ -61,8 +68,9 @@ _COMPARES = _EFLAGS_COMPARES | {M.FCOM, M.FCOMP, M.FCOMPP, M.FUCOM, M.FUCOMP, M.
                                 M.FICOM, M.FICOMP, M.FTST}
 IM, DM = 1, 2  # FCW bits 0, 1: invalid-operation and denormal-operand masks
 # FLD m32fp/m64fp of a denormal with #D unmasked: the SDM (Vol. 1 §8.5.2) leaves TOP and
-# the stack unchanged; the AMD oracle loads the value anyway.  The engine follows the
-# SDM; the family loads only m80fp or a register while DM=0.
+# the stack unchanged; the host CPUs measured (AMD; Intel Xeon, 2026-12-08) load the value
+# anyway.  The engine follows the SDM; the family loads only m80fp or a register while
+# DM=0 (`_codes_for`).
 _FLD_M32_M64 = {Code.FLD_M32FP, Code.FLD_M64FP}
 # Loads are drawn more often so the stack is usually populated.
 _LOADS = (M.FLD, M.FILD, M.FLDZ, M.FLD1, M.FLDPI)
@@ -89,6 +97,13 @@ def _codes() -> dict[int, list[int]]:
 
 
 _CODES = _codes()
+
+
+def _codes_for(m: int, cw: int) -> list[int]:
+    """The encodings of `m` the family draws under control word `cw` (see _FLD_M32_M64)."""
+    if m == M.FLD and not cw & DM:
+        return [c for c in _CODES[m] if c not in _FLD_M32_M64]
+    return _CODES[m]
 
 
 def random_extended(rng: random.Random) -> int:
@@ -179,7 +194,31 @@ def _build(rng: random.Random, code: int) -> Instruction:
     return Instruction.create_reg_reg(code, regs[0], regs[1])
 
 
-def generate_x87_case(mode: int, seed: int, index: int, length: int = 8) -> TestCase:
+def unrecorded_pointers(runner) -> tuple[tuple[int, int], ...]:  # noqa: ANN001
+    """(offset, size) of FOP and FDP in the FNSAVE image when the host CPU leaves them 0
+    after a masked FLD m32fp (see FOP_OFFSET); () when it records both."""
+    from pyvmm.difftest.encode import encode_case
+    from pyvmm.difftest.native_side import run_native
+    data = bytearray(DATA_SIZE)
+    struct.pack_into("<f", data, 0x10, 1.0)
+    body = [Instruction.create(Code.FNINIT), Instruction.create_mem(Code.FLD_M32FP, _mem(0x10)),
+            Instruction.create_mem(Code.FNSAVE_M108BYTE, _mem(SAVE_OFFSET))]
+    for k, ins in enumerate(body):
+        ins.ip = LABEL_BASE[64] + k * LABEL_STEP
+    gprs = [0] * 16
+    gprs[3], gprs[4] = DATA_BASE, DATA_BASE + DATA_SIZE - 0x100
+    case = TestCase(64, 0, 0, body, gprs, 0x2, bytes(data), 1, (Register.RBX,), ("x87",))
+    image = run_native(runner, encode_case(case, runner.info.exit_stub)).data[SAVE_OFFSET:]
+    fop = struct.unpack_from("<H", image, FOP_OFFSET)[0] & 0x7FF
+    fdp = struct.unpack_from("<I", image, FDP_OFFSET)[0]
+    return tuple(field for field, value in (((FOP_OFFSET, 2), fop), ((FDP_OFFSET, 4), fdp))
+                 if value == 0)
+
+
+def generate_x87_case(mode: int, seed: int, index: int, length: int = 8,
+                      blank: tuple[tuple[int, int], ...] = ()) -> TestCase:
+    """Block `index` of `seed`; `blank`: (offset, size) of FNSAVE fields to overwrite
+    besides FCS/FDS (`unrecorded_pointers`)."""
     if mode != 64:
         raise ValueError("the x87 family runs in 64-bit code")
     rng = case_rng(seed, mode, index)
@@ -192,16 +231,13 @@ def generate_x87_case(mode: int, seed: int, index: int, length: int = 8) -> Test
     body = [Instruction.create(Code.FNINIT),
             Instruction.create_mem(Code.FLDCW_M2BYTE, _mem(POOL_SIZE + 2 * slot))]
     for _ in range(rng.randrange(1, 4)):
-        body.append(_build(rng, rng.choice(_CODES[rng.choice(_LOADS)])))
+        body.append(_build(rng, rng.choice(_codes_for(rng.choice(_LOADS), cw))))
     mnemonics = [m for m in MNEMONICS if m in _CODES]
     for _ in range(length * 2):
         m = rng.choice(_LOADS) if rng.random() < 0.25 else rng.choice(mnemonics)
         if m in _COMPARES and cw & (IM | DM) != IM | DM:
             m = M.FLDZ  # unmasked #IA/#D: the compare's result is vendor-specific (above)
-        codes = _CODES[m]
-        if m == M.FLD and not cw & DM:
-            codes = [c for c in codes if c not in _FLD_M32_M64]  # unmasked #D (see above)
-        ins = _build(rng, rng.choice(codes))
+        ins = _build(rng, rng.choice(_codes_for(m, cw)))
         body.append(ins)
         if m == M.FLDCW:
             cw = cws[(ins.memory_displacement - POOL_SIZE) // 2]
@@ -209,9 +245,9 @@ def generate_x87_case(mode: int, seed: int, index: int, length: int = 8) -> Test
             # FXCH ST(0): C1 := 0
             body.append(Instruction.create_reg_reg(Code.FXCH_ST0_STI, Register.ST0, Register.ST0))
     body.append(Instruction.create_mem(Code.FNSAVE_M108BYTE, _mem(SAVE_OFFSET)))
-    for field in (FCS_OFFSET, FDS_OFFSET):
-        body.append(Instruction.create_mem_u32(Code.MOV_RM16_IMM16, _mem(SAVE_OFFSET + field),
-                                               SELECTOR_FILL))
+    for field, size in ((FCS_OFFSET, 2), (FDS_OFFSET, 2), *blank):
+        mov = Code.MOV_RM16_IMM16 if size == 2 else Code.MOV_RM32_IMM32
+        body.append(Instruction.create_mem_u32(mov, _mem(SAVE_OFFSET + field), SELECTOR_FILL))
     for k, ins in enumerate(body):
         ins.ip = LABEL_BASE[mode] + k * LABEL_STEP
     groups = (len(body) * LABEL_STEP) // LABEL_GROUP + 1

@@ -37,6 +37,7 @@ from pyvmm.difftest.encode import encode_case
 from pyvmm.difftest.generator import LABEL_BASE, LABEL_GROUP, LABEL_STEP
 from pyvmm.difftest.native_side import run_native
 from pyvmm.difftest.runner import load_engine, make_engine_side
+from pyvmm.difftest.x87gen import unrecorded_pointers
 from pyvmm.engines.interp import softfloat as sf
 from pyvmm.oracle.layout import DATA_BASE, DATA_SIZE
 
@@ -99,7 +100,9 @@ def in_domain(rng: random.Random, op: str) -> tuple[int, int]:
     return anything(), anything()  # fpatan
 
 
-def block(rng: random.Random, op: str) -> tuple[generator.TestCase, list[tuple[int, int, int]]]:
+def block(rng: random.Random, op: str, blank: tuple[tuple[int, int], ...]
+          ) -> tuple[generator.TestCase, list[tuple[int, int, int]]]:
+    """`blank`: FNSAVE fields the host does not record (x87gen.unrecorded_pointers)."""
     data = bytearray(DATA_SIZE)
     body, cases = [], []
     for k in range(CASES_PER_BLOCK):
@@ -117,10 +120,12 @@ def block(rng: random.Random, op: str) -> tuple[generator.TestCase, list[tuple[i
                  Instruction.create_mem(Code.FLD_M80FP, mem[2]),
                  Instruction.create(OPS[op]),
                  Instruction.create_mem(Code.FNSAVE_M108BYTE, save)]
-        for field in (16, 24):  # FCS/FDS selectors: the environment's, not x87 state
+        # FCS/FDS selectors: the environment's, not x87 state; FOP/FDP if not recorded
+        for field, size in ((16, 2), (24, 2), *blank):
             body.append(Instruction.create_mem_u32(
-                Code.MOV_RM16_IMM16, MemoryOperand(Register.RBX, displ=SAVE + 112 * k + field,
-                                                   displ_size=8), 0x5A5A))
+                Code.MOV_RM16_IMM16 if size == 2 else Code.MOV_RM32_IMM32,
+                MemoryOperand(Register.RBX, displ=SAVE + 112 * k + field, displ_size=8),
+                0x5A5A))
         cases.append((cw, a, b))
     for k, ins in enumerate(body):
         ins.ip = LABEL_BASE[64] + k * LABEL_STEP
@@ -165,9 +170,10 @@ def compare_images(native: bytes, engine: bytes) -> list[str]:
 def test_transcendental_within_the_ulp_bound(native_runner, op: str) -> None:
     rng = random.Random(f"x87-{op}")
     side = make_engine_side(load_engine("interp"))
+    blank = unrecorded_pointers(native_runner)
     bad = []
     for _ in range(BLOCKS):
-        case, operands = block(rng, op)
+        case, operands = block(rng, op, blank)
         enc = encode_case(case, native_runner.info.exit_stub)
         native, engine = run_native(native_runner, enc), side(enc)
         assert native.vector is None and engine.vector is None, (native, engine)

@@ -1,7 +1,8 @@
 """x87 blocks (pyvmm/difftest/x87gen.py): interp and jit against the real CPU.
 
 The whole x87 state is compared through an FNSAVE image: FCW, FSW (C0-C3, TOP, flags),
-the full tag word, FIP/FOP/FDP and ST(0)-ST(7), plus memory stores and EFLAGS.  A
+the full tag word, FIP, FOP/FDP (where the host CPU records them for every instruction,
+x87gen.unrecorded_pointers) and ST(0)-ST(7), plus memory stores and EFLAGS.  A
 bounded count here; the long run is `python -m pyvmm.difftest --mode 64 --families x87
 --count 10000`.
 """

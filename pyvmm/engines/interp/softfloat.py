@@ -20,12 +20,17 @@ exceptions, §8.5 x87 exception conditions, §11.5 SSE exceptions):
 * OE overflow, decided on the result rounded with unbounded exponent range.
   Masked: infinity or the largest finite number, by rounding mode (§4.9.1.4).
   Unmasked on an x87 register destination (``Env.bias_adjust``): the
-  significand rounded and the exponent divided by 2**24576 (§8.5.3).
+  significand rounded and the exponent divided by 2**24576 (§8.5.3); if
+  that still overflows (FSCALE), a signed infinity, C1 = 1, with PE.
 * UE underflow: tininess is detected after rounding (the result rounded to
   the precision with unbounded exponent range is below 2**emin), as Intel
   processors do.  Masked: UE is reported only if the denormalised result is
   also inexact (§4.9.1.5); with FTZ the result is a signed zero.  Unmasked:
-  UE whenever tiny; on x87 the exponent is multiplied by 2**24576.
+  UE whenever tiny; on x87 the exponent is multiplied by 2**24576, and if
+  that is still tiny (FSCALE), a signed zero with PE (measured on the host).
+* Unmasked OE/UE without ``bias_adjust`` (SSE, §11.5.2.3-4; x87 stores to
+  memory): nothing is delivered, and PE is raised only if the rounding with
+  unbounded exponent range was inexact, as the host CPU does for SSE.
 * PE inexact: the delivered result differs from the exact one.
 
 NaN propagation follows SDM Vol. 1 §4.8.3.5 Table 4-7 (`Env.nan_rule`):
@@ -232,6 +237,10 @@ def pack(fmt: Format, v: Value) -> int:
     return _pack_finite(fmt, v.sign, v.sig, v.exp)
 
 
+def _exponent_field(fmt: Format, bits: int) -> int:
+    return (bits >> (fmt.width - 1 - fmt.exp_bits)) & fmt.exp_max_field
+
+
 def _pack_finite(fmt: Format, sign: int, m: int, q: int) -> int:
     if m == 0:
         return _pack_fields(fmt, sign, 0, 0)
@@ -306,16 +315,23 @@ def round_pack(env: Env, fmt: Format, sign: int, sig: int, exp: int,
     m, inexact, up = _round_at(sign, sig, exp, q, env.rounding)
     top = m.bit_length() - 1 + q  # exponent after rounding, unbounded range
     if top > fmt.emax:
-        return _overflow(env, fmt, sign, sig, exp, p)
+        return _overflow(env, fmt, sign, sig, exp, p, inexact)
     if top < fmt.emin:
-        return _underflow(env, fmt, sign, sig, exp, p, e)
+        return _underflow(env, fmt, sign, sig, exp, p, e, inexact)
     return Result(_pack_finite(fmt, sign, m, q), PE if inexact else 0, up)
 
 
-def _overflow(env: Env, fmt: Format, sign: int, sig: int, exp: int, p: int) -> Result:
-    if not env.masks & OE and env.bias_adjust:
-        r = round_pack(Env(env.rounding, env.precision), fmt, sign, sig, exp - X87_BIAS_ADJUST)
-        return Result(r.bits, OE | (r.flags & PE), r.rounded_up)
+def _overflow(env: Env, fmt: Format, sign: int, sig: int, exp: int, p: int,
+              inexact: bool) -> Result:
+    if not env.masks & OE:
+        if env.bias_adjust:
+            r = round_pack(Env(env.rounding, env.precision), fmt, sign, sig,
+                           exp - X87_BIAS_ADJUST)
+            if r.flags & OE:  # massive overflow (FSCALE): a signed infinity (§8.5.4)
+                return Result(infinity(fmt, sign), OE | PE, True)
+            return Result(r.bits, OE | (r.flags & PE), r.rounded_up)
+        # No result is delivered; PE says the unbounded-range rounding was inexact.
+        return Result(infinity(fmt, sign), OE | (PE if inexact else 0))
     rc = env.rounding
     to_inf = rc == RN or (rc == RU and sign == 0) or (rc == RD and sign == 1)
     if to_inf:
@@ -323,15 +339,17 @@ def _overflow(env: Env, fmt: Format, sign: int, sig: int, exp: int, p: int) -> R
     return Result(largest_finite(fmt, sign, p), OE | PE, False)
 
 
-def _underflow(env: Env, fmt: Format, sign: int, sig: int, exp: int, p: int, e: int) -> Result:
+def _underflow(env: Env, fmt: Format, sign: int, sig: int, exp: int, p: int, e: int,
+               inexact: bool) -> Result:
     if not env.masks & UE:
         if env.bias_adjust:
             r = round_pack(Env(env.rounding, env.precision), fmt, sign, sig,
                            exp + X87_BIAS_ADJUST)
+            if not _exponent_field(fmt, r.bits):  # massive underflow (FSCALE): a signed 0
+                return Result(zero(fmt, sign), UE | PE)
             return Result(r.bits, UE | (r.flags & PE), r.rounded_up)
-        q = max(e, fmt.emin) - (p - 1)
-        m, inexact, up = _round_at(sign, sig, exp, q, env.rounding)
-        return Result(_pack_finite(fmt, sign, m, q), UE | (PE if inexact else 0), up)
+        # No result is delivered; PE says the unbounded-range rounding was inexact.
+        return Result(zero(fmt, sign), UE | (PE if inexact else 0))
     if env.ftz:
         return Result(zero(fmt, sign), UE | PE)
     q = max(e, fmt.emin) - (p - 1)
@@ -452,7 +470,7 @@ def div(env: Env, fmt: Format, a: Value, b: Value) -> Result:
     if b.cls == Cls.ZERO:
         if a.cls == Cls.ZERO:
             return _invalid(fmt, flags)
-        return Result(infinity(fmt, sign), flags | ZE)
+        return Result(infinity(fmt, sign), (flags & ~DE) | ZE)  # ZE hides DE (§4.9.2)
     if a.cls == Cls.ZERO:
         return Result(zero(fmt, sign), flags)
     sig, exp, sticky = exact_quotient(a.sig, a.exp, b.sig, b.exp, fmt.sig_bits + 3)

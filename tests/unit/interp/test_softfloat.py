@@ -175,6 +175,27 @@ def test_underflow_masked_only_if_inexact_sdm_4_9_1_5() -> None:
     assert ftz.bits == 0 and ftz.flags & sf.UE
 
 
+def test_unmasked_overflow_underflow_pe_only_if_unbounded_rounding_inexact() -> None:
+    # SDM Vol. 1 §11.5.2.3-4: no result is delivered; the host CPU raises PE only when
+    # the result rounded with unbounded exponent range is inexact (MULSS/ADDPS, #XM).
+    f32 = lambda bits: sf.unpack(sf.F32, bits)  # noqa: E731
+    no_oe = sf.Env(masks=sf.ALL_FLAGS & ~sf.OE)
+    assert sf.add(no_oe, sf.F32, f32(0x7F000000), f32(0x7F000000)).flags == sf.OE
+    assert sf.add(no_oe, sf.F32, f32(0x7F7FFFFF), f32(0x7F000001)).flags == sf.OE  # 3*2**127
+    assert sf.mul(no_oe, sf.F32, f32(0x7F7FFFFF), f32(0x40000001)).flags == sf.OE | sf.PE
+    no_ue = sf.Env(masks=sf.ALL_FLAGS & ~sf.UE)
+    # a denormal product far below 2**-149 but with 24 significant bits: no PE
+    assert sf.mul(no_ue, sf.F32, f32(0x00400001), f32(0x80000003)).flags == sf.DE | sf.UE
+    assert sf.mul(no_ue, sf.F32, f32(0x0D800001), f32(0x30C00000)).flags == sf.UE | sf.PE
+
+
+def test_divide_by_zero_hides_denormal_operand_sdm_4_9_2() -> None:
+    den, zero = sf.unpack(sf.F32, 0x00400000), sf.unpack(sf.F32, 0)
+    r = sf.div(ENV, sf.F32, den, zero)
+    assert r == (0x7F800000, sf.ZE, False)
+    assert sf.div(ENV, sf.F32, zero, den).flags == sf.DE
+
+
 def test_x87_precision_control_and_bias_adjust() -> None:
     one = sf.unpack(sf.F80, 0x3FFF_8000000000000000)
     three = sf.unpack(sf.F80, 0x4000_C000000000000000)
@@ -187,6 +208,21 @@ def test_x87_precision_control_and_bias_adjust() -> None:
     wrapped = sf.mul(env, sf.F80, big, big)
     assert wrapped.flags == sf.OE
     assert wrapped.bits == ((0x7FFE - 0x3FFF) * 2 + 0x3FFF - sf.X87_BIAS_ADJUST) << 64 | 1 << 63
+
+
+def test_x87_massive_overflow_underflow_after_bias_adjust_sdm_8_5_4() -> None:
+    # FSCALE's range: still out of range after the 2**24576 adjustment.  Measured on the
+    # host: a signed infinity with C1 = 1, or a signed zero, in every rounding mode.
+    for rc in (sf.RN, sf.RD, sf.RU, sf.RZ):
+        over = sf.Env(rounding=rc, masks=sf.ALL_FLAGS & ~sf.OE, bias_adjust=True)
+        assert sf.round_pack(over, sf.F80, 1, 3, 41000) == (
+            sf.infinity(sf.F80, 1), sf.OE | sf.PE, True)
+        under = sf.Env(rounding=rc, masks=sf.ALL_FLAGS & ~sf.UE, bias_adjust=True)
+        assert sf.round_pack(under, sf.F80, 1, 3, -40961) == (sf.zero(sf.F80, 1), sf.UE | sf.PE,
+                                                               False)
+    # 3 * 2**-40957 adjusted is 1.5 * 2**-16380: a normal extended, delivered
+    under = sf.Env(masks=sf.ALL_FLAGS & ~sf.UE, bias_adjust=True)
+    assert sf.round_pack(under, sf.F80, 0, 3, -40957) == (0x0003_C000000000000000, sf.UE, False)
 
 
 def test_nan_propagation_table_4_7() -> None:

@@ -375,9 +375,12 @@ def _fst(b: Insn) -> Handler:
         else:
             r = sf.convert(store_env(fpu.fcw), fmt, unpack(fpu.st(0)))
             flags = r.flags & ~sf.DE  # FST lists no #D (SDM Vol. 2A "FST/FSTP")
-            signal(fpu, flags, r.rounded_up)
             if flags & ~fpu.fcw & (sf.OE | sf.UE):
-                return  # unmasked overflow/underflow: nothing stored (§8.5.3)
+                # Unmasked overflow/underflow: nothing stored (§8.5.3-4), and the host
+                # CPU reports no PE with it.
+                signal(fpu, flags & ~sf.PE)
+                return
+            signal(fpu, flags, r.rounded_up)
             out = r.bits
         mem.write(off, size, out)
         if pop:
