@@ -13,6 +13,7 @@ from __future__ import annotations
 from iced_x86 import Code, FlowControl, Instruction, Mnemonic, OpKind, RflagsBits
 
 from pyvmm.cpu.state import FLAG_AF, FLAG_CF, FLAG_DF, FLAG_OF, FLAG_PF, FLAG_SF, FLAG_ZF
+from pyvmm.oracle.vendor import host_is_modelled_vendor
 
 # iced RflagsBits -> EFLAGS bit.
 _ICED_TO_EFLAGS = (
@@ -33,6 +34,10 @@ _SHIFTS = frozenset({Mnemonic.SHL, Mnemonic.SAL, Mnemonic.SHR, Mnemonic.SAR, Mne
 # SHLD/SHRD: a masked count of 0 leaves the flags alone too (SDM Vol. 2B "SHLD").
 _DOUBLE_SHIFTS = frozenset({Mnemonic.SHLD, Mnemonic.SHRD})
 _CF_WIDTH_SHIFTS = frozenset({Mnemonic.SHL, Mnemonic.SAL, Mnemonic.SHR, Mnemonic.SAR})
+# ROL/ROR/RCL/RCR: OF is defined only for a count of 1 (SDM Vol. 2B "RCL/RCR/ROL/ROR").
+# A count that rotates by 0 (RCL/RCR by 9/17, ROL/ROR of 8/16 bits by 8/16) leaves it
+# on Intel CPUs, which pyvmm models; other vendors' OF is not compared there.
+_ROTATES = frozenset({Mnemonic.ROL, Mnemonic.ROR, Mnemonic.RCL, Mnemonic.RCR})
 
 
 def to_eflags(iced_bits: int) -> int:
@@ -75,6 +80,9 @@ def effect(instr: Instruction) -> tuple[int, int, int]:
         if count is None:
             # A zero count would leave flags alone: none is known to be redefined.
             defined = 0
+        if instr.mnemonic in _ROTATES and count != 1 and not host_is_modelled_vendor():
+            undefined |= FLAG_OF
+            defined &= ~FLAG_OF
         if instr.mnemonic in _CF_WIDTH_SHIFTS and _operand_bits(instr) < 32:
             if count is None or count >= _operand_bits(instr):
                 undefined |= FLAG_CF

@@ -121,3 +121,18 @@ def test_compare_reports_registers_flags_memory_and_exceptions():
     whats = {d.what for d in compare(enc, native, other, DATA_BASE)}
     assert {"rbx", "exception", f"mem[{DATA_BASE + 0x10:#x}]"} <= whats
     assert ("flags" in whats) == (not undefined & FLAG_CF)
+
+
+
+@pytest.mark.parametrize("count", [9, 18])
+def test_a_rotate_by_zero_s_of_is_compared_only_on_the_modelled_vendor(monkeypatch, count):
+    """RCR r/m8 by 9 or 18 rotates by 0: Intel keeps OF (compared on an Intel host);
+    on another vendor's host the SDM's "undefined" holds and OF is masked."""
+    by_zero = Decoder(64, bytes([0xC0, 0xDB, count])).decode()  # rcr bl, count
+    by_one = Decoder(64, bytes([0xD0, 0xDB])).decode()  # rcr bl, 1
+    monkeypatch.setattr(flaginfo, "host_is_modelled_vendor", lambda: True)
+    assert not flaginfo.effect(by_zero)[2] & FLAG_OF
+    monkeypatch.setattr(flaginfo, "host_is_modelled_vendor", lambda: False)
+    _read, defined, undefined = flaginfo.effect(by_zero)
+    assert undefined & FLAG_OF and not defined & FLAG_OF
+    assert flaginfo.effect(by_one)[1] & FLAG_OF  # a 1-bit rotate's OF is defined everywhere
