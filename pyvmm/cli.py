@@ -243,7 +243,9 @@ def _add_device_options(run: argparse.ArgumentParser) -> None:
 
 
 def _add_irqchip_option(run: argparse.ArgumentParser) -> None:
-    run.add_argument("--irqchip", choices=("user", "kernel"), default=None,
+    from pyvmm.engines.registry import IRQCHIP_MODES
+
+    run.add_argument("--irqchip", choices=IRQCHIP_MODES, default=None,
                      help="kvm only: where the interrupt controllers are. kernel (kvm's "
                           "default): KVM's in-kernel i8259 pair, I/O APIC and local APIC "
                           "(KVM_CREATE_IRQCHIP), no exits for them, the PIT the board's on "

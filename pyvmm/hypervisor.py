@@ -41,7 +41,7 @@ from pyvmm.board.pc import MIB
 from pyvmm.board.virtio import VirtioSpec, virtio_specs
 from pyvmm.boot.registry import IMAGE_OPTIONS
 from pyvmm.engines.base import Engine
-from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES
+from pyvmm.engines.registry import DEFAULT_ENGINE, ENGINES, IRQCHIP_MODES
 from pyvmm.errors import ConfigError, ImageError
 from pyvmm.image_request import image_spec
 from pyvmm.machine.clock import ClockSource
@@ -626,8 +626,8 @@ def configs_from_toml(text: str, base: Path = Path(".")) -> tuple[list[VmConfig]
         irqchip = entry.get("irqchip")  # [hypervisor]'s applies to the kvm VMs
         if irqchip is None and engine == "kvm":
             irqchip = defaults.get("irqchip")
-        if irqchip is not None and irqchip not in ("user", "kernel"):
-            raise ConfigError(f"{where}: irqchip must be \"kernel\" or \"user\"")
+        if irqchip is not None and irqchip not in IRQCHIP_MODES:
+            raise ConfigError(f"{where}: irqchip must be one of {', '.join(IRQCHIP_MODES)}")
         if irqchip is not None and engine != "kvm":
             raise ConfigError(f"{where}: irqchip is KVM's (--irqchip); the {engine} engine "
                               "has only the board's interrupt controllers")

@@ -19,6 +19,8 @@ ENGINES: dict[str, str] = {
     "jit": "pyvmm.engines.jit.engine:JitEngine",
 }
 DEFAULT_ENGINE = "kvm"
+# kvm's --irqchip modes, its default first: KVM's in-kernel chips or the board's.
+IRQCHIP_MODES = ("kernel", "user")
 # Engine name -> what it is, for `pyvmm --help` (every engine above has one).
 ENGINE_SUMMARIES: dict[str, str] = {
     "kvm": "hardware-assisted virtualization through /dev/kvm",

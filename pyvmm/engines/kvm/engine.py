@@ -30,6 +30,7 @@ from pyvmm.engines.kvm.stats import HaltWait
 from pyvmm.engines.kvm.tsc import TscDeadlineMsr
 from pyvmm.engines.kvm.vcpu import KvmVcpu, host_ns
 from pyvmm.engines.kvm.vm import KvmVm
+from pyvmm.engines.registry import IRQCHIP_MODES
 from pyvmm.errors import ConfigError, EngineUnavailable
 from pyvmm.machine.clock import ClockSource
 from pyvmm.machine.hooks import HookKind
@@ -55,12 +56,10 @@ class KvmEngine(Engine):
     def availability(cls) -> tuple[bool, str]:
         return kvm_vm.availability()
 
-    IRQCHIPS = ("user", "kernel")
-
-    def __init__(self, board: Board, irqchip: str = "kernel", ioeventfd: bool = True,
+    def __init__(self, board: Board, irqchip: str = IRQCHIP_MODES[0], ioeventfd: bool = True,
                  kvm_pit: bool = False) -> None:
         super().__init__(board)
-        if irqchip not in self.IRQCHIPS:
+        if irqchip not in IRQCHIP_MODES:
             raise ConfigError(f"--irqchip {irqchip!r}: expected user or kernel")
         if kvm_pit and irqchip != "kernel":
             raise ConfigError("--kvm-pit is KVM's in-kernel PIT: it needs --irqchip kernel")
