@@ -6,7 +6,7 @@
 - A REPE/REPNE CMPS or SCAS that faults part-way keeps RCX/RSI/RDI's progress and
   restores EFLAGS to their value before the instruction (SDM Vol. 2B, "REP": "the
   EFLAGS value is restored to the state prior to the execution of the instruction"; the
-  host CPU does the same: tests/differential/test_rep_fault_vs_cpu.py).
+  host CPU does the same: tests/differential/test_fixed_cases_vs_cpu.py).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ Hardware facts relied on (Intel SDM Vol. 2B "MOVS", "CMPS", "SCAS", "LODS", "STO
   2B "REP": "the EFLAGS value is restored to the state prior to the execution of the
   instruction"): its flags are set only when the repetition ends.  Measured on the host
   CPU (Intel family 6 model 167) for #PF (32/64-bit) and #GP at a 16-bit segment limit,
-  after 0 to 15 completed iterations (tests/differential/test_rep_fault_vs_cpu.py).
+  after 0 to 15 completed iterations (tests/differential/test_fixed_cases_vs_cpu.py).
 - A repeated string instruction is interruptible between iterations (Vol. 1
   §7.3.9.2; Vol. 2B "REP": "the processor ... recognize[s] interrupts ... at
   iteration boundaries", IP left at the instruction).  Here one execution does
